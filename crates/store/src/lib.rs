@@ -1,1 +1,376 @@
-//! store
+//! The daemon's durable state: one SQLite database (`state.db`, WAL) under the state directory.
+//!
+//! The store knows nothing about processes or the network; it records what the daemon decided
+//! (apps, releases, which release is current, deploys, running instances, events) so that a
+//! restart — even after `kill -9` — can reconcile to the last committed state.
+//!
+//! Every write is one transaction; the schema is versioned by `PRAGMA user_version` and the
+//! numbered migrations in [`MIGRATIONS`] are applied in order at open.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+mod migrations;
+pub use migrations::MIGRATIONS;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("open state database {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "state database schema is version {found}, newer than this berth knows ({known}); upgrade berth"
+    )]
+    TooNew { found: i64, known: i64 },
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A release as recorded: an immutable tree under `apps/APP/releases/ID/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    pub app: String,
+    pub id: String,
+    pub created_at: SystemTime,
+    /// sha256 of the uploaded source archive.
+    pub digest: String,
+    pub status: ReleaseStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseStatus {
+    /// Unpacked, being built or started.
+    Pending,
+    /// Has served traffic (it is or was current).
+    Live,
+    /// Build or start failed; never served.
+    Failed,
+}
+
+impl ReleaseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseStatus::Pending => "pending",
+            ReleaseStatus::Live => "live",
+            ReleaseStatus::Failed => "failed",
+        }
+    }
+    fn parse(s: &str) -> Self {
+        match s {
+            "live" => ReleaseStatus::Live,
+            "failed" => ReleaseStatus::Failed,
+            _ => ReleaseStatus::Pending,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    pub name: String,
+    pub current_release: Option<String>,
+    pub created_at: SystemTime,
+}
+
+/// One deploy attempt, from upload to result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deploy {
+    pub id: i64,
+    pub app: String,
+    pub release: String,
+    pub user: String,
+    pub started_at: SystemTime,
+    pub finished_at: Option<SystemTime>,
+    /// `running`, `ok`, `failed`, `interrupted`.
+    pub result: String,
+    pub reason: Option<String>,
+}
+
+/// A process group the daemon started; kept so a restarted daemon can sweep leftovers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessRecord {
+    pub app: String,
+    pub service: String,
+    pub release: String,
+    pub instance: u32,
+    pub pgid: i32,
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Open (creating if needed) the database at `path` and apply pending migrations.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path).map_err(|source| Error::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Store::init(conn)
+    }
+
+    /// An in-memory store, for tests.
+    pub fn open_in_memory() -> Result<Store> {
+        Store::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Store> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a committed deploy survives power loss, not just a crash of the daemon.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        migrations::apply(&mut conn)?;
+        Ok(Store { conn })
+    }
+
+    pub fn schema_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    // ---- apps -------------------------------------------------------------------------------
+
+    pub fn apps(&self) -> Result<Vec<App>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT name, current_release, created_at FROM apps ORDER BY name")?;
+        let rows = st.query_map([], |r| {
+            Ok(App {
+                name: r.get(0)?,
+                current_release: r.get(1)?,
+                created_at: from_millis(r.get(2)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn app(&self, name: &str) -> Result<Option<App>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT name, current_release, created_at FROM apps WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(App {
+                        name: r.get(0)?,
+                        current_release: r.get(1)?,
+                        created_at: from_millis(r.get(2)?),
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    // ---- releases ---------------------------------------------------------------------------
+
+    /// Record a new release of `app` (creating the app on its first release) and return its id,
+    /// `r1`, `r2`, … in order per app.
+    pub fn create_release(&mut self, app: &str, digest: &str) -> Result<Release> {
+        let tx = self.conn.transaction()?;
+        let now = to_millis(SystemTime::now());
+        tx.execute(
+            "INSERT INTO apps (name, created_at) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
+            params![app, now],
+        )?;
+        let seq: i64 = tx.query_row(
+            "UPDATE apps SET release_seq = release_seq + 1 WHERE name = ?1 RETURNING release_seq",
+            [app],
+            |r| r.get(0),
+        )?;
+        let id = format!("r{seq}");
+        tx.execute(
+            "INSERT INTO releases (app, id, seq, created_at, digest, status) VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
+            params![app, id, seq, now, digest],
+        )?;
+        tx.commit()?;
+        Ok(Release {
+            app: app.to_owned(),
+            id,
+            created_at: from_millis(now),
+            digest: digest.to_owned(),
+            status: ReleaseStatus::Pending,
+        })
+    }
+
+    pub fn set_release_status(&self, app: &str, id: &str, status: ReleaseStatus) -> Result<()> {
+        self.conn.execute(
+            "UPDATE releases SET status = ?3 WHERE app = ?1 AND id = ?2",
+            params![app, id, status.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// Make `id` the release that serves `app`. This is the commit point of a deploy.
+    pub fn set_current(&mut self, app: &str, id: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE releases SET status = 'live' WHERE app = ?1 AND id = ?2",
+            params![app, id],
+        )?;
+        tx.execute(
+            "UPDATE apps SET current_release = ?2 WHERE name = ?1",
+            params![app, id],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Releases of `app`, newest first.
+    pub fn releases(&self, app: &str) -> Result<Vec<Release>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT app, id, created_at, digest, status FROM releases WHERE app = ?1 ORDER BY seq DESC",
+        )?;
+        let rows = st.query_map([app], |r| {
+            Ok(Release {
+                app: r.get(0)?,
+                id: r.get(1)?,
+                created_at: from_millis(r.get(2)?),
+                digest: r.get(3)?,
+                status: ReleaseStatus::parse(&r.get::<_, String>(4)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // ---- deploys ----------------------------------------------------------------------------
+
+    pub fn begin_deploy(&self, app: &str, release: &str, user: &str) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO deploys (app, release, user, started_at, result) VALUES (?1, ?2, ?3, ?4, 'running')",
+            params![app, release, user, to_millis(SystemTime::now())],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn finish_deploy(&self, id: i64, result: &str, reason: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE deploys SET finished_at = ?2, result = ?3, reason = ?4 WHERE id = ?1",
+            params![id, to_millis(SystemTime::now()), result, reason],
+        )?;
+        Ok(())
+    }
+
+    /// Mark deploys that were running when the daemon stopped as interrupted; returns how many.
+    pub fn interrupt_running_deploys(&self) -> Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE deploys SET finished_at = ?1, result = 'interrupted', reason = 'the daemon stopped during the deploy' WHERE result = 'running'",
+            [to_millis(SystemTime::now())],
+        )?)
+    }
+
+    /// Deploys, newest first, optionally of one app.
+    pub fn deploys(&self, app: Option<&str>, limit: u32) -> Result<Vec<Deploy>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, app, release, user, started_at, finished_at, result, reason FROM deploys
+             WHERE ?1 IS NULL OR app = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![app, limit], |r| {
+            Ok(Deploy {
+                id: r.get(0)?,
+                app: r.get(1)?,
+                release: r.get(2)?,
+                user: r.get(3)?,
+                started_at: from_millis(r.get(4)?),
+                finished_at: r.get::<_, Option<i64>>(5)?.map(from_millis),
+                result: r.get(6)?,
+                reason: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // ---- process groups ---------------------------------------------------------------------
+
+    pub fn record_process(&self, p: &ProcessRecord) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO processes (app, service, release, instance, pgid) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(app, service, release, instance) DO UPDATE SET pgid = excluded.pgid",
+            params![p.app, p.service, p.release, p.instance, p.pgid],
+        )?;
+        Ok(())
+    }
+
+    pub fn forget_process(
+        &self,
+        app: &str,
+        service: &str,
+        release: &str,
+        instance: u32,
+    ) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM processes WHERE app = ?1 AND service = ?2 AND release = ?3 AND instance = ?4",
+            params![app, service, release, instance],
+        )?;
+        Ok(())
+    }
+
+    /// Every recorded process group, and forget them all: used once at daemon start to sweep
+    /// what a previous run left behind.
+    pub fn take_processes(&mut self) -> Result<Vec<ProcessRecord>> {
+        let tx = self.conn.transaction()?;
+        let list = {
+            let mut st =
+                tx.prepare("SELECT app, service, release, instance, pgid FROM processes")?;
+            st.query_map([], |r| {
+                Ok(ProcessRecord {
+                    app: r.get(0)?,
+                    service: r.get(1)?,
+                    release: r.get(2)?,
+                    instance: r.get(3)?,
+                    pgid: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?
+        };
+        tx.execute("DELETE FROM processes", [])?;
+        tx.commit()?;
+        Ok(list)
+    }
+
+    // ---- events -----------------------------------------------------------------------------
+
+    /// Append to the event log (restarts, crash loops, deploy phases). `detail` must never hold
+    /// a secret value.
+    pub fn record_event(&self, app: &str, kind: &str, detail: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO events (at, app, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![to_millis(SystemTime::now()), app, kind, detail],
+        )?;
+        Ok(())
+    }
+
+    pub fn events(
+        &self,
+        app: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(SystemTime, String, String, String)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT at, app, kind, detail FROM events WHERE ?1 IS NULL OR app = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![app, limit], |r| {
+            Ok((from_millis(r.get(0)?), r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn to_millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn from_millis(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests;

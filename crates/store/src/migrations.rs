@@ -1,0 +1,67 @@
+//! Numbered schema migrations. Append only: a released migration is never edited.
+
+use rusqlite::Connection;
+
+use crate::{Error, Result};
+
+/// Migration N (1-based) brings the schema from version N-1 to N.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: apps, releases, deploys, process groups, events
+    "CREATE TABLE apps (
+        name            TEXT PRIMARY KEY,
+        current_release TEXT,
+        release_seq     INTEGER NOT NULL DEFAULT 0,
+        created_at      INTEGER NOT NULL
+    );
+    CREATE TABLE releases (
+        app        TEXT NOT NULL REFERENCES apps(name),
+        id         TEXT NOT NULL,
+        seq        INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        digest     TEXT NOT NULL,
+        status     TEXT NOT NULL,
+        PRIMARY KEY (app, id)
+    );
+    CREATE TABLE deploys (
+        id          INTEGER PRIMARY KEY,
+        app         TEXT NOT NULL,
+        release     TEXT NOT NULL,
+        user        TEXT NOT NULL,
+        started_at  INTEGER NOT NULL,
+        finished_at INTEGER,
+        result      TEXT NOT NULL,
+        reason      TEXT
+    );
+    CREATE INDEX deploys_app ON deploys(app, id);
+    CREATE TABLE processes (
+        app      TEXT NOT NULL,
+        service  TEXT NOT NULL,
+        release  TEXT NOT NULL,
+        instance INTEGER NOT NULL,
+        pgid     INTEGER NOT NULL,
+        PRIMARY KEY (app, service, release, instance)
+    );
+    CREATE TABLE events (
+        id     INTEGER PRIMARY KEY,
+        at     INTEGER NOT NULL,
+        app    TEXT NOT NULL,
+        kind   TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX events_app ON events(app, id);",
+];
+
+pub(crate) fn apply(conn: &mut Connection) -> Result<()> {
+    let known = MIGRATIONS.len() as i64;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > known {
+        return Err(Error::TooNew { found, known });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

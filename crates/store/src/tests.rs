@@ -1,0 +1,99 @@
+use super::*;
+
+#[test]
+fn releases_are_numbered_per_app_and_current_is_committed() {
+    let mut s = Store::open_in_memory().unwrap();
+    let r1 = s.create_release("shop", "d1").unwrap();
+    let r2 = s.create_release("shop", "d2").unwrap();
+    let other = s.create_release("blog", "d3").unwrap();
+    assert_eq!(
+        (r1.id.as_str(), r2.id.as_str(), other.id.as_str()),
+        ("r1", "r2", "r1")
+    );
+    assert_eq!(s.app("shop").unwrap().unwrap().current_release, None);
+
+    s.set_current("shop", "r2").unwrap();
+    assert_eq!(
+        s.app("shop").unwrap().unwrap().current_release.as_deref(),
+        Some("r2")
+    );
+    let list = s.releases("shop").unwrap();
+    assert_eq!(
+        list.iter()
+            .map(|r| (r.id.as_str(), r.status))
+            .collect::<Vec<_>>(),
+        [("r2", ReleaseStatus::Live), ("r1", ReleaseStatus::Pending)]
+    );
+}
+
+#[test]
+fn reopen_keeps_state_and_does_not_rerun_migrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let mut s = Store::open(&path).unwrap();
+        s.create_release("shop", "d").unwrap();
+        s.set_current("shop", "r1").unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    assert_eq!(
+        s.app("shop").unwrap().unwrap().current_release.as_deref(),
+        Some("r1")
+    );
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 999)
+        .unwrap();
+    let err = Store::open(&path).err().unwrap();
+    assert!(
+        err.to_string().contains("newer than this berth knows"),
+        "{err}"
+    );
+}
+
+#[test]
+fn running_deploys_become_interrupted() {
+    let mut s = Store::open_in_memory().unwrap();
+    s.create_release("shop", "d").unwrap();
+    let done = s.begin_deploy("shop", "r1", "ops").unwrap();
+    s.finish_deploy(done, "ok", None).unwrap();
+    s.begin_deploy("shop", "r1", "ops").unwrap();
+    assert_eq!(s.interrupt_running_deploys().unwrap(), 1);
+    let results: Vec<_> = s
+        .deploys(Some("shop"), 10)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.result)
+        .collect();
+    assert_eq!(results, ["interrupted", "ok"]);
+}
+
+#[test]
+fn process_groups_are_taken_once() {
+    let mut s = Store::open_in_memory().unwrap();
+    let p = ProcessRecord {
+        app: "a".into(),
+        service: "web".into(),
+        release: "r1".into(),
+        instance: 0,
+        pgid: 42,
+    };
+    s.record_process(&p).unwrap();
+    s.record_process(&ProcessRecord {
+        pgid: 43,
+        ..p.clone()
+    })
+    .unwrap();
+    assert_eq!(
+        s.take_processes().unwrap(),
+        [ProcessRecord { pgid: 43, ..p }]
+    );
+    assert!(s.take_processes().unwrap().is_empty());
+}
