@@ -86,10 +86,10 @@ pub fn unpack(archive: impl Read, dest: &Path) -> Result<usize, UnpackError> {
         let path = entry.path()?.into_owned();
         let shown = path.display().to_string();
         let depth = checked_depth(&path).ok_or_else(|| UnpackError::Escape(shown.clone()))?;
-        if let Some(target) = entry.link_name()? {
-            if !link_stays_inside(&target, depth) {
-                return Err(UnpackError::LinkEscape(shown));
-            }
+        if let Some(target) = entry.link_name()?
+            && !link_stays_inside(&target, depth)
+        {
+            return Err(UnpackError::LinkEscape(shown));
         }
         if !entry.unpack_in(dest)? {
             return Err(UnpackError::Escape(shown));
