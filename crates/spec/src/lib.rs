@@ -1,1 +1,165 @@
-//! spec
+//! The typed model of `berth.toml` and its validation.
+//!
+//! [`parse`] turns the text of a berth.toml into an [`AppSpec`], or into [`Diagnostics`] listing
+//! every problem in the file at once, each with its line, column and a hint. This crate does no
+//! IO: callers read the file and pass its name and text; checks that need the disk (does a
+//! static dir exist?) belong to the caller, which can report them through [`Diagnostics`] too.
+//!
+//! How it works: the text is parsed into a spanned TOML tree (`toml::de::DeTable`), then
+//! `schema.rs` walks that tree table by table with the small helpers in `walk.rs`, collecting
+//! problems instead of stopping at the first.
+
+mod diagnostic;
+mod routes;
+mod schema;
+mod units;
+mod walk;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Duration;
+
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use units::{parse_duration, parse_size};
+
+/// Parses and validates a berth.toml. `file` is the name shown in diagnostics
+/// (e.g. `"examples/hello/berth.toml"`).
+pub fn parse(file: &str, source: &str) -> Result<AppSpec, Diagnostics> {
+    schema::parse(file, source)
+}
+
+/// One app, as described by its berth.toml.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppSpec {
+    /// `[app] name`: `[a-z0-9-]`, 1 to 40 characters, starts with a letter, unique per server.
+    pub name: String,
+    /// `[build]`: run inside the new release directory before anything starts.
+    pub build: Option<BuildSpec>,
+    /// `[env]`: plain configuration injected into every service.
+    pub env: BTreeMap<String, String>,
+    /// `[services.NAME]`: supervised processes.
+    pub services: BTreeMap<String, ServiceSpec>,
+    /// `[[routes]]`, in file order.
+    pub routes: Vec<RouteSpec>,
+    /// `[proxy]`: proxy-wide settings.
+    pub proxy: ProxySpec,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildSpec {
+    /// Run with `/bin/sh -c` in the release directory.
+    pub command: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSpec {
+    /// Run with `/bin/sh -c`; must bind `127.0.0.1:$PORT` if a route points at it.
+    pub command: String,
+    /// Number of processes, 1 to 64. Default 1.
+    pub instances: u32,
+    /// Readiness and liveness probe; `None` means "ready once started".
+    pub health: Option<HealthSpec>,
+    /// Time between SIGTERM and SIGKILL. Default 30s.
+    pub stop_timeout: Duration,
+    /// Memory limit per instance in bytes (`memory_max = "512M"`).
+    pub memory_max: Option<u64>,
+}
+
+/// `health = { path = "/health/ready", interval = "2s", timeout = "1s", healthy_after = 2 }`
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSpec {
+    /// HTTP path probed with GET; starts with '/'.
+    pub path: String,
+    /// Time between probes. Default 2s.
+    pub interval: Duration,
+    /// Time one probe may take; at most `interval`. Default 1s.
+    pub timeout: Duration,
+    /// Consecutive passing probes before a new instance is ready. Default 1.
+    pub healthy_after: u32,
+    /// A new instance not ready within this time has failed to start. Default 60s.
+    pub start_deadline: Duration,
+    /// Consecutive failing probes before a running instance is restarted. Default 3.
+    pub unhealthy_after: u32,
+}
+
+impl HealthSpec {
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const DEFAULT_START_DEADLINE: Duration = Duration::from_secs(60);
+    pub const DEFAULT_HEALTHY_AFTER: u32 = 1;
+    pub const DEFAULT_UNHEALTHY_AFTER: u32 = 3;
+}
+
+impl ServiceSpec {
+    pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const MAX_INSTANCES: u32 = 64;
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSpec {
+    /// `"shop.example.com"`, `"*.example.com"` (any subdomain), `"localhost"`, or `"*"` (any host).
+    /// Lowercase, no port. Default `"*"`.
+    pub host: String,
+    /// Path prefix, starts with '/'. Default `"/"`.
+    pub path: String,
+    pub target: RouteTarget,
+    /// Remove `path` from the request path before passing it on. Default false.
+    pub strip_prefix: bool,
+    /// Request body limit in bytes; `None` means `[proxy] max_body`.
+    pub max_body: Option<u64>,
+    /// Where this route is written in berth.toml, for later diagnostics.
+    pub span: SourceSpan,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteTarget {
+    /// `service = "web"`: load-balanced across the service's instances.
+    Service(String),
+    /// `static = "build/client"`: files served by the proxy. `dir` is relative to the app
+    /// directory, never absolute, never containing `..`. With `spa`, unknown paths get
+    /// `index.html`.
+    Static { dir: String, spa: bool },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxySpec {
+    /// Default request body limit in bytes. Default 10 MiB.
+    pub max_body: u64,
+    /// Time to connect to an instance. Default 5s.
+    pub connect_timeout: Duration,
+    /// Time for an instance to start its response. Default 60s.
+    pub response_timeout: Duration,
+    pub balance: Balance,
+}
+
+impl Default for ProxySpec {
+    fn default() -> Self {
+        ProxySpec {
+            max_body: 10 << 20,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            balance: Balance::RoundRobin,
+        }
+    }
+}
+
+/// How the proxy picks an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// `"round_robin"`
+    #[default]
+    RoundRobin,
+    /// `"least_requests"`: the instance with the fewest requests in flight.
+    LeastRequests,
+}
+
+/// Byte range of something in berth.toml. Always compares equal, so that moving a route within
+/// the file never makes two specs differ.
+#[derive(Debug, Clone, Default)]
+pub struct SourceSpan(pub Range<usize>);
+
+impl PartialEq for SourceSpan {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,546 @@
+//! The rules of berth.toml, one function per table. Each function reports what is wrong and
+//! returns what it could make of the table, so that one pass finds every problem.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use toml::de::{DeTable, DeValue};
+
+use crate::routes::routes;
+use crate::walk::{
+    Problem, Table, Value, Walker, backticked, did_you_mean, optional, or_default, type_name,
+};
+use crate::{
+    AppSpec, Balance, BuildSpec, Diagnostic, Diagnostics, HealthSpec, ProxySpec, RouteTarget,
+    ServiceSpec,
+};
+
+const ROOT_KEYS: &[&str] = &["app", "build", "env", "services", "routes", "proxy"];
+/// Sections of the target design (DESIGN.md) that this version does not read yet.
+const LATER_KEYS: &[&str] = &[
+    "secrets",
+    "tls",
+    "databases",
+    "backups",
+    "alerts",
+    "notify",
+    "environments",
+];
+const APP_KEYS: &[&str] = &["name"];
+const BUILD_KEYS: &[&str] = &["command"];
+const SERVICE_KEYS: &[&str] = &[
+    "command",
+    "instances",
+    "health",
+    "stop_timeout",
+    "memory_max",
+];
+const HEALTH_KEYS: &[&str] = &[
+    "path",
+    "interval",
+    "timeout",
+    "healthy_after",
+    "start_deadline",
+    "unhealthy_after",
+];
+const PROXY_KEYS: &[&str] = &["max_body", "connect_timeout", "response_timeout", "balance"];
+const BALANCES: &[(&str, Balance)] = &[
+    ("round_robin", Balance::RoundRobin),
+    ("least_requests", Balance::LeastRequests),
+];
+
+pub(crate) fn parse(file: &str, source: &str) -> Result<AppSpec, Diagnostics> {
+    let mut diags = Diagnostics::new(file, source);
+    let (root, errors) = DeTable::parse_recoverable(source);
+    if !errors.is_empty() {
+        // The tree is a best guess after a syntax error; checking it would only add noise.
+        for e in &errors {
+            diags.push(syntax_error(e, source));
+        }
+        diags.sort();
+        return Err(diags);
+    }
+    let mut w = Walker::new(source);
+    w.top_level_keys = ROOT_KEYS;
+    let spec = app_spec(&mut w, root.get_ref());
+    for d in w.diags {
+        diags.push(d);
+    }
+    match spec {
+        Some(spec) if diags.is_empty() => Ok(spec),
+        _ => {
+            if diags.is_empty() {
+                diags.push(Diagnostic::error(
+                    "internal error: berth.toml was not understood",
+                ));
+            }
+            diags.sort();
+            Err(diags)
+        }
+    }
+}
+
+fn syntax_error(e: &toml::de::Error, source: &str) -> Diagnostic {
+    let span = e.span().unwrap_or(0..0);
+    let message = e.message();
+    if message == "duplicate key" {
+        let line_start = source[..span.start.min(source.len())]
+            .rfind('\n')
+            .map_or(0, |i| i + 1);
+        let line = source[line_start..]
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim();
+        let what = if line.starts_with('[') {
+            let header = line.split('#').next().unwrap_or_default().trim_end();
+            format!("table {header}")
+        } else {
+            format!("`{}`", source.get(span.clone()).unwrap_or_default())
+        };
+        return Diagnostic::error(format!("invalid TOML: {what} is defined twice"))
+            .at(span, "defined again here")
+            .help("a key or table may appear only once; merge the two definitions");
+    }
+    match message.split_once(", expected ") {
+        Some((what, expected)) => Diagnostic::error(format!("invalid TOML: {what}"))
+            .at(span, format!("expected {expected}")),
+        None => Diagnostic::error(format!("invalid TOML: {message}")).at(span, message),
+    }
+}
+
+fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
+    let root = Table {
+        entries: root,
+        span: 0..0,
+        ctx: "",
+    };
+    for (key, _) in root.entries.iter() {
+        let name = key.get_ref().as_ref();
+        if LATER_KEYS.contains(&name) {
+            w.report(
+                Diagnostic::error(format!(
+                    "[{name}] is not supported by this version of berth"
+                ))
+                .at(key.span(), "not supported yet")
+                .help("remove it for now"),
+            );
+        }
+    }
+    let known: Vec<&str> = ROOT_KEYS.iter().chain(LATER_KEYS).copied().collect();
+    w.known_keys(&root, &known);
+
+    let app = app(w, &root);
+    let build = root.get("build").and_then(|v| build(w, v));
+    let env = root.get("env").map(|v| env(w, v)).unwrap_or_default();
+    let (services, service_names) = root
+        .get("services")
+        .map(|v| services(w, v))
+        .unwrap_or_default();
+    let routes = root
+        .get("routes")
+        .map(|v| routes(w, v, &service_names))
+        .unwrap_or_default();
+    let proxy = root.get("proxy").map(|v| proxy(w, v)).unwrap_or_default();
+
+    let has_static = routes
+        .iter()
+        .any(|r| matches!(r.target, RouteTarget::Static { .. }));
+    if service_names.is_empty() && !has_static {
+        let mut d = Diagnostic::error("the app has nothing to run or serve").help(
+            "add a [services.NAME] table with a `command`, or a [[routes]] entry with `static`",
+        );
+        if let Some(span) = app.as_ref().map(|(_, span)| span.clone()) {
+            d = d.at(span, "no services and no static routes");
+        }
+        w.report(d);
+    }
+
+    Some(AppSpec {
+        name: app?.0,
+        build,
+        env,
+        services,
+        routes,
+        proxy,
+    })
+}
+
+/// `[app]`: returns the name and the table's span.
+fn app(w: &mut Walker<'_>, root: &Table<'_, '_>) -> Option<(String, Range<usize>)> {
+    let Some(value) = root.get("app") else {
+        w.report(
+            Diagnostic::error("missing [app] table")
+                .help("start the file with [app] and a line name = \"my-app\""),
+        );
+        return None;
+    };
+    let Some(t) = w.table(value, "[app]", APP_KEYS) else {
+        let help = match value.get_ref() {
+            DeValue::String(s) => format!("write [app] on one line and name = \"{s}\" below it"),
+            _ => "write [app] on one line and name = \"my-app\" below it".to_owned(),
+        };
+        w.wrong_type(root, "app", value, "a table", Some(help));
+        return None;
+    };
+    w.required(&t, "name", "name = \"my-app\"")?;
+    let name = w.checked(&t, "name", "app name", check_name)?;
+    Some((name, t.span))
+}
+
+/// App and service names: `[a-z0-9-]`, 1 to 40 characters, a letter first, no `-` last
+/// (so they work as DNS labels and Kubernetes names).
+pub(crate) fn check_name(name: &str) -> Result<(), Problem> {
+    // Suggest a fix only when case or separators are all that is wrong.
+    let fixed = name
+        .trim()
+        .to_ascii_lowercase()
+        .replace(['_', ' ', '.'], "-")
+        .trim_matches('-')
+        .to_owned();
+    let fixable = !fixed.is_empty()
+        && fixed.len() <= 40
+        && fixed.starts_with(|c: char| c.is_ascii_lowercase())
+        && fixed
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let suggest = || (fixable && fixed != name).then(|| format!("try \"{fixed}\""));
+    let label = if name.is_empty() {
+        "must not be empty"
+    } else if name.len() > 40 {
+        "longer than 40 characters"
+    } else if name
+        .chars()
+        .any(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+    {
+        "only lowercase letters, digits and `-` are allowed"
+    } else if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        "must start with a letter"
+    } else if name.ends_with('-') {
+        "must not end with `-`"
+    } else {
+        return Ok(());
+    };
+    Err((label.to_owned(), suggest()))
+}
+
+fn build(w: &mut Walker<'_>, value: &Value<'_>) -> Option<BuildSpec> {
+    let Some(t) = w.table(value, "[build]", BUILD_KEYS) else {
+        let help = match value.get_ref() {
+            DeValue::String(s) => {
+                format!("write [build] on one line and command = \"{s}\" below it")
+            }
+            _ => "write [build] on one line and command = \"...\" below it".to_owned(),
+        };
+        report_not_table(w, "build", value, help);
+        return None;
+    };
+    w.required(&t, "command", "command = \"...\"")?;
+    let (command, _) = w.non_empty_string(&t, "command")?;
+    Some(BuildSpec {
+        command: command.to_owned(),
+    })
+}
+
+fn env(w: &mut Walker<'_>, value: &Value<'_>) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    let DeValue::Table(entries) = value.get_ref() else {
+        report_not_table(
+            w,
+            "env",
+            value,
+            "write [env] and one NAME = \"value\" per line".to_owned(),
+        );
+        return env;
+    };
+    for (key, value) in entries.iter() {
+        let name = key.get_ref().as_ref();
+        if let Err(problem) = check_env_name(name) {
+            let message = format!("invalid environment variable name `{name}`");
+            w.problem(message, key.span(), problem);
+        }
+        match value.get_ref() {
+            DeValue::String(s) => {
+                env.insert(name.to_owned(), s.to_string());
+            }
+            other => {
+                let raw = w.text(value.span());
+                let help = match other {
+                    DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_) => {
+                        format!("quote it: {name} = \"{raw}\"")
+                    }
+                    _ => "environment variables hold plain strings".to_owned(),
+                };
+                w.report(
+                    Diagnostic::error(format!("value of `{name}` in [env] must be a string"))
+                        .at(value.span(), format!("found {}", type_name(other)))
+                        .help(help),
+                );
+            }
+        }
+    }
+    env
+}
+
+/// `[A-Z_][A-Z0-9_]*`, not set by berth itself.
+fn check_env_name(name: &str) -> Result<(), Problem> {
+    if name == "PORT" {
+        return Err((
+            "set by berth".to_owned(),
+            Some("berth gives each instance its own PORT; remove this line".to_owned()),
+        ));
+    }
+    if name.starts_with("BERTH_") {
+        return Err((
+            "reserved".to_owned(),
+            Some("names starting with BERTH_ are set by berth".to_owned()),
+        ));
+    }
+    let valid = name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        return Ok(());
+    }
+    let fixed: String = name
+        .to_ascii_uppercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let help = if fixed.starts_with(|c: char| c.is_ascii_digit()) || fixed == name {
+        "use uppercase letters, digits and `_`, not starting with a digit".to_owned()
+    } else {
+        format!("write `{fixed}`")
+    };
+    Err(("not a valid name".to_owned(), Some(help)))
+}
+
+/// `[services.NAME]`: returns the valid services and the names of all services written, so that
+/// routes to a service with problems of its own are not reported twice.
+fn services(w: &mut Walker<'_>, value: &Value<'_>) -> (BTreeMap<String, ServiceSpec>, Vec<String>) {
+    let mut out = BTreeMap::new();
+    let mut names = Vec::new();
+    let DeValue::Table(entries) = value.get_ref() else {
+        report_not_table(
+            w,
+            "services",
+            value,
+            "write one [services.NAME] table per service".to_owned(),
+        );
+        return (out, names);
+    };
+    for (key, value) in entries.iter() {
+        let name = key.get_ref().as_ref();
+        names.push(name.to_owned());
+        let name_ok = match check_name(name) {
+            Ok(()) => true,
+            Err(problem) => {
+                w.problem(
+                    format!("invalid service name `{name}`"),
+                    key.span(),
+                    problem,
+                );
+                false
+            }
+        };
+        let ctx = format!("[services.{name}]");
+        if let Some(service) = service(w, value, &ctx)
+            && name_ok
+        {
+            out.insert(name.to_owned(), service);
+        }
+    }
+    (out, names)
+}
+
+fn service(w: &mut Walker<'_>, value: &Value<'_>, ctx: &str) -> Option<ServiceSpec> {
+    let Some(t) = w.table(value, ctx, SERVICE_KEYS) else {
+        let help = match value.get_ref() {
+            DeValue::String(s) => format!("write {ctx} on one line and command = \"{s}\" below it"),
+            _ => format!("write {ctx} on one line and command = \"...\" below it"),
+        };
+        w.report(
+            Diagnostic::error(format!("{ctx} must be a table"))
+                .at(
+                    value.span(),
+                    format!("found {}", type_name(value.get_ref())),
+                )
+                .help(help),
+        );
+        return None;
+    };
+    let command = w
+        .required(&t, "command", "command = \"...\"")
+        .and_then(|_| w.non_empty_string(&t, "command"));
+    let instances = match t.get("instances") {
+        Some(v) if matches!(v.get_ref(), DeValue::Integer(i) if i.as_str() == "0") => {
+            w.report(
+                Diagnostic::error(format!("`instances` cannot be zero{}", t.in_ctx()))
+                    .at(v.span(), "must be at least 1")
+                    .help("to stop running this service, remove it"),
+            );
+            None
+        }
+        Some(_) => w.int(&t, "instances", 1, ServiceSpec::MAX_INSTANCES),
+        None => Some(1),
+    };
+    let health_ctx = format!("`health` of {ctx}");
+    let health = optional(&t, "health", |_| {
+        t.get("health").and_then(|v| health(w, &t, v, &health_ctx))
+    });
+    let stop_timeout = match t.get("stop_timeout") {
+        Some(_) => w.duration(&t, "stop_timeout"),
+        None => Some(ServiceSpec::DEFAULT_STOP_TIMEOUT),
+    };
+    let memory_max = optional(&t, "memory_max", |k| {
+        let (bytes, span) = w.size(&t, k)?;
+        if bytes < 1 << 20 {
+            w.report(
+                Diagnostic::error(format!("`memory_max` is too small{}", t.in_ctx()))
+                    .at(span, "less than 1M")
+                    .help("no real service runs in less than a megabyte; try \"64M\""),
+            );
+            return None;
+        }
+        Some(bytes)
+    });
+    Some(ServiceSpec {
+        command: command?.0.to_owned(),
+        instances: instances?,
+        health: health?,
+        stop_timeout: stop_timeout?,
+        memory_max: memory_max?,
+    })
+}
+
+fn health(
+    w: &mut Walker<'_>,
+    service: &Table<'_, '_>,
+    value: &Value<'_>,
+    ctx: &str,
+) -> Option<HealthSpec> {
+    let Some(t) = w.table(value, ctx, HEALTH_KEYS) else {
+        let help = match value.get_ref() {
+            DeValue::String(s) => format!("write health = {{ path = \"{s}\" }}"),
+            _ => "write health = { path = \"/health\" }".to_owned(),
+        };
+        w.wrong_type(service, "health", value, "a table", Some(help));
+        return None;
+    };
+    let path = w
+        .required(&t, "path", "path = \"/health\"")
+        .and_then(|_| w.string(&t, "path"));
+    let path = match path {
+        Some((p, span)) if !p.starts_with('/') => {
+            w.report(
+                Diagnostic::error(format!("`path` must start with '/'{}", t.in_ctx()))
+                    .at(span, "not an absolute path")
+                    .help(format!("write \"/{p}\"")),
+            );
+            None
+        }
+        other => other.map(|(p, _)| p.to_owned()),
+    };
+    let interval = or_default(&t, "interval", HealthSpec::DEFAULT_INTERVAL, |k| {
+        w.duration(&t, k)
+    });
+    let timeout = or_default(&t, "timeout", HealthSpec::DEFAULT_TIMEOUT, |k| {
+        w.duration(&t, k)
+    });
+    let healthy_after = or_default(
+        &t,
+        "healthy_after",
+        HealthSpec::DEFAULT_HEALTHY_AFTER,
+        |k| w.int(&t, k, 1, u32::MAX),
+    );
+    let unhealthy_after = or_default(
+        &t,
+        "unhealthy_after",
+        HealthSpec::DEFAULT_UNHEALTHY_AFTER,
+        |k| w.int(&t, k, 1, u32::MAX),
+    );
+    let start_deadline = or_default(
+        &t,
+        "start_deadline",
+        HealthSpec::DEFAULT_START_DEADLINE,
+        |k| w.duration(&t, k),
+    );
+    if let (Some(interval), Some(timeout)) = (interval, timeout)
+        && timeout > interval
+    {
+        let span = t
+            .get("timeout")
+            .or(t.get("interval"))
+            .map_or(t.span.clone(), |v| v.span());
+        w.report(
+                Diagnostic::error(format!("`timeout` is longer than `interval`{}", t.in_ctx()))
+                    .at(span, format!("{timeout:?} > {interval:?}"))
+                    .help("a probe must finish before the next one starts: make `timeout` at most `interval`"),
+            );
+        return None;
+    }
+    Some(HealthSpec {
+        path: path?,
+        interval: interval?,
+        timeout: timeout?,
+        healthy_after: healthy_after?,
+        start_deadline: start_deadline?,
+        unhealthy_after: unhealthy_after?,
+    })
+}
+
+fn proxy(w: &mut Walker<'_>, value: &Value<'_>) -> ProxySpec {
+    let defaults = ProxySpec::default();
+    let Some(t) = w.table(value, "[proxy]", PROXY_KEYS) else {
+        report_not_table(
+            w,
+            "proxy",
+            value,
+            "write [proxy] and one setting per line".to_owned(),
+        );
+        return defaults;
+    };
+    let max_body = w.size(&t, "max_body").map_or(defaults.max_body, |(b, _)| b);
+    let connect_timeout = w
+        .duration(&t, "connect_timeout")
+        .unwrap_or(defaults.connect_timeout);
+    let response_timeout = w
+        .duration(&t, "response_timeout")
+        .unwrap_or(defaults.response_timeout);
+    let balance = match w.string(&t, "balance") {
+        Some((name, span)) => match BALANCES.iter().find(|(n, _)| *n == name) {
+            Some((_, b)) => *b,
+            None => {
+                let names = BALANCES.iter().map(|(n, _)| *n);
+                let mut d = Diagnostic::error(format!("unknown balance `{name}` in [proxy]"));
+                d = match did_you_mean(name, names.clone()) {
+                    Some(close) => d.at(span, format!("did you mean `{close}`?")),
+                    None => d
+                        .at(span, "unknown")
+                        .help(format!("expected one of {}", backticked(names))),
+                };
+                w.report(d);
+                defaults.balance
+            }
+        },
+        None => defaults.balance,
+    };
+    ProxySpec {
+        max_body,
+        connect_timeout,
+        response_timeout,
+        balance,
+    }
+}
+
+fn report_not_table(w: &mut Walker<'_>, key: &str, value: &Value<'_>, help: String) {
+    w.report(
+        Diagnostic::error(format!("`{key}` must be a table"))
+            .at(
+                value.span(),
+                format!("found {}", type_name(value.get_ref())),
+            )
+            .help(help),
+    );
+}

@@ -1,0 +1,179 @@
+//! Data-driven tests: every `tests/fixtures/NAME.toml` is parsed and its outcome compared with
+//! `NAME.expected`: the rendered diagnostics, or for `ok_*` fixtures the parsed model.
+//! Run with `UPDATE_EXPECT=1` to rewrite the expected files, then review the diff by eye: they
+//! are what users see.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use spec::{AppSpec, Balance, HealthSpec, RouteTarget};
+
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn fixture(name: &str) -> AppSpec {
+    let file = format!("{name}.toml");
+    let source = std::fs::read_to_string(fixtures_dir().join(&file)).unwrap();
+    spec::parse(&file, &source).unwrap_or_else(|d| panic!("{d}"))
+}
+
+/// What a fixture should produce: `ok_*` fixtures parse, all others fail.
+fn outcome(file: &str, source: &str) -> Result<String, String> {
+    let should_parse = file.starts_with("ok_");
+    match spec::parse(file, source) {
+        Ok(spec) if should_parse => Ok(format!("{spec:#?}\n")),
+        Err(diags) if !should_parse => Ok(format!("{diags}\n")),
+        Ok(_) => Err(format!("{file} parsed, but only ok_* fixtures should")),
+        Err(diags) => Err(format!("{file} should parse:\n{diags}")),
+    }
+}
+
+#[test]
+fn fixtures() {
+    let update = std::env::var_os("UPDATE_EXPECT").is_some_and(|v| v == "1");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    assert!(paths.len() > 10, "fixtures not found");
+
+    let mut failures = Vec::new();
+    for path in &paths {
+        let file = path.file_name().unwrap().to_str().unwrap();
+        let source = std::fs::read_to_string(path).unwrap();
+        let actual = match outcome(file, &source) {
+            Ok(actual) => actual,
+            Err(why) => {
+                failures.push(why);
+                continue;
+            }
+        };
+        let expected_path = path.with_extension("expected");
+        if update {
+            std::fs::write(&expected_path, &actual).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if actual != expected {
+            failures.push(format!(
+                "{file}: output differs from {}\n--- expected\n{expected}\n--- actual\n{actual}",
+                expected_path.display()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\n\n(run with UPDATE_EXPECT=1 to accept the actual output)",
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn hello_example() {
+    let app = fixture("ok_hello");
+    assert_eq!(app.name, "hello");
+    assert_eq!(
+        app.build.unwrap().command,
+        "cargo build --release --offline --quiet"
+    );
+    assert_eq!(
+        app.env,
+        BTreeMap::from([("GREETING".to_owned(), "hello from berth".to_owned())])
+    );
+    let web = &app.services["web"];
+    assert_eq!(web.command, "target/release/hello");
+    assert_eq!(web.instances, 2);
+    assert_eq!(web.stop_timeout, Duration::from_secs(10));
+    assert_eq!(web.memory_max, Some(64 << 20));
+    assert_eq!(
+        web.health,
+        Some(HealthSpec {
+            path: "/health/ready".to_owned(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            healthy_after: 2,
+            start_deadline: Duration::from_secs(60),
+            unhealthy_after: 3,
+        })
+    );
+    assert_eq!(app.routes.len(), 1);
+    let route = &app.routes[0];
+    assert_eq!((route.host.as_str(), route.path.as_str()), ("*", "/"));
+    assert_eq!(route.target, RouteTarget::Service("web".to_owned()));
+    assert!(!route.strip_prefix);
+    assert_eq!(route.max_body, None);
+    assert_eq!(app.proxy, spec::ProxySpec::default());
+}
+
+#[test]
+fn full_example() {
+    let app = fixture("ok_full");
+    assert_eq!(app.name, "shop");
+    assert_eq!(app.env.len(), 2);
+    assert_eq!(app.services.keys().collect::<Vec<_>>(), ["web", "worker"]);
+    let worker = &app.services["worker"];
+    assert_eq!(worker.instances, 1);
+    assert_eq!(worker.health, None);
+    assert_eq!(worker.stop_timeout, Duration::from_secs(30));
+    assert_eq!(worker.memory_max, None);
+    let health = app.services["web"].health.clone().unwrap();
+    assert_eq!(health.unhealthy_after, 5);
+    assert_eq!(health.start_deadline, Duration::from_secs(120));
+
+    let routes: Vec<_> = app
+        .routes
+        .iter()
+        .map(|r| {
+            (
+                r.host.as_str(),
+                r.path.as_str(),
+                &r.target,
+                r.strip_prefix,
+                r.max_body,
+            )
+        })
+        .collect();
+    let web = RouteTarget::Service("web".to_owned());
+    let client = RouteTarget::Static {
+        dir: "build/client".to_owned(),
+        spa: true,
+    };
+    let assets = RouteTarget::Static {
+        dir: "./assets".to_owned(),
+        spa: false,
+    };
+    assert_eq!(
+        routes,
+        [
+            ("shop.example.com", "/api/", &web, true, Some(50 << 20)),
+            ("shop.example.com", "/", &client, false, None),
+            ("*.shop.example.com", "/", &web, false, None),
+            ("localhost", "/assets/", &assets, false, None),
+            ("*", "/", &web, false, Some(1 << 30)),
+        ]
+    );
+    // The span points back at the route's table header.
+    let source = std::fs::read_to_string(fixtures_dir().join("ok_full.toml")).unwrap();
+    assert_eq!(&source[app.routes[0].span.0.clone()], "[[routes]]");
+
+    assert_eq!(app.proxy.max_body, 20 << 20);
+    assert_eq!(app.proxy.connect_timeout, Duration::from_secs(2));
+    assert_eq!(app.proxy.response_timeout, Duration::from_secs(300));
+    assert_eq!(app.proxy.balance, Balance::LeastRequests);
+}
+
+#[test]
+fn diagnostics_api() {
+    let source = "[app]\nname = \"x\"\n[services.web]\ncomand = \"y\"\ninstances = 0\n";
+    let diags = spec::parse("berth.toml", source).unwrap_err();
+    assert_eq!(diags.len(), 2, "{diags}");
+    let first = diags.iter().next().unwrap();
+    let span = first.span.clone().unwrap();
+    assert_eq!(diags.line_col(span.start), (4, 1));
+    let e: &dyn std::error::Error = &diags;
+    assert!(e.to_string().ends_with("error: berth.toml has 2 problems"));
+}
