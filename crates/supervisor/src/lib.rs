@@ -1,1 +1,132 @@
-//! supervisor
+//! Runs each service instance as a supervised child process.
+//!
+//! The daemon hands over a [`ProcessSpec`]; [`Supervisor::start`] spawns it and supervises it
+//! until [`Instance::stop`]: readiness and liveness probes, restart with exponential backoff,
+//! crash-loop detection, graceful stop of the whole process group, `memory_max`, and log
+//! capture with rotation ([`logs`]). This crate knows nothing about berth.toml, the store,
+//! deploys or the proxy.
+//!
+//! Invariants:
+//! - every instance is its own session and process group (pgid = pid), started with
+//!   `/bin/sh -c` in the release directory, stdin `/dev/null`;
+//! - children die with the daemon, even on `kill -9`: `PR_SET_PDEATHSIG(SIGKILL)`, set from a
+//!   dedicated spawner thread that lives as long as the process. Grandchildren are not covered:
+//!   the daemon records [`InstanceStatus::pgid`] and sweeps with [`kill_stale_group`] at start;
+//! - nothing is left behind by an attempt: after the leader exits, the rest of its group is
+//!   SIGKILLed before a restart, and every child is reaped;
+//! - the supervisor must run inside a tokio runtime ([`Supervisor::start`] spawns tasks).
+
+mod instance;
+pub mod logs;
+mod memory;
+mod probe;
+mod spawn;
+mod types;
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{broadcast, mpsc};
+
+pub use instance::Instance;
+pub use types::{
+    Event, EventKind, Exit, InstanceKey, InstanceState, InstanceStatus, Probe, ProcessSpec,
+    StartFailure, StartFailureKind, SupervisorOptions,
+};
+
+/// Supervises many instances. Cheap to clone.
+#[derive(Clone)]
+pub struct Supervisor {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    opts: Arc<SupervisorOptions>,
+    events: broadcast::Sender<Event>,
+    instances: Arc<Mutex<Vec<Instance>>>,
+    /// One log writer per `(app, service)`, shared by its instances.
+    writers: Mutex<HashMap<(String, String), mpsc::Sender<logs::Record>>>,
+}
+
+impl Supervisor {
+    pub fn new(opts: SupervisorOptions) -> Self {
+        Supervisor {
+            shared: Arc::new(Shared {
+                opts: Arc::new(opts),
+                events: broadcast::channel(1024).0,
+                instances: Arc::new(Mutex::new(Vec::new())),
+                writers: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Spawn `spec` and supervise it until [`Instance::stop`]. Returns at once; use
+    /// [`Instance::wait_ready`] for the outcome of the start. Must be called within a tokio
+    /// runtime (any flavour).
+    pub fn start(&self, spec: ProcessSpec) -> Instance {
+        let inst = Instance::new(&spec);
+        let ctx = instance::Ctx {
+            opts: self.shared.opts.clone(),
+            events: self.shared.events.clone(),
+            log_tx: self.writer(&spec.app, &spec.service),
+            registry: Arc::downgrade(&self.shared.instances),
+        };
+        self.shared.instances.lock().unwrap().push(inst.clone());
+        tokio::spawn(instance::run(ctx, inst.clone(), spec));
+        inst
+    }
+
+    /// Lifecycle events of every instance. Slow receivers lose the oldest events (lagged).
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    /// Instances not yet stopped, in start order.
+    pub fn instances(&self) -> Vec<Instance> {
+        self.shared.instances.lock().unwrap().clone()
+    }
+
+    /// Stop every instance concurrently (daemon shutdown).
+    pub async fn shutdown(&self) {
+        let all = self.instances();
+        let mut set = tokio::task::JoinSet::new();
+        for inst in all {
+            set.spawn(async move { inst.stop().await });
+        }
+        while set.join_next().await.is_some() {}
+    }
+
+    fn writer(&self, app: &str, service: &str) -> mpsc::Sender<logs::Record> {
+        let mut writers = self.shared.writers.lock().unwrap();
+        writers
+            .entry((app.to_owned(), service.to_owned()))
+            .or_insert_with(|| {
+                let o = &self.shared.opts;
+                logs::spawn_writer(
+                    o.log_root.join(app).join(service),
+                    o.log_max_bytes,
+                    o.log_keep,
+                )
+            })
+            .clone()
+    }
+}
+
+/// A free TCP port on 127.0.0.1 right now (bind port 0, read it, release it).
+pub fn free_port() -> io::Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
+}
+
+/// SIGKILL process group `pgid` if it still exists. For the daemon's start-up sweep of groups
+/// recorded by a previous run. The caller must know the group is one of ours: a pgid can be
+/// reused by an unrelated session after a reboot. Returns whether a group was signalled.
+pub fn kill_stale_group(pgid: i32) -> bool {
+    let killed = spawn::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+    if killed {
+        tracing::warn!(pgid, "killed process group left from a previous run");
+    }
+    killed
+}

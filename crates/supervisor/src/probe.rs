@@ -1,0 +1,97 @@
+//! A tiny HTTP/1.1 client for health probes: one GET, `Connection: close`, status line only.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Probe `http://127.0.0.1:{port}{path}` once. `Ok` on a 2xx status; `Err` says what went wrong
+/// in words an operator can act on.
+pub(crate) async fn check(port: u16, path: &str, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, get_status(port, path)).await {
+        Ok(Ok(status)) if (200..300).contains(&status) => Ok(()),
+        Ok(Ok(status)) => Err(format!("GET {path} on port {port} answered {status}")),
+        Ok(Err(e)) => Err(format!("GET {path} on port {port}: {e}")),
+        Err(_) => Err(format!(
+            "GET {path} on port {port}: no answer within {timeout:?}"
+        )),
+    }
+}
+
+async fn get_status(port: u16, path: &str) -> Result<u16, String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: berth-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("send request: {e}"))?;
+    // Read just enough for the status line.
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 256];
+    loop {
+        if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
+            return parse_status_line(&buf[..end]);
+        }
+        if buf.len() > 1024 {
+            return Err("status line longer than 1 KiB".into());
+        }
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("read response: {e}"))?;
+        if n == 0 {
+            return Err(if buf.is_empty() {
+                "connection closed without a response".into()
+            } else {
+                "connection closed inside the status line".into()
+            });
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// `HTTP/1.1 200 OK` -> 200.
+fn parse_status_line(line: &[u8]) -> Result<u16, String> {
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split(' ');
+    let version = parts.next().unwrap_or("");
+    let code = parts.next().unwrap_or("");
+    if !version.starts_with("HTTP/1.") || code.len() != 3 {
+        return Err(format!("not an HTTP/1 response: {:?}", truncate(&line, 80)));
+    }
+    code.parse::<u16>()
+        .map_err(|_| format!("bad status code in {:?}", truncate(&line, 80)))
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_status_line;
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(parse_status_line(b"HTTP/1.1 200 OK"), Ok(200));
+        assert_eq!(
+            parse_status_line(b"HTTP/1.0 503 Service Unavailable"),
+            Ok(503)
+        );
+        assert_eq!(parse_status_line(b"HTTP/1.1 204"), Ok(204));
+        assert!(parse_status_line(b"SSH-2.0-OpenSSH").is_err());
+        assert!(parse_status_line(b"HTTP/1.1 2x0 OK").is_err());
+    }
+}
