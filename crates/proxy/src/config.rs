@@ -1,0 +1,66 @@
+//! Limits and timeouts of the proxy, with safe defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the access log goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AccessLog {
+    /// No access log.
+    Off,
+    /// One JSON line per request on standard output.
+    #[default]
+    Stdout,
+    /// One JSON line per request appended to this file.
+    File(PathBuf),
+}
+
+/// Settings of one [`crate::Proxy`]; every field has a safe default.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// A client must send a complete request head within this time (slow-client protection).
+    /// On HTTP/1.1 this clock also runs while a keep-alive connection waits for its next
+    /// request, so an idle HTTP/1.1 connection is closed after `min(header_read_timeout,
+    /// idle_timeout)`.
+    pub header_read_timeout: Duration,
+    /// A client connection with no request in flight is closed after this long.
+    pub idle_timeout: Duration,
+    /// Largest request head (request line and headers) accepted, in bytes; HTTP/1.1 needs at
+    /// least 8 KiB.
+    pub max_header_bytes: usize,
+    /// Time allowed to open a TCP connection to an upstream instance.
+    pub connect_timeout: Duration,
+    /// Time allowed for an upstream to start answering (response head) once the request is sent.
+    pub response_timeout: Duration,
+    /// Largest request body, in bytes, for routes that set no `max_body` of their own.
+    pub max_body: u64,
+    /// On shutdown, how long in-flight requests and WebSockets may take before they are cut.
+    pub drain_grace: Duration,
+    /// An idle pooled upstream connection is dropped after this long; keep it below the
+    /// upstream's own keep-alive timeout so a request never lands on a closing connection.
+    pub upstream_idle_timeout: Duration,
+    /// Idle pooled connections kept per upstream instance.
+    pub upstream_max_idle: usize,
+    /// Concurrent HTTP/2 streams per client connection.
+    pub max_concurrent_streams: u32,
+    /// Access log destination.
+    pub access_log: AccessLog,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 * 1024,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            max_body: 10 * 1024 * 1024,
+            drain_grace: Duration::from_secs(30),
+            upstream_idle_timeout: Duration::from_secs(20),
+            upstream_max_idle: 256,
+            max_concurrent_streams: 256,
+            access_log: AccessLog::default(),
+        }
+    }
+}

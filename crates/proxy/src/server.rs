@@ -1,0 +1,294 @@
+//! The [`Proxy`]: shared state, listeners, and serving one client connection.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::body::Tracked;
+use crate::config::ProxyConfig;
+use crate::forward::{ClientAddr, RequestIds};
+use crate::metrics::Registry;
+use crate::table::{Compiled, RouteTable};
+use crate::upstream::{DrainOutcome, Upstream};
+use crate::{accesslog, upstream};
+
+/// The reverse proxy: the published route table, metrics and access log, shared by every
+/// listener and connection.
+pub struct Proxy {
+    pub(crate) config: ProxyConfig,
+    table: ArcSwap<Compiled>,
+    pub(crate) metrics: Registry,
+    pub(crate) access_log: Option<accesslog::Sender>,
+    pub(crate) ids: RequestIds,
+    builder: auto::Builder<TokioExecutor>,
+}
+
+/// One `serve` call: its connections and upgraded streams, and how to stop them.
+pub(crate) struct ServeCtx {
+    pub tracker: TaskTracker,
+    /// Stop taking new requests; let in-flight ones finish.
+    pub shutdown: CancellationToken,
+    /// The grace period is over: close whatever is still open.
+    pub cut: CancellationToken,
+}
+
+/// What a connection's requests share.
+pub(crate) struct ConnShared {
+    pub client: ClientAddr,
+    /// `http` (later `https` on TLS listeners).
+    pub proto: &'static str,
+    pub serve: Arc<ServeCtx>,
+    active: AtomicUsize,
+    born: Instant,
+    /// Milliseconds after `born` of the last request start or end.
+    last_activity_ms: AtomicU64,
+}
+
+impl ConnShared {
+    pub fn request_started(&self) {
+        self.active.fetch_add(1, Relaxed);
+        self.touch();
+    }
+
+    pub fn request_done(&self) {
+        self.active.fetch_sub(1, Relaxed);
+        self.touch();
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_activity_ms.store(ms, Relaxed);
+    }
+
+    /// Resolves once the connection has had no request in flight for `idle` (before its first
+    /// request: for `first`, so a silent client is dropped after the header-read timeout).
+    async fn idle_expired(&self, first: Duration, idle: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last_activity_ms.load(Relaxed));
+            let limit = if self.active.load(Relaxed) == 0 && last.is_zero() {
+                first
+            } else {
+                idle
+            };
+            let due = self.born + last + limit;
+            if Instant::now() >= due && self.active.load(Relaxed) == 0 {
+                return;
+            }
+            let wake = due.max(Instant::now() + Duration::from_millis(100));
+            tokio::time::sleep_until(wake.into()).await;
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Service {
+    proxy: Arc<Proxy>,
+    conn: Arc<ConnShared>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Service {
+    type Response = Response<Tracked>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Tracked>, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let proxy = self.proxy.clone();
+        let conn = self.conn.clone();
+        Box::pin(async move { Ok(proxy.handle(req, conn).await) })
+    }
+}
+
+impl Proxy {
+    pub fn new(config: ProxyConfig) -> Arc<Proxy> {
+        let access_log = match accesslog::start(&config.access_log) {
+            Ok(log) => log,
+            Err(err) => {
+                tracing::error!(error = %err, dest = ?config.access_log, "cannot open the access log; requests will not be logged");
+                None
+            }
+        };
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout)
+            .max_buf_size(config.max_header_bytes.max(8192))
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(config.max_concurrent_streams)
+            .keep_alive_interval(Some(Duration::from_secs(20)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        Arc::new(Proxy {
+            config,
+            table: ArcSwap::from_pointee(Compiled::default()),
+            metrics: Registry::default(),
+            access_log,
+            ids: RequestIds::new(),
+            builder,
+        })
+    }
+
+    pub fn config(&self) -> &ProxyConfig {
+        &self.config
+    }
+
+    /// Replace the route table. Requests already routed finish on the table they loaded.
+    pub fn publish(&self, table: RouteTable) {
+        let compiled = Compiled::new(table, &self.metrics);
+        self.table.store(Arc::new(compiled));
+        self.metrics.global.table_swaps.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn table(&self) -> Arc<Compiled> {
+        self.table.load_full()
+    }
+
+    /// Wait until `upstream` (already absent from the published table) has no request in
+    /// flight and no open WebSocket, or `grace` has passed; then its WebSockets are closed.
+    pub async fn drained(&self, upstream: &Arc<Upstream>, grace: Duration) -> DrainOutcome {
+        upstream::drain(upstream, grace).await
+    }
+
+    /// Counters and histograms in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render()
+    }
+
+    /// Accept connections until `shutdown` resolves; then stop accepting, let in-flight
+    /// requests and WebSockets finish for up to `drain_grace`, and close what is left.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "proxy listening");
+        let ctx = Arc::new(ServeCtx {
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            cut: CancellationToken::new(),
+        });
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let proxy = self.clone();
+                        let c = ctx.clone();
+                        ctx.tracker.spawn(async move { proxy.serve_connection(stream, peer, "http", c).await });
+                    }
+                    Err(err) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(%addr, error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        tracing::info!(%addr, "proxy stopping: draining connections");
+        ctx.shutdown.cancel();
+        ctx.tracker.close();
+        if tokio::time::timeout(self.config.drain_grace, ctx.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(%addr, left = ctx.tracker.len(), "drain grace over: closing remaining connections");
+            ctx.cut.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), ctx.tracker.wait()).await;
+        }
+        tracing::info!(%addr, "proxy stopped");
+        Ok(())
+    }
+
+    /// Serve one client connection (HTTP/1.1 or h2c prior knowledge) over any byte stream;
+    /// a TLS listener calls this with the TLS stream and `proto = "https"`.
+    pub(crate) async fn serve_connection<I>(
+        self: Arc<Self>,
+        io: I,
+        peer: SocketAddr,
+        proto: &'static str,
+        serve: Arc<ServeCtx>,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let g = &self.metrics.global;
+        g.connections.fetch_add(1, Relaxed);
+        g.connections_total.fetch_add(1, Relaxed);
+        let shared = Arc::new(ConnShared {
+            client: ClientAddr::new(peer.ip()),
+            proto,
+            serve: serve.clone(),
+            active: AtomicUsize::new(0),
+            born: Instant::now(),
+            last_activity_ms: AtomicU64::new(0),
+        });
+        let service = Service {
+            proxy: self.clone(),
+            conn: shared.clone(),
+        };
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let (first, idle) = (
+            self.config
+                .header_read_timeout
+                .min(self.config.idle_timeout),
+            self.config.idle_timeout,
+        );
+        let mut closing = false;
+        let hard = tokio::time::sleep(Duration::from_secs(86_400 * 365));
+        tokio::pin!(hard);
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(err) = res {
+                        tracing::debug!(%peer, error = %err, "client connection ended with an error");
+                    }
+                    break;
+                }
+                () = serve.shutdown.cancelled(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                    hard.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
+                }
+                () = shared.idle_expired(first, idle), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                    hard.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
+                }
+                () = &mut hard, if closing => {
+                    // Graceful shutdown waits for a request head that may never come.
+                    if shared.active.load(Relaxed) == 0 {
+                        break;
+                    }
+                    hard.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
+                }
+                () = serve.cut.cancelled() => break,
+            }
+        }
+        g.connections.fetch_sub(1, Relaxed);
+    }
+}

@@ -1,0 +1,309 @@
+//! The route table the daemon publishes, and how a request finds its route.
+//!
+//! Matching is host first, then path: the most specific host pattern that has any route for
+//! the request's host owns it (exact beats `*.wildcard` beats `Any`), and among that host's
+//! routes the longest path prefix wins. A host that owns routes never falls through to a less
+//! specific host's routes, so one app's site can never be answered by another app by accident.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::metrics::{Registry, RouteMetrics, UpstreamErrors};
+use crate::upstream::Pool;
+
+/// Everything the proxy routes, published as one value by [`crate::Proxy::publish`].
+#[derive(Clone, Debug, Default)]
+pub struct RouteTable {
+    pub routes: Vec<Route>,
+}
+
+/// One route: which requests (host, path prefix) go where.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// Bounded label for metrics and logs, e.g. `"shop:/api/"`.
+    pub id: String,
+    /// The app that owns the route.
+    pub app: String,
+    pub host: HostPattern,
+    /// Path prefix, matched on segment boundaries: `/api` matches `/api` and `/api/x`, not
+    /// `/apix`; a prefix ending in `/` matches everything below it.
+    pub path: String,
+    /// Remove `path` from the request path before forwarding (or serving files).
+    pub strip_prefix: bool,
+    /// Largest request body in bytes; `None` takes [`crate::ProxyConfig::max_body`].
+    pub max_body: Option<u64>,
+    pub target: Target,
+}
+
+/// Which `Host` a route answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostPattern {
+    /// One host name, compared without port and case-insensitively.
+    Exact(String),
+    /// `"*.example.com"`: any host below `example.com` (not `example.com` itself).
+    Wildcard(String),
+    /// Any host (the default site).
+    Any,
+}
+
+/// Where a route sends its requests.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A service's instances.
+    Service(Arc<Pool>),
+    /// Files under `root`; with `spa`, extension-less paths fall back to `index.html`.
+    Static { root: PathBuf, spa: bool },
+}
+
+impl Target {
+    pub(crate) fn service_label(&self) -> &str {
+        match self {
+            Target::Service(pool) => &pool.service,
+            Target::Static { .. } => "static",
+        }
+    }
+}
+
+/// A route ready for the hot path.
+pub(crate) struct Entry {
+    pub route: Route,
+    /// `route.id`, shared with log lines.
+    pub label: Arc<str>,
+    pub metrics: Arc<RouteMetrics>,
+    pub errors: Arc<UpstreamErrors>,
+    /// Length of the prefix to strip from the path (0 when not stripping).
+    pub strip_len: usize,
+}
+
+/// The published table, indexed by host.
+#[derive(Default)]
+pub(crate) struct Compiled {
+    pub entries: Vec<Entry>,
+    exact: HashMap<String, Vec<usize>>,
+    /// (suffix including the leading dot, routes), longest suffix first.
+    wildcard: Vec<(String, Vec<usize>)>,
+    any: Vec<usize>,
+}
+
+impl Compiled {
+    pub fn new(table: RouteTable, registry: &Registry) -> Compiled {
+        let mut c = Compiled::default();
+        for route in table.routes {
+            let idx = c.entries.len();
+            match &route.host {
+                HostPattern::Exact(h) => c
+                    .exact
+                    .entry(normalize_host(h).into_owned())
+                    .or_default()
+                    .push(idx),
+                HostPattern::Wildcard(w) => {
+                    let suffix = normalize_host(w.trim_start_matches('*')).into_owned();
+                    let suffix = if suffix.starts_with('.') {
+                        suffix
+                    } else {
+                        format!(".{suffix}")
+                    };
+                    match c.wildcard.iter_mut().find(|(s, _)| *s == suffix) {
+                        Some((_, v)) => v.push(idx),
+                        None => c.wildcard.push((suffix, vec![idx])),
+                    }
+                }
+                HostPattern::Any => c.any.push(idx),
+            }
+            let strip_len = if route.strip_prefix {
+                route.path.trim_end_matches('/').len()
+            } else {
+                0
+            };
+            let service = route.target.service_label();
+            let metrics = registry.route(&route.id, service);
+            let errors = registry.upstream_errors(service);
+            let label = Arc::from(route.id.as_str());
+            c.entries.push(Entry {
+                route,
+                label,
+                metrics,
+                errors,
+                strip_len,
+            });
+        }
+        let entries = &c.entries;
+        let by_len = |v: &mut Vec<usize>| {
+            // Longest prefix first; on equal prefixes the earlier route wins (stable sort).
+            v.sort_by_key(|&i| std::cmp::Reverse(entries[i].route.path.len()));
+        };
+        c.exact.values_mut().for_each(by_len);
+        c.wildcard.iter_mut().for_each(|(_, v)| by_len(v));
+        by_len(&mut c.any);
+        c.wildcard.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        c
+    }
+
+    /// The route for `host` (as sent: may carry a port, any case) and `path`.
+    pub fn lookup(&self, host: Option<&str>, path: &str) -> Option<&Entry> {
+        let candidates = match host.map(normalize_host) {
+            Some(h) => self.host_routes(&h),
+            None => &self.any,
+        };
+        candidates
+            .iter()
+            .map(|&i| &self.entries[i])
+            .find(|e| prefix_matches(&e.route.path, path))
+    }
+
+    fn host_routes(&self, host: &str) -> &[usize] {
+        if let Some(v) = self.exact.get(host) {
+            return v;
+        }
+        for (suffix, v) in &self.wildcard {
+            if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
+                return v;
+            }
+        }
+        &self.any
+    }
+}
+
+/// Host without port, trailing dot or upper case (borrowed when already normal).
+pub(crate) fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
+    let host = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        match rest.find(']') {
+            Some(end) => &host[..end + 2],
+            None => host,
+        }
+    } else {
+        match host.rfind(':') {
+            Some(i) => &host[..i],
+            None => host,
+        }
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
+}
+
+/// Prefix match on a path-segment boundary.
+pub(crate) fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix.is_empty() || prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(id: &str, host: HostPattern, path: &str) -> Route {
+        Route {
+            id: id.into(),
+            app: "a".into(),
+            host,
+            path: path.into(),
+            strip_prefix: false,
+            max_body: None,
+            target: Target::Static {
+                root: PathBuf::new(),
+                spa: false,
+            },
+        }
+    }
+
+    fn check(table: &Compiled, host: Option<&str>, path: &str, expected: Option<&str>) {
+        let got = table.lookup(host, path).map(|e| e.route.id.as_str());
+        assert_eq!(got, expected, "host={host:?} path={path}");
+    }
+
+    #[test]
+    fn precedence() {
+        let t = Compiled::new(
+            RouteTable {
+                routes: vec![
+                    route("any", HostPattern::Any, "/"),
+                    route("wild", HostPattern::Wildcard("*.example.com".into()), "/"),
+                    route(
+                        "deep",
+                        HostPattern::Wildcard("*.shop.example.com".into()),
+                        "/",
+                    ),
+                    route(
+                        "shop-root",
+                        HostPattern::Exact("shop.example.com".into()),
+                        "/",
+                    ),
+                    route(
+                        "shop-api",
+                        HostPattern::Exact("shop.example.com".into()),
+                        "/api",
+                    ),
+                    route(
+                        "shop-apiv2",
+                        HostPattern::Exact("shop.example.com".into()),
+                        "/api/v2/",
+                    ),
+                    route(
+                        "only-api",
+                        HostPattern::Exact("api.example.org".into()),
+                        "/api/",
+                    ),
+                ],
+            },
+            &Registry::default(),
+        );
+        check(&t, Some("shop.example.com"), "/", Some("shop-root"));
+        check(&t, Some("SHOP.example.com:8080"), "/api", Some("shop-api"));
+        check(&t, Some("shop.example.com"), "/api/x", Some("shop-api"));
+        check(&t, Some("shop.example.com"), "/apix", Some("shop-root"));
+        check(
+            &t,
+            Some("shop.example.com"),
+            "/api/v2/x",
+            Some("shop-apiv2"),
+        );
+        check(&t, Some("shop.example.com."), "/api/v2", Some("shop-api"));
+        check(&t, Some("a.example.com"), "/x", Some("wild"));
+        check(&t, Some("a.b.example.com"), "/x", Some("wild"));
+        check(&t, Some("a.shop.example.com"), "/x", Some("deep"));
+        check(&t, Some("example.com"), "/x", Some("any"));
+        check(&t, Some("other.net"), "/", Some("any"));
+        check(&t, None, "/", Some("any"));
+        check(&t, Some("[::1]:80"), "/", Some("any"));
+        // a host that owns routes does not fall through to less specific hosts
+        check(&t, Some("api.example.org"), "/", None);
+        check(&t, Some("api.example.org"), "/api/", Some("only-api"));
+    }
+
+    #[test]
+    fn no_default_site_means_no_route() {
+        let t = Compiled::new(
+            RouteTable {
+                routes: vec![route(
+                    "shop",
+                    HostPattern::Exact("shop.example.com".into()),
+                    "/",
+                )],
+            },
+            &Registry::default(),
+        );
+        check(&t, Some("evil.example.com"), "/", None);
+        check(&t, None, "/", None);
+    }
+
+    #[test]
+    fn prefixes() {
+        assert!(prefix_matches("/api", "/api"));
+        assert!(prefix_matches("/api", "/api/x"));
+        assert!(!prefix_matches("/api", "/apix"));
+        assert!(prefix_matches("/api/", "/api/x"));
+        assert!(!prefix_matches("/api/", "/api"));
+        assert!(prefix_matches("/", "/anything"));
+    }
+}

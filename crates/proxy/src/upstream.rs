@@ -1,0 +1,312 @@
+//! Upstream instances, their pools, balancing and keep-alive connections.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::Body;
+
+/// How a pool picks an instance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    /// The instance with the fewest requests in flight (ties broken round-robin).
+    LeastOutstanding,
+}
+
+/// The instances of one service that receive traffic.
+pub struct Pool {
+    pub service: String,
+    pub balance: Balance,
+    upstreams: Vec<Arc<Upstream>>,
+    next: AtomicUsize,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("service", &self.service)
+            .field("balance", &self.balance)
+            .field("upstreams", &self.upstreams)
+            .finish()
+    }
+}
+
+impl Pool {
+    pub fn new(
+        service: impl Into<String>,
+        balance: Balance,
+        upstreams: Vec<Arc<Upstream>>,
+    ) -> Pool {
+        Pool {
+            service: service.into(),
+            balance,
+            upstreams,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    /// Pick an instance, avoiding `not` when another one exists.
+    pub(crate) fn pick(&self, not: Option<&Arc<Upstream>>) -> Option<&Arc<Upstream>> {
+        let n = self.upstreams.len();
+        if n == 0 {
+            return None;
+        }
+        // A retry (`not` set) does not take a turn from the next request.
+        let start = if not.is_some() {
+            self.next.load(Relaxed)
+        } else {
+            self.next.fetch_add(1, Relaxed)
+        };
+        let allowed = |u: &Arc<Upstream>| not.is_none_or(|x| !Arc::ptr_eq(x, u));
+        match self.balance {
+            Balance::RoundRobin => (0..n)
+                .map(|k| &self.upstreams[(start + k) % n])
+                .find(|u| allowed(u)),
+            Balance::LeastOutstanding => (0..n)
+                .map(|k| &self.upstreams[(start + k) % n])
+                .filter(|u| allowed(u))
+                .min_by_key(|u| u.inflight.load(Relaxed)),
+        }
+    }
+}
+
+/// One instance of a service, e.g. `shop/web.0@r7` on `127.0.0.1:41234`.
+pub struct Upstream {
+    pub id: String,
+    pub addr: SocketAddr,
+    inflight: AtomicUsize,
+    websockets: AtomicUsize,
+    idle: Mutex<Vec<IdleConn>>,
+    draining: AtomicBool,
+    settled: Notify,
+    /// Cancelled when a drain's grace runs out: open WebSockets to this instance close.
+    pub(crate) cut: CancellationToken,
+}
+
+struct IdleConn {
+    tx: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("id", &self.id)
+            .field("addr", &self.addr)
+            .field("inflight", &self.inflight())
+            .field("websockets", &self.websockets())
+            .finish()
+    }
+}
+
+/// Why no connection to an instance could be had.
+#[derive(Debug)]
+pub(crate) enum ConnectError {
+    Io(io::Error),
+    Timeout,
+    Handshake(hyper::Error),
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Io(e) => write!(f, "connect: {e}"),
+            ConnectError::Timeout => f.write_str("connect timed out"),
+            ConnectError::Handshake(e) => write!(f, "handshake: {e}"),
+        }
+    }
+}
+
+impl Upstream {
+    pub fn new(id: impl Into<String>, addr: SocketAddr) -> Arc<Upstream> {
+        Arc::new(Upstream {
+            id: id.into(),
+            addr,
+            inflight: AtomicUsize::new(0),
+            websockets: AtomicUsize::new(0),
+            idle: Mutex::new(Vec::new()),
+            draining: AtomicBool::new(false),
+            settled: Notify::new(),
+            cut: CancellationToken::new(),
+        })
+    }
+
+    /// Requests to this instance whose response has not finished yet.
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(SeqCst)
+    }
+
+    /// Upgraded (WebSocket) connections to this instance that are open.
+    pub fn websockets(&self) -> usize {
+        self.websockets.load(SeqCst)
+    }
+
+    /// A pooled connection that is open and younger than `max_idle`, newest first (it may still
+    /// be finishing its previous response: check `is_ready`).
+    pub(crate) fn take_idle(&self, max_idle: Duration) -> Option<http1::SendRequest<Body>> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(c) = idle.pop() {
+            if c.since.elapsed() >= max_idle {
+                // Everything below is older still.
+                idle.clear();
+                return None;
+            }
+            if !c.tx.is_closed() {
+                return Some(c.tx);
+            }
+        }
+        None
+    }
+
+    pub(crate) fn put_idle(&self, tx: http1::SendRequest<Body>, max: usize) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < max {
+            idle.push(IdleConn {
+                tx,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Open a TCP connection (no HTTP yet).
+    pub(crate) async fn dial(&self, timeout: Duration) -> Result<TcpStream, ConnectError> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| ConnectError::Timeout)?
+            .map_err(ConnectError::Io)?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// A fresh HTTP/1.1 connection; its driver runs as its own task.
+    pub(crate) async fn connect(
+        &self,
+        timeout: Duration,
+    ) -> Result<http1::SendRequest<Body>, ConnectError> {
+        let stream = self.dial(timeout).await?;
+        let (tx, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(error = %err, "upstream connection ended");
+            }
+        });
+        Ok(tx)
+    }
+
+    fn settle(&self) {
+        if self.draining.load(SeqCst) {
+            self.settled.notify_waiters();
+        }
+    }
+}
+
+/// Counts a request as in flight on an instance until dropped.
+pub(crate) struct InflightGuard(pub Arc<Upstream>);
+
+impl InflightGuard {
+    pub fn new(up: &Arc<Upstream>) -> InflightGuard {
+        up.inflight.fetch_add(1, SeqCst);
+        InflightGuard(up.clone())
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        if self.0.inflight.fetch_sub(1, SeqCst) == 1 {
+            self.0.settle();
+        }
+    }
+}
+
+/// Counts an open WebSocket on an instance until dropped.
+pub(crate) struct WebSocketGuard(pub Arc<Upstream>);
+
+impl WebSocketGuard {
+    pub fn new(up: &Arc<Upstream>) -> WebSocketGuard {
+        up.websockets.fetch_add(1, SeqCst);
+        WebSocketGuard(up.clone())
+    }
+}
+
+impl Drop for WebSocketGuard {
+    fn drop(&mut self) {
+        if self.0.websockets.fetch_sub(1, SeqCst) == 1 {
+            self.0.settle();
+        }
+    }
+}
+
+/// How draining an instance ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DrainOutcome {
+    /// Every request and WebSocket finished on its own within the grace period.
+    pub clean: bool,
+    /// Requests still in flight when the grace period ran out (left to finish or fail).
+    pub requests_left: usize,
+    /// WebSockets closed by berth when the grace period ran out.
+    pub websockets_cut: usize,
+    pub waited: Duration,
+}
+
+/// Wait until `up` is idle or `grace` has passed; then cut its WebSockets.
+pub(crate) async fn drain(up: &Arc<Upstream>, grace: Duration) -> DrainOutcome {
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::now() + grace;
+    up.draining.store(true, SeqCst);
+    loop {
+        let settled = up.settled.notified();
+        tokio::pin!(settled);
+        settled.as_mut().enable();
+        if up.inflight() == 0 && up.websockets() == 0 {
+            up.idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+            return DrainOutcome {
+                clean: true,
+                requests_left: 0,
+                websockets_cut: 0,
+                waited: start.elapsed(),
+            };
+        }
+        // The periodic wake-up is a safety net; the notification is the fast path.
+        let wake = deadline.min(tokio::time::Instant::now() + Duration::from_millis(250));
+        tokio::select! {
+            _ = settled => {}
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+    }
+    let websockets_cut = up.websockets();
+    up.cut.cancel();
+    // Idle pooled connections to the instance are of no further use.
+    up.idle
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
+    DrainOutcome {
+        clean: false,
+        requests_left: up.inflight(),
+        websockets_cut,
+        waited: start.elapsed(),
+    }
+}

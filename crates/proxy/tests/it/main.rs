@@ -1,0 +1,12 @@
+//! The proxy driven over real sockets by real clients (hyper, tungstenite, promtool).
+
+mod support;
+
+mod drain;
+mod files;
+mod forwarding;
+mod limits;
+mod observe;
+mod routing;
+mod upstreams;
+mod websocket;
