@@ -1,1 +1,131 @@
-fn main() {}
+//! berth: one binary that takes a web app to production on one Linux server and keeps it there.
+//!
+//! `berth serve` is the daemon; every other subcommand is a thin client of its control API
+//! (HTTP + JSON on `STATE/berth.sock`), except `check`, `proxy` and `demo`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod api;
+mod cli;
+mod client;
+mod daemon;
+mod output;
+
+/// Exit codes: 0 ok, 1 the operation failed, 2 bad usage or bad input.
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Take a web app to production on one Linux server, and keep it there."
+)]
+struct Cli {
+    /// State directory of the daemon (holds state.db, berth.sock, releases, logs).
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_STATE",
+        default_value = "/var/lib/berth"
+    )]
+    state: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: supervise apps, serve the proxy and the control API.
+    Serve(daemon::ServeArgs),
+    /// Validate berth.toml and change nothing.
+    Check {
+        /// App directory holding berth.toml.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Ship the app in DIR as a new release.
+    Deploy {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Show apps, releases and instances.
+    Status {
+        app: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the logs of an app's services.
+    Logs {
+        app: String,
+        service: Option<String>,
+        /// Keep printing new lines as they are written.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only lines newer than this, e.g. 10m, 2h.
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Run the bundled example end to end in a temporary state directory.
+    Demo {
+        /// Proxy address for the demo.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: SocketAddr,
+    },
+    /// The proxy alone in front of one upstream (benchmarks, quick use).
+    Proxy {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        to: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            output::error(&anyhow::Error::new(err).context("start the async runtime"));
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => daemon::serve(&cli.state, args).await,
+            Command::Check { dir } => cli::check::run(&dir),
+            Command::Deploy { dir } => cli::deploy::run(&cli.state, &dir).await,
+            Command::Status { app, json } => {
+                cli::status::run(&cli.state, app.as_deref(), json).await
+            }
+            Command::Logs {
+                app,
+                service,
+                follow,
+                since,
+            } => {
+                cli::logs::run(
+                    &cli.state,
+                    &app,
+                    service.as_deref(),
+                    follow,
+                    since.as_deref(),
+                )
+                .await
+            }
+            Command::Demo { http } => cli::demo::run(http).await,
+            Command::Proxy { listen, to } => cli::proxy::run(listen, to).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => ExitCode::from(cli::report(&err)),
+    }
+}

@@ -52,12 +52,16 @@ pub fn pack(dir: &Path) -> io::Result<Packed> {
         tar.append_path_with_name(dir.join(rel), rel)?;
     }
     let bytes = tar.into_inner()?.finish()?;
-    let digest = hex::encode(Sha256::digest(&bytes));
     Ok(Packed {
+        digest: digest(&bytes),
         bytes,
-        digest,
         files: paths.len(),
     })
+}
+
+/// The digest that names a source archive: sha256, hex.
+pub fn digest(archive: &[u8]) -> String {
+    hex::encode(Sha256::digest(archive))
 }
 
 #[derive(Debug, thiserror::Error)]

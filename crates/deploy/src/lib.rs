@@ -6,7 +6,7 @@
 
 mod archive;
 
-pub use archive::{Packed, UnpackError, pack, unpack};
+pub use archive::{Packed, UnpackError, digest, pack, unpack};
 
 /// Name of the per-app ignore file, read like `.gitignore` (which is honoured too).
 pub const IGNORE_FILE: &str = ".berthignore";

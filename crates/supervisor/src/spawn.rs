@@ -19,9 +19,33 @@ use tokio::sync::oneshot;
 use crate::types::ProcessSpec;
 
 /// Variables passed through from the daemon's environment; everything else is the app's.
+/// `CARGO_HOME`/`RUSTUP_HOME` locate the host's toolchains, like `PATH`.
 const INHERITED_ENV: &[&str] = &[
-    "PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME", "TMPDIR",
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "USER",
+    "LOGNAME",
+    "TMPDIR",
+    "CARGO_HOME",
+    "RUSTUP_HOME",
 ];
+
+/// The part of a child's environment that comes from the host: the variables of
+/// `INHERITED_ENV` the daemon has, and a default `PATH` when it has none. Build commands get
+/// the same base, so a build sees what its services will see.
+pub fn base_env() -> Vec<(String, std::ffi::OsString)> {
+    let mut env: Vec<_> = INHERITED_ENV
+        .iter()
+        .filter_map(|name| std::env::var_os(name).map(|v| ((*name).to_owned(), v)))
+        .collect();
+    if std::env::var_os("PATH").is_none() {
+        env.push(("PATH".to_owned(), DEFAULT_PATH.into()));
+    }
+    env
+}
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The `sh -c` argument: `exec COMMAND` when that is safe, so no shell stays in between.
@@ -69,15 +93,7 @@ fn is_simple(command: &str) -> bool {
 pub(crate) fn command(spec: &ProcessSpec, rlimit_as: Option<u64>) -> Command {
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c").arg(shell_line(&spec.command));
-    cmd.current_dir(&spec.cwd).env_clear();
-    for name in INHERITED_ENV {
-        if let Some(v) = std::env::var_os(name) {
-            cmd.env(name, v);
-        }
-    }
-    if std::env::var_os("PATH").is_none() {
-        cmd.env("PATH", DEFAULT_PATH);
-    }
+    cmd.current_dir(&spec.cwd).env_clear().envs(base_env());
     cmd.envs(&spec.env)
         .env("PORT", spec.port.to_string())
         .env("BERTH_APP", &spec.app)

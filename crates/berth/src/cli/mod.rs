@@ -1,0 +1,44 @@
+//! Client subcommands. Each returns the process exit code or an error for [`report`].
+
+use anyhow::Error;
+
+use crate::client::DaemonError;
+use crate::{EXIT_BAD_INPUT, EXIT_FAILED, output};
+
+pub mod check;
+pub mod demo;
+pub mod deploy;
+pub mod logs;
+pub mod proxy;
+pub mod status;
+
+/// Bad input from the user (exit 2), as opposed to an operation that failed (exit 1).
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+/// Print an error with its hint and return the exit code it deserves.
+pub fn report(err: &Error) -> u8 {
+    output::error(err);
+    if let Some(daemon) = err.downcast_ref::<DaemonError>() {
+        if let Some(hint) = &daemon.body.hint {
+            output::hint(hint);
+        }
+        return if daemon.status.is_client_error() {
+            EXIT_BAD_INPUT
+        } else {
+            EXIT_FAILED
+        };
+    }
+    if err.downcast_ref::<BadInput>().is_some() {
+        return EXIT_BAD_INPUT;
+    }
+    EXIT_FAILED
+}

@@ -1,0 +1,85 @@
+//! `berth status [APP] [--json]`
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::api::Status;
+use crate::client::Client;
+use crate::output;
+
+pub async fn run(state: &Path, app: Option<&str>, json: bool) -> Result<u8> {
+    let path = match app {
+        Some(app) => format!("/v1/status?app={app}"),
+        None => "/v1/status".to_owned(),
+    };
+    let status: Status = Client::new(state).get_json(&path).await?;
+    if json {
+        output::json(&status);
+        return Ok(0);
+    }
+    if status.apps.is_empty() {
+        output::line("no apps deployed yet; deploy one with: berth deploy DIR");
+        return Ok(0);
+    }
+    for app in &status.apps {
+        let release = app.release.as_deref().unwrap_or("none");
+        let deploying = app
+            .deploying
+            .as_deref()
+            .map(|r| format!(" (deploying {r})"))
+            .unwrap_or_default();
+        output::line(format!("{}  release {release}{deploying}", app.name));
+        output::line(format!(
+            "  {:<16} {:<8} {:>8} {:>6} {:<11} {:>8} {:>9} {:>8}",
+            "INSTANCE", "RELEASE", "PID", "PORT", "STATE", "RESTARTS", "UPTIME", "MEMORY"
+        ));
+        let mut warnings: Vec<&str> = Vec::new();
+        for i in &app.instances {
+            output::line(format!(
+                "  {:<16} {:<8} {:>8} {:>6} {:<11} {:>8} {:>9} {:>8}",
+                format!("{}.{}", i.service, i.instance),
+                i.release,
+                i.pid.map_or("-".to_owned(), |p| p.to_string()),
+                i.port,
+                i.state,
+                i.restarts,
+                i.uptime_secs.map_or("-".to_owned(), human_secs),
+                i.memory_bytes.map_or("-".to_owned(), human_bytes),
+            ));
+            for w in &i.warnings {
+                if !warnings.contains(&w.as_str()) {
+                    warnings.push(w);
+                }
+            }
+        }
+        for w in &warnings {
+            output::line(format!("  warning: {w}"));
+        }
+        for i in app.instances.iter().filter(|i| i.crash_loop) {
+            output::line(format!(
+                "  warning: {}.{} is crash-looping ({} restarts); see `berth logs {} {}`",
+                i.service, i.instance, i.restarts, app.name, i.service
+            ));
+        }
+    }
+    Ok(0)
+}
+
+fn human_secs(s: u64) -> String {
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    if b >= 1024 * MIB {
+        format!("{:.1}G", b as f64 / (1024 * MIB) as f64)
+    } else {
+        format!("{:.1}M", b as f64 / MIB as f64)
+    }
+}

@@ -1,0 +1,234 @@
+//! The control API (HTTP/1.1 + JSON on the Unix socket) and the admin listener (/metrics).
+//!
+//! | method | path                        | answer                                  |
+//! |--------|-----------------------------|-----------------------------------------|
+//! | GET    | /v1/daemon                  | [`api::DaemonInfo`]                     |
+//! | GET    | /v1/status[?app=A]          | [`api::Status`]                         |
+//! | POST   | /v1/deploy  (body: archive) | NDJSON stream of [`api::DeployEvent`]   |
+//! | GET    | /v1/apps/A/logs?service=&since_ms=&follow=1 | log lines, streamed     |
+//! | GET    | /v1/metrics                 | Prometheus text                         |
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, UnixListener};
+
+use super::Shared;
+use super::body::{ApiBody, ChannelBody, full};
+use crate::api::ApiError;
+
+/// Largest source archive accepted by `POST /v1/deploy`.
+const MAX_ARCHIVE: usize = 1 << 30;
+
+pub async fn serve_control(
+    daemon: Shared,
+    listener: UnixListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accept on the control socket");
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let user = peer_user(&stream);
+        let daemon = daemon.clone();
+        let svc = service_fn(move |req| {
+            let (daemon, user) = (daemon.clone(), user.clone());
+            async move { Ok::<_, Infallible>(route(daemon, req, user).await) }
+        });
+        let conn =
+            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(error = %err, "control connection ended");
+            }
+        });
+    }
+    // Long streams (logs --follow) must not hold the daemon up forever.
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}
+
+/// The local user on the other end of the socket, for the deploy history.
+fn peer_user(stream: &tokio::net::UnixStream) -> String {
+    stream
+        .peer_cred()
+        .ok()
+        .and_then(|c| {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(c.uid()))
+                .ok()
+                .flatten()
+        })
+        .map_or_else(|| "unknown".to_owned(), |u| u.name)
+}
+
+async fn route(daemon: Shared, req: Request<Incoming>, user: String) -> Response<ApiBody> {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (req.method(), segments.as_slice()) {
+        (&Method::GET, ["v1", "daemon"]) => json(StatusCode::OK, &daemon.info()),
+        (&Method::GET, ["v1", "status"]) => match daemon.status(param(&query, "app")).await {
+            Ok(status) => json(StatusCode::OK, &status),
+            Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}"), None),
+        },
+        (&Method::POST, ["v1", "deploy"]) => deploy(daemon, req, user).await,
+        (&Method::GET, ["v1", "apps", app, "logs"]) => logs(&daemon, app, &query).await,
+        (&Method::GET, ["v1", "metrics"]) => metrics(&daemon),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("no such API endpoint: {} {path}", req.method()),
+            None,
+        ),
+    }
+}
+
+async fn deploy(daemon: Shared, req: Request<Incoming>, user: String) -> Response<ApiBody> {
+    let archive = match Limited::new(req.into_body(), MAX_ARCHIVE).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("could not receive the source archive: {err}"),
+                Some(format!(
+                    "archives are limited to {} MiB; add large files to .berthignore",
+                    MAX_ARCHIVE >> 20
+                )),
+            );
+        }
+    };
+    let (tx, body) = ChannelBody::new(super::apps::EVENT_BUFFER);
+    // The deploy runs on its own task: a client that goes away does not cut it short.
+    tokio::spawn(daemon.deploy(archive, user, tx));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(body)
+        .unwrap_or_else(|_| Response::new(full("")))
+}
+
+async fn logs(daemon: &Shared, app: &str, query: &str) -> Response<ApiBody> {
+    let known = daemon.with_store({
+        let app = app.to_owned();
+        move |s| s.app(&app)
+    });
+    match known.await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no app named {app}"),
+                Some("`berth status` lists the deployed apps".to_owned()),
+            );
+        }
+        Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}"), None),
+    }
+    let service = param(query, "service");
+    let since = match param(query, "since_ms").map(|ms| ms.parse::<u64>()) {
+        None => None,
+        Some(Ok(ms)) => SystemTime::now().checked_sub(Duration::from_millis(ms)),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "since_ms must be a number of milliseconds".to_owned(),
+                None,
+            );
+        }
+    };
+    let follow = param(query, "follow").is_some_and(|v| v == "1");
+    let dir = daemon.log_dir(app);
+    let (tx, body) = ChannelBody::new(64);
+    tokio::spawn(super::logs::stream(dir, service, since, follow, tx));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(body)
+        .unwrap_or_else(|_| Response::new(full("")))
+}
+
+fn metrics(daemon: &Shared) -> Response<ApiBody> {
+    Response::builder()
+        .header(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+        .body(full(daemon.proxy().metrics_text()))
+        .unwrap_or_else(|_| Response::new(full("")))
+}
+
+/// The admin listener: `GET /metrics` (Prometheus) and `GET /health` for the daemon itself.
+pub async fn serve_admin(
+    daemon: Shared,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accept on the admin listener");
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let daemon = daemon.clone();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let daemon = daemon.clone();
+            async move {
+                Ok::<_, Infallible>(match (req.method(), req.uri().path()) {
+                    (&Method::GET, "/metrics") => metrics(&daemon),
+                    (&Method::GET, "/health") => Response::new(full("ok\n")),
+                    _ => error(StatusCode::NOT_FOUND, "not found".to_owned(), None),
+                })
+            }
+        });
+        tokio::spawn(async move {
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then(|| v.to_owned())
+    })
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<ApiBody> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(full("")))
+}
+
+fn error(status: StatusCode, message: String, hint: Option<String>) -> Response<ApiBody> {
+    json(
+        status,
+        &ApiError {
+            error: message,
+            hint,
+        },
+    )
+}

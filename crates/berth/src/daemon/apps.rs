@@ -1,0 +1,772 @@
+//! The daemon's core: which release of which app runs, how a release is started, switched to
+//! and stopped, and how the proxy's route table is derived from that.
+//!
+//! Start-up, deploy and recovery after a crash all go through [`Daemon::start_release`] and
+//! [`Daemon::switch`]: start-up is a switch from nothing.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use proxy::{HostPattern, Pool, Proxy, ProxyConfig, Route, RouteTable, Target, Upstream};
+use spec::{AppSpec, RouteTarget};
+use store::{ProcessRecord, ReleaseStatus, Store};
+use supervisor::{
+    Event, EventKind, Instance, InstanceState, ProcessSpec, Supervisor, SupervisorOptions,
+};
+use tokio::sync::mpsc;
+
+use crate::api::{self, DeployEvent, DeployOutcome};
+
+/// How long old instances may finish in-flight requests after a switch before they are stopped.
+const DRAIN_GRACE: Duration = Duration::from_secs(30);
+/// Deploy progress lines buffered for a slow client before build output is dropped.
+pub(crate) const EVENT_BUFFER: usize = 256;
+
+pub struct Daemon {
+    state: PathBuf,
+    store: Mutex<Store>,
+    supervisor: Supervisor,
+    proxy: Arc<Proxy>,
+    http: SocketAddr,
+    admin: Option<SocketAddr>,
+    /// The release serving each app.
+    running: Mutex<BTreeMap<String, Release>>,
+    /// Apps with a deploy in progress, and the release being deployed.
+    deploying: Mutex<BTreeMap<String, String>>,
+}
+
+/// A started release: its spec, its tree, and one member per instance.
+struct Release {
+    id: String,
+    spec: Arc<AppSpec>,
+    dir: PathBuf,
+    members: Vec<Member>,
+}
+
+struct Member {
+    service: String,
+    index: u32,
+    instance: Instance,
+    upstream: Arc<Upstream>,
+}
+
+/// Why a release could not be started; becomes a failed [`DeployOutcome`].
+struct Failure {
+    reason: String,
+    hint: Option<String>,
+    tail: Vec<String>,
+}
+
+impl Failure {
+    fn new(reason: impl Into<String>) -> Failure {
+        Failure {
+            reason: reason.into(),
+            hint: None,
+            tail: vec![],
+        }
+    }
+}
+
+impl Daemon {
+    pub fn open(state: &Path, http: SocketAddr, admin: Option<SocketAddr>) -> Result<Arc<Daemon>> {
+        let store = Store::open(&state.join("state.db")).context("open the state database")?;
+        let supervisor = Supervisor::new(SupervisorOptions::new(state.join("logs")));
+        let proxy = Proxy::new(ProxyConfig {
+            access_log: proxy::AccessLog::File(state.join("logs").join("access.log")),
+            ..ProxyConfig::default()
+        });
+        Ok(Arc::new(Daemon {
+            state: state.to_owned(),
+            store: Mutex::new(store),
+            supervisor,
+            proxy,
+            http,
+            admin,
+            running: Mutex::new(BTreeMap::new()),
+            deploying: Mutex::new(BTreeMap::new()),
+        }))
+    }
+
+    pub fn proxy(&self) -> &Arc<Proxy> {
+        &self.proxy
+    }
+
+    pub fn info(&self) -> api::DaemonInfo {
+        api::DaemonInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            state_dir: self.state.display().to_string(),
+            http: Some(self.http.to_string()),
+            admin: self.admin.map(|a| a.to_string()),
+        }
+    }
+
+    /// Run `f` on the store. SQLite calls are short but blocking, so they leave the async workers.
+    pub async fn with_store<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Store) -> store::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let this = self.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut store = this.store.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut store)
+        })
+        .await
+        .context("state database task")?;
+        result.context("state database")
+    }
+
+    fn release_dir(&self, app: &str, release: &str) -> PathBuf {
+        self.state
+            .join("apps")
+            .join(app)
+            .join("releases")
+            .join(release)
+    }
+
+    // ---- start-up and recovery --------------------------------------------------------------
+
+    /// Bring every app's current release back up, after sweeping what a previous run of the
+    /// daemon may have left behind (process groups, deploys cut short).
+    pub async fn recover(self: Arc<Self>) {
+        let leftovers = self.with_store(|s| s.take_processes()).await.unwrap_or_else(|err| {
+            tracing::error!(error = %format!("{err:#}"), "read process groups of the previous run");
+            vec![]
+        });
+        for p in &leftovers {
+            supervisor::kill_stale_group(p.pgid);
+        }
+        match self.with_store(|s| s.interrupt_running_deploys()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                count = n,
+                "deploys interrupted by the previous stop were marked interrupted"
+            ),
+            Err(err) => tracing::error!(error = %format!("{err:#}"), "mark interrupted deploys"),
+        }
+        let apps = match self.with_store(|s| s.apps()).await {
+            Ok(apps) => apps,
+            Err(err) => {
+                tracing::error!(error = %format!("{err:#}"), "read apps from the state database; nothing started");
+                return;
+            }
+        };
+        for app in apps {
+            let Some(release) = app.current_release else {
+                continue;
+            };
+            let this = self.clone();
+            tokio::spawn(async move {
+                match this.restore(&app.name, &release).await {
+                    Ok(()) => tracing::info!(app = %app.name, %release, "app restored"),
+                    Err(f) => {
+                        tracing::error!(app = %app.name, %release, reason = %f.reason, "could not restore app")
+                    }
+                }
+            });
+        }
+    }
+
+    async fn restore(self: &Arc<Self>, app: &str, release: &str) -> Result<(), Failure> {
+        let dir = self.release_dir(app, release);
+        let spec = Arc::new(load_spec(&dir).map_err(|e| Failure::new(format!("{e:#}")))?);
+        let started = self.start_release(&spec, release, &dir).await;
+        // Instances that are not ready yet join the route table as soon as they are: the
+        // supervisor keeps restarting them, and `watch_supervisor` republishes on each change.
+        self.switch(app, started).await;
+        Ok(())
+    }
+
+    /// Republish routes whenever an instance changes state, and record restarts.
+    pub async fn watch_supervisor(self: Arc<Self>) {
+        let mut events = self.supervisor.events();
+        loop {
+            let event = match events.recv().await {
+                Ok(ev) => ev,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    self.publish_routes();
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            self.publish_routes();
+            if let EventKind::Started { pid } = event.kind {
+                // pgid = pid: every instance leads its own process group.
+                let record = ProcessRecord {
+                    app: event.key.app.clone(),
+                    service: event.key.service.clone(),
+                    release: event.key.release.clone(),
+                    instance: event.key.instance,
+                    pgid: pid as i32,
+                };
+                if let Err(err) = self.with_store(move |s| s.record_process(&record)).await {
+                    tracing::error!(error = %format!("{err:#}"), "record a process group");
+                }
+            }
+            if let Some((kind, detail)) = event_record(&event) {
+                let app = event.key.app.clone();
+                let _ = self
+                    .with_store(move |s| s.record_event(&app, kind, &detail))
+                    .await;
+            }
+        }
+    }
+
+    // ---- deploy -----------------------------------------------------------------------------
+
+    /// Deploy an uploaded source archive. Progress goes to `events`; the outcome is also sent
+    /// there as the last event. Runs to the end even if the client goes away.
+    pub async fn deploy(
+        self: Arc<Self>,
+        archive: Bytes,
+        user: String,
+        events: mpsc::Sender<Bytes>,
+    ) {
+        let started = Instant::now();
+        let send = |ev: DeployEvent| {
+            let mut line = serde_json::to_vec(&ev).unwrap_or_default();
+            line.push(b'\n');
+            // A slow or gone client must not stall the deploy.
+            let _ = events.try_send(Bytes::from(line));
+        };
+        let outcome = match self.deploy_inner(archive, &user, &send).await {
+            Ok((app, release)) => DeployOutcome {
+                ok: true,
+                app,
+                release,
+                reason: None,
+                hint: None,
+                log_tail: vec![],
+                elapsed_ms: started.elapsed().as_millis() as u64,
+            },
+            Err((app, release, f)) => DeployOutcome {
+                ok: false,
+                app,
+                release,
+                reason: Some(f.reason),
+                hint: f.hint,
+                log_tail: f.tail,
+                elapsed_ms: started.elapsed().as_millis() as u64,
+            },
+        };
+        let mut line = serde_json::to_vec(&DeployEvent::Done(outcome)).unwrap_or_default();
+        line.push(b'\n');
+        // The final line must arrive: wait for room rather than drop it.
+        let _ = events.send(Bytes::from(line)).await;
+    }
+
+    async fn deploy_inner(
+        self: &Arc<Self>,
+        archive: Bytes,
+        user: &str,
+        send: &impl Fn(DeployEvent),
+    ) -> Result<(String, String), (String, String, Failure)> {
+        let none = |f: Failure| (String::new(), String::new(), f);
+        send(phase("unpack", format!("{} KiB", archive.len() / 1024)));
+        let digest = deploy::digest(&archive);
+        let upload = self
+            .state
+            .join("tmp")
+            .join(format!("upload-{}", rand::random::<u64>()));
+        let unpacked = {
+            let upload = upload.clone();
+            tokio::task::spawn_blocking(move || -> Result<AppSpec> {
+                std::fs::create_dir_all(&upload)?;
+                deploy::unpack(&archive[..], &upload)?;
+                load_spec(&upload)
+            })
+            .await
+        };
+        let spec = match unpacked {
+            Ok(Ok(spec)) => Arc::new(spec),
+            Ok(Err(err)) => {
+                let _ = std::fs::remove_dir_all(&upload);
+                return Err(none(Failure {
+                    reason: format!("{err:#}"),
+                    hint: None,
+                    tail: vec![],
+                }));
+            }
+            Err(err) => return Err(none(Failure::new(format!("unpack task failed: {err}")))),
+        };
+        let app = spec.name.clone();
+        if let Err(f) = self.check_route_conflicts(&spec) {
+            let _ = std::fs::remove_dir_all(&upload);
+            return Err((app, String::new(), f));
+        }
+
+        // One deploy per app at a time: take the slot before anything is recorded.
+        {
+            let mut deploying = self.deploying.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(other) = deploying.get(&app) {
+                let _ = std::fs::remove_dir_all(&upload);
+                return Err((
+                    app.clone(),
+                    String::new(),
+                    Failure {
+                        reason: format!("a deploy of {app} ({other}) is already running"),
+                        hint: Some(format!(
+                            "wait for it to finish; `berth status {app}` shows it"
+                        )),
+                        tail: vec![],
+                    },
+                ));
+            }
+            deploying.insert(app.clone(), "new release".to_owned());
+        }
+        let created = {
+            let (a, digest) = (app.clone(), digest.clone());
+            self.with_store(move |s| s.create_release(&a, &digest))
+                .await
+        };
+        let release = match created {
+            Ok(r) => r.id,
+            Err(err) => {
+                self.deploying
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&app);
+                let _ = std::fs::remove_dir_all(&upload);
+                return Err((app.clone(), String::new(), Failure::new(format!("{err:#}"))));
+            }
+        };
+        self.deploying
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(app.clone(), release.clone());
+        let fail = |f: Failure| (app.clone(), release.clone(), f);
+        let result = self
+            .deploy_release(&app, &release, spec, &upload, user, send)
+            .await;
+        self.deploying
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&app);
+        result
+            .map(|()| (app.clone(), release.clone()))
+            .map_err(fail)
+    }
+
+    async fn deploy_release(
+        self: &Arc<Self>,
+        app: &str,
+        release: &str,
+        spec: Arc<AppSpec>,
+        upload: &Path,
+        user: &str,
+        send: &impl Fn(DeployEvent),
+    ) -> Result<(), Failure> {
+        let dir = self.release_dir(app, release);
+        let placed = std::fs::create_dir_all(self.state.join("apps").join(app).join("shared"))
+            .and_then(|()| std::fs::create_dir_all(dir.parent().expect("release dir has a parent")))
+            .and_then(|()| std::fs::rename(upload, &dir));
+        if let Err(err) = placed {
+            let _ = std::fs::remove_dir_all(upload);
+            return Err(Failure::new(format!(
+                "place release {release} in {}: {err}",
+                dir.display()
+            )));
+        }
+        let deploy_id = {
+            let (app, release, user) = (app.to_owned(), release.to_owned(), user.to_owned());
+            self.with_store(move |s| s.begin_deploy(&app, &release, &user))
+                .await
+                .map_err(|e| Failure::new(format!("{e:#}")))?
+        };
+        let result = self.roll_out(app, release, spec, &dir, send).await;
+        let (outcome, reason) = match &result {
+            Ok(()) => ("ok", None),
+            Err(f) => ("failed", Some(f.reason.clone())),
+        };
+        let (app_s, release_s) = (app.to_owned(), release.to_owned());
+        let failed = result.is_err();
+        let _ = self
+            .with_store(move |s| {
+                if failed {
+                    s.set_release_status(&app_s, &release_s, ReleaseStatus::Failed)?;
+                }
+                s.finish_deploy(deploy_id, outcome, reason.as_deref())
+            })
+            .await;
+        result
+    }
+
+    /// Build, start, wait for readiness, switch, drain. The old release keeps serving until the
+    /// switch, and is untouched when anything before it fails.
+    async fn roll_out(
+        self: &Arc<Self>,
+        app: &str,
+        release: &str,
+        spec: Arc<AppSpec>,
+        dir: &Path,
+        send: &impl Fn(DeployEvent),
+    ) -> Result<(), Failure> {
+        if let Some(build) = &spec.build {
+            send(phase("build", build.command.clone()));
+            let env = self.process_env(&spec, release);
+            crate::daemon::build::run(&build.command, dir, &env, |line| {
+                send(DeployEvent::Build { line })
+            })
+            .await
+            .map_err(|f| Failure {
+                reason: f.reason,
+                hint: Some(format!(
+                    "fix the build, check it with `{}` in the app directory, and deploy again",
+                    build.command
+                )),
+                tail: f.tail,
+            })?;
+        }
+
+        let count: u32 = spec.services.values().map(|s| s.instances).sum();
+        send(phase(
+            "start",
+            format!(
+                "{count} instance{} of release {release}",
+                if count == 1 { "" } else { "s" }
+            ),
+        ));
+        let started = self.start_release(&spec, release, dir).await;
+        let waits = started.members.iter().map(|m| async move {
+            let ready = m.instance.wait_ready().await;
+            (m, ready)
+        });
+        let serving = match self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(app)
+        {
+            Some(old) => format!("release {} keeps serving", old.id),
+            None => "nothing was serving before".to_owned(),
+        };
+        let mut failure = None;
+        for (m, ready) in futures_util::future::join_all(waits).await {
+            match ready {
+                Ok(()) => send(DeployEvent::Ready {
+                    service: m.service.clone(),
+                    instance: m.index,
+                    port: m.instance.port(),
+                }),
+                Err(err) if failure.is_none() => {
+                    failure = Some(Failure {
+                        reason: format!(
+                            "start gate: service {} instance {} of {app} {release}: {}",
+                            m.service, m.index, err.kind
+                        ),
+                        hint: Some(format!("{serving}; see `berth logs {app} {}`", m.service)),
+                        tail: err.log_tail.clone(),
+                    });
+                }
+                Err(_) => {}
+            }
+        }
+        if let Some(f) = failure {
+            self.stop_members(started.members).await;
+            return Err(f);
+        }
+
+        let t = Instant::now();
+        let old = self.switch(app, started).await;
+        send(phase(
+            "switch",
+            format!(
+                "traffic on {release} in {:.1} ms",
+                t.elapsed().as_secs_f64() * 1000.0
+            ),
+        ));
+        if let Some(old) = old {
+            send(phase("drain", format!("stopping release {}", old.id)));
+            self.drain_and_stop(old.members).await;
+        }
+        Ok(())
+    }
+
+    /// Start every instance of every service of `release`; does not wait for readiness.
+    async fn start_release(
+        self: &Arc<Self>,
+        spec: &Arc<AppSpec>,
+        release: &str,
+        dir: &Path,
+    ) -> Release {
+        let env = self.process_env(spec, release);
+        let mut members = Vec::new();
+        for (service, s) in &spec.services {
+            for index in 0..s.instances {
+                let port = supervisor::free_port().unwrap_or(0);
+                let instance = self.supervisor.start(ProcessSpec {
+                    app: spec.name.clone(),
+                    service: service.clone(),
+                    release: release.to_owned(),
+                    instance: index,
+                    command: s.command.clone(),
+                    cwd: dir.to_owned(),
+                    env: env.clone(),
+                    port,
+                    health: s.health.as_ref().map(|h| supervisor::Probe {
+                        path: h.path.clone(),
+                        interval: h.interval,
+                        timeout: h.timeout,
+                        healthy_after: h.healthy_after,
+                        unhealthy_after: h.unhealthy_after,
+                    }),
+                    start_deadline: s
+                        .health
+                        .as_ref()
+                        .map_or(Duration::from_secs(60), |h| h.start_deadline),
+                    stop_timeout: s.stop_timeout,
+                    memory_max: s.memory_max,
+                });
+                let upstream = Upstream::new(
+                    format!("{}/{service}.{index}@{release}", spec.name),
+                    SocketAddr::from(([127, 0, 0, 1], port)),
+                );
+                members.push(Member {
+                    service: service.clone(),
+                    index,
+                    instance,
+                    upstream,
+                });
+            }
+        }
+        Release {
+            id: release.to_owned(),
+            spec: spec.clone(),
+            dir: dir.to_owned(),
+            members,
+        }
+    }
+
+    /// Make `new` the release serving its app: commit it in the store, then publish routes.
+    /// Returns the release it replaced, still running, for the caller to drain.
+    async fn switch(self: &Arc<Self>, app: &str, new: Release) -> Option<Release> {
+        let (a, r) = (app.to_owned(), new.id.clone());
+        if let Err(err) = self.with_store(move |s| s.set_current(&a, &r)).await {
+            tracing::error!(app, error = %format!("{err:#}"), "record the current release");
+        }
+        let old = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(app.to_owned(), new);
+        self.publish_routes();
+        old
+    }
+
+    async fn drain_and_stop(self: &Arc<Self>, members: Vec<Member>) {
+        let drains = members
+            .iter()
+            .map(|m| self.proxy.drained(&m.upstream, DRAIN_GRACE));
+        futures_util::future::join_all(drains).await;
+        self.stop_members(members).await;
+    }
+
+    async fn stop_members(self: &Arc<Self>, members: Vec<Member>) {
+        let stops = members.into_iter().map(|m| async move {
+            m.instance.stop().await;
+            let key = m.instance.key().clone();
+            let _ = self
+                .with_store(move |s| {
+                    s.forget_process(&key.app, &key.service, &key.release, key.instance)
+                })
+                .await;
+        });
+        futures_util::future::join_all(stops).await;
+    }
+
+    /// Stop every app gracefully (daemon shutdown).
+    pub async fn stop_all(self: &Arc<Self>) {
+        let all: Vec<Release> =
+            std::mem::take(&mut *self.running.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_values()
+                .collect();
+        self.publish_routes();
+        let stops = all.into_iter().map(|r| self.stop_members(r.members));
+        futures_util::future::join_all(stops).await;
+    }
+
+    fn process_env(&self, spec: &AppSpec, release: &str) -> BTreeMap<String, String> {
+        let mut env = spec.env.clone();
+        let shared = self.state.join("apps").join(&spec.name).join("shared");
+        env.insert("BERTH_SHARED".to_owned(), shared.display().to_string());
+        env.insert("BERTH_RELEASE".to_owned(), release.to_owned());
+        env.insert("BERTH_APP".to_owned(), spec.name.clone());
+        env
+    }
+
+    fn check_route_conflicts(&self, spec: &AppSpec) -> Result<(), Failure> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        for (other, release) in running.iter().filter(|(name, _)| **name != spec.name) {
+            for r in &spec.routes {
+                if release
+                    .spec
+                    .routes
+                    .iter()
+                    .any(|o| o.host == r.host && o.path == r.path)
+                {
+                    return Err(Failure {
+                        reason: format!(
+                            "route host \"{}\" path \"{}\" is already served by app {other}",
+                            r.host, r.path
+                        ),
+                        hint: Some("give this app its own host or path in berth.toml".to_owned()),
+                        tail: vec![],
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- routes -----------------------------------------------------------------------------
+
+    /// Derive the route table from the running releases and publish it. Only ready instances
+    /// receive traffic.
+    pub fn publish_routes(&self) {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut routes = Vec::new();
+        for (app, release) in running.iter() {
+            for r in &release.spec.routes {
+                let target = match &r.target {
+                    RouteTarget::Service(service) => {
+                        let ready = release
+                            .members
+                            .iter()
+                            .filter(|m| {
+                                &m.service == service
+                                    && m.instance.status().state == InstanceState::Ready
+                            })
+                            .map(|m| m.upstream.clone())
+                            .collect();
+                        Target::Service(Arc::new(Pool::new(
+                            service.clone(),
+                            balance(release.spec.proxy.balance),
+                            ready,
+                        )))
+                    }
+                    RouteTarget::Static { dir, spa } => Target::Static {
+                        root: release.dir.join(dir),
+                        spa: *spa,
+                    },
+                };
+                routes.push(Route {
+                    id: format!("{app}:{}{}", r.host, r.path),
+                    app: app.clone(),
+                    host: host_pattern(&r.host),
+                    path: r.path.clone(),
+                    strip_prefix: r.strip_prefix,
+                    max_body: Some(r.max_body.unwrap_or(release.spec.proxy.max_body)),
+                    target,
+                });
+            }
+        }
+        self.proxy.publish(RouteTable { routes });
+    }
+
+    // ---- status -----------------------------------------------------------------------------
+
+    pub async fn status(self: &Arc<Self>, only: Option<String>) -> Result<api::Status> {
+        let apps = self.with_store(|s| s.apps()).await?;
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let deploying = self.deploying.lock().unwrap_or_else(|p| p.into_inner());
+        let now = SystemTime::now();
+        let apps = apps
+            .into_iter()
+            .filter(|a| only.as_deref().is_none_or(|o| o == a.name))
+            .map(|a| api::AppStatus {
+                instances: running
+                    .get(&a.name)
+                    .map(|r| {
+                        r.members
+                            .iter()
+                            .map(|m| instance_status(m, &r.id, now))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                deploying: deploying.get(&a.name).cloned(),
+                release: a.current_release,
+                name: a.name,
+            })
+            .collect();
+        Ok(api::Status {
+            daemon: self.info(),
+            apps,
+        })
+    }
+
+    pub fn log_dir(&self, app: &str) -> PathBuf {
+        self.state.join("logs").join(app)
+    }
+}
+
+fn instance_status(m: &Member, release: &str, now: SystemTime) -> api::InstanceStatus {
+    let st = m.instance.status();
+    api::InstanceStatus {
+        service: m.service.clone(),
+        instance: m.index,
+        release: release.to_owned(),
+        pid: st.pid,
+        port: m.instance.port(),
+        state: st.state.to_string(),
+        restarts: st.restarts,
+        uptime_secs: st
+            .started_at
+            .and_then(|t| now.duration_since(t).ok())
+            .map(|d| d.as_secs()),
+        memory_bytes: st.memory_rss,
+        crash_loop: st.crash_loop,
+        warnings: st.warnings.clone(),
+    }
+}
+
+fn phase(name: &str, detail: impl Into<String>) -> DeployEvent {
+    DeployEvent::Phase {
+        phase: name.to_owned(),
+        detail: detail.into(),
+    }
+}
+
+/// Read and validate `DIR/berth.toml` (daemon side: never trust the client's check).
+fn load_spec(dir: &Path) -> Result<AppSpec> {
+    let path = dir.join("berth.toml");
+    let source =
+        std::fs::read_to_string(&path).context("the uploaded app has no readable berth.toml")?;
+    spec::parse("berth.toml", &source).map_err(|d| anyhow::anyhow!("berth.toml is invalid:\n{d}"))
+}
+
+fn balance(b: spec::Balance) -> proxy::Balance {
+    match b {
+        spec::Balance::RoundRobin => proxy::Balance::RoundRobin,
+        spec::Balance::LeastRequests => proxy::Balance::LeastOutstanding,
+    }
+}
+
+fn host_pattern(host: &str) -> HostPattern {
+    match host {
+        "*" => HostPattern::Any,
+        h if h.starts_with("*.") => HostPattern::Wildcard(h.to_owned()),
+        h => HostPattern::Exact(h.to_owned()),
+    }
+}
+
+/// What of a supervisor event goes into the store's event log.
+fn event_record(ev: &Event) -> Option<(&'static str, String)> {
+    let who = format!("{}.{}@{}", ev.key.service, ev.key.instance, ev.key.release);
+    match &ev.kind {
+        EventKind::Exited(exit) => Some(("exited", format!("{who} {exit}"))),
+        EventKind::Restarting { attempt, delay } => Some((
+            "restart",
+            format!("{who} restart #{attempt} in {:.1}s", delay.as_secs_f64()),
+        )),
+        EventKind::CrashLoop => Some(("crash-loop", format!("{who} is crash-looping"))),
+        EventKind::Unready { reason } => {
+            Some(("unready", format!("{who} failed liveness: {reason}")))
+        }
+        EventKind::Started { .. } | EventKind::Ready | EventKind::Stopped => None,
+    }
+}

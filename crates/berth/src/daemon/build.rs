@@ -1,0 +1,100 @@
+//! The `[build]` step: one shell command run in the new release directory, its output streamed
+//! line by line to the deploying client.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+/// How long a build may run before it is killed.
+pub const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+const TAIL: usize = 20;
+
+pub struct BuildFailure {
+    pub reason: String,
+    pub tail: Vec<String>,
+}
+
+/// Run `command` with `sh -c` in `dir`; `on_line` sees each line of stdout and stderr.
+pub async fn run(
+    command: &str,
+    dir: &Path,
+    env: &BTreeMap<String, String>,
+    mut on_line: impl FnMut(String),
+) -> Result<(), BuildFailure> {
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        // stderr joins stdout so the lines keep their order.
+        .arg(format!("exec 2>&1; {command}"))
+        .current_dir(dir)
+        .env_clear()
+        .envs(supervisor::base_env())
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|err| BuildFailure {
+            reason: format!("could not start the build command: {err}"),
+            tail: vec![],
+        })?;
+    let pgid = child.id();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut tail = VecDeque::with_capacity(TAIL);
+
+    let read = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tail.len() == TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(line.clone());
+            on_line(line);
+        }
+        child.wait().await
+    };
+    let status = match tokio::time::timeout(BUILD_TIMEOUT, read).await {
+        Ok(Ok(status)) => status,
+        Ok(Err(err)) => {
+            return Err(BuildFailure {
+                reason: format!("could not wait for the build command: {err}"),
+                tail: tail.into(),
+            });
+        }
+        Err(_) => {
+            if let Some(pgid) = pgid {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pgid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            return Err(BuildFailure {
+                reason: format!(
+                    "build did not finish within {} minutes and was killed",
+                    BUILD_TIMEOUT.as_secs() / 60
+                ),
+                tail: tail.into(),
+            });
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let how = match (
+        status.code(),
+        std::os::unix::process::ExitStatusExt::signal(&status),
+    ) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "failed".to_owned(),
+    };
+    Err(BuildFailure {
+        reason: format!("build command `{command}` {how}"),
+        tail: tail.into(),
+    })
+}

@@ -1,0 +1,226 @@
+//! Start daemons, run the CLI, make small apps, poll with deadlines.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+/// The repository root (for `examples/`).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// Run `berth ARGS` with `BERTH_STATE` set to `state`.
+pub fn berth(state: &Path, args: &[&str]) -> Run {
+    let out = Command::new(BERTH)
+        .args(args)
+        .env("BERTH_STATE", state)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run berth");
+    Run::from(out)
+}
+
+/// Poll `f` every 50 ms until it returns Some, or panic with `what` after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `berth serve` process on a temporary state directory, killed on drop.
+pub struct Daemon {
+    pub state: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub http: SocketAddr,
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        let state = tempfile::Builder::new().prefix("berth-it-").tempdir().unwrap();
+        let mut d = Daemon { state, child: None, http: "127.0.0.1:1".parse().unwrap() };
+        d.restart();
+        d
+    }
+
+    pub fn path(&self) -> &Path {
+        self.state.path()
+    }
+
+    /// Start (again) on the same state directory.
+    pub fn restart(&mut self) {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.path().join("daemon.log"))
+            .unwrap();
+        let child = Command::new(BERTH)
+            .args(["serve", "--http", "127.0.0.1:0"])
+            .env("BERTH_STATE", self.path())
+            .env("BERTH_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let status = wait_for("the daemon to answer", Duration::from_secs(20), || {
+            let run = berth(self.path(), &["status", "--json"]);
+            (run.code == 0).then(|| serde_json::from_str::<Value>(&run.stdout).unwrap())
+        });
+        self.http = status["daemon"]["http"].as_str().unwrap().parse().unwrap();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> i32 {
+        let mut child = self.child.take().unwrap();
+        signal(child.id(), libc_sig::TERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn berth(&self, args: &[&str]) -> Run {
+        berth(self.path(), args)
+    }
+
+    pub fn status(&self) -> Value {
+        let run = self.berth(&["status", "--json"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        serde_json::from_str(&run.stdout).unwrap()
+    }
+
+    /// The daemon's own log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.http, "example.test", path)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub mod libc_sig {
+    pub const TERM: i32 = 15;
+    pub const KILL: i32 = 9;
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+pub fn alive(pid: u32) -> bool {
+    // A zombie is dead for our purposes.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// One HTTP/1.1 GET with `Connection: close`; None when the connection fails.
+pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// An app directory in a temp dir: `berth.toml` plus files.
+pub fn app(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("berth-app-").tempdir().unwrap();
+    for (name, body) in files {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+    dir
+}
+
+/// A python HTTP service answering `/health` and `/` with `BODY` env or the release id.
+pub const PY_WEB: &str = r#"
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = ("release " + os.environ["BERTH_RELEASE"] + "\n").encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+print("py web on", os.environ["PORT"], flush=True)
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+/// Instances of `app` in `status --json`.
+pub fn instances(status: &Value, app: &str) -> Vec<Value> {
+    status["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == app)
+        .map(|a| a["instances"].as_array().unwrap().clone())
+        .unwrap_or_default()
+}
