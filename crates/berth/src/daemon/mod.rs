@@ -124,6 +124,9 @@ fn prepare_state_dir(state: &Path) -> Result<()> {
         .mode(0o700)
         .create(state)
         .with_context(|| format!("create state directory {}", state.display()))?;
+    // It may have existed already: it will hold keys and secrets, so it is private either way.
+    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("set mode 0700 on {}", state.display()))?;
     for sub in ["apps", "logs", "tmp"] {
         std::fs::DirBuilder::new()
             .recursive(true)

@@ -12,7 +12,10 @@ pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
 /// The repository root (for `examples/`).
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 pub struct Run {
@@ -33,7 +36,11 @@ impl Run {
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -55,7 +62,10 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -69,8 +79,15 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start() -> Daemon {
-        let state = tempfile::Builder::new().prefix("berth-it-").tempdir().unwrap();
-        let mut d = Daemon { state, child: None, http: "127.0.0.1:1".parse().unwrap() };
+        let state = tempfile::Builder::new()
+            .prefix("berth-it-")
+            .tempdir()
+            .unwrap();
+        let mut d = Daemon {
+            state,
+            child: None,
+            http: "127.0.0.1:1".parse().unwrap(),
+        };
         d.restart();
         d
     }
@@ -101,10 +118,6 @@ impl Daemon {
             (run.code == 0).then(|| serde_json::from_str::<Value>(&run.stdout).unwrap())
         });
         self.http = status["daemon"]["http"].as_str().unwrap().parse().unwrap();
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
     }
 
     pub fn kill9(&mut self) {
@@ -162,13 +175,20 @@ pub mod libc_sig {
 }
 
 pub fn signal(pid: u32, sig: i32) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 pub fn alive(pid: u32) -> bool {
     // A zombie is dead for our purposes.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 
@@ -176,18 +196,28 @@ pub fn alive(pid: u32) -> bool {
 pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Some((status, body))
 }
 
 /// An app directory in a temp dir: `berth.toml` plus files.
 pub fn app(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("berth-app-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("berth-app-")
+        .tempdir()
+        .unwrap();
     for (name, body) in files {
         let p = dir.path().join(name);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
