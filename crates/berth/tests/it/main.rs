@@ -5,4 +5,5 @@ mod harness;
 
 mod check;
 mod daemon;
+mod demo;
 mod deploy;
