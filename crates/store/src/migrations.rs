@@ -49,6 +49,12 @@ pub const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL
     );
     CREATE INDEX events_app ON events(app, id);",
+    // 2: deploys become a persisted state machine: kind, current step, failed gate, and the
+    // release that was live when it began
+    "ALTER TABLE deploys ADD COLUMN kind TEXT NOT NULL DEFAULT 'deploy';
+    ALTER TABLE deploys ADD COLUMN step TEXT NOT NULL DEFAULT 'done';
+    ALTER TABLE deploys ADD COLUMN gate TEXT;
+    ALTER TABLE deploys ADD COLUMN from_release TEXT;",
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<()> {
