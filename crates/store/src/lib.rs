@@ -52,6 +52,8 @@ pub enum ReleaseStatus {
     Live,
     /// Build or start failed; never served.
     Failed,
+    /// Its tree was deleted to keep only the newest releases.
+    Pruned,
 }
 
 impl ReleaseStatus {
@@ -60,12 +62,14 @@ impl ReleaseStatus {
             ReleaseStatus::Pending => "pending",
             ReleaseStatus::Live => "live",
             ReleaseStatus::Failed => "failed",
+            ReleaseStatus::Pruned => "pruned",
         }
     }
     fn parse(s: &str) -> Self {
         match s {
             "live" => ReleaseStatus::Live,
             "failed" => ReleaseStatus::Failed,
+            "pruned" => ReleaseStatus::Pruned,
             _ => ReleaseStatus::Pending,
         }
     }
@@ -78,18 +82,36 @@ pub struct App {
     pub created_at: SystemTime,
 }
 
-/// One deploy attempt, from upload to result.
+/// One deploy or rollback, from start to result: a state machine persisted step by step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deploy {
     pub id: i64,
+    /// `deploy` or `rollback`.
+    pub kind: String,
     pub app: String,
+    /// The release being deployed or rolled back to.
     pub release: String,
+    /// The release that was live when it began.
+    pub from_release: Option<String>,
     pub user: String,
     pub started_at: SystemTime,
     pub finished_at: Option<SystemTime>,
-    /// `running`, `ok`, `failed`, `interrupted`.
+    /// The step reached: `unpack`, `build`, `start`, `switch`, `smoke`, `watch`, `drain`, `done`.
+    pub step: String,
+    /// `running`, `ok`, `failed`, `rolled-back`, `interrupted`.
     pub result: String,
+    /// The gate that failed: `build`, `start`, `smoke`, `watch`.
+    pub gate: Option<String>,
     pub reason: Option<String>,
+}
+
+/// What a new deploy record starts with.
+pub struct NewDeploy<'a> {
+    pub kind: &'a str,
+    pub app: &'a str,
+    pub release: &'a str,
+    pub from_release: Option<&'a str>,
+    pub user: &'a str,
 }
 
 /// A process group the daemon started; kept so a restarted daemon can sweep leftovers.
@@ -243,18 +265,41 @@ impl Store {
 
     // ---- deploys ----------------------------------------------------------------------------
 
-    pub fn begin_deploy(&self, app: &str, release: &str, user: &str) -> Result<i64> {
+    pub fn begin_deploy(&self, d: &NewDeploy<'_>) -> Result<i64> {
         self.conn.execute(
-            "INSERT INTO deploys (app, release, user, started_at, result) VALUES (?1, ?2, ?3, ?4, 'running')",
-            params![app, release, user, to_millis(SystemTime::now())],
+            "INSERT INTO deploys (kind, app, release, from_release, user, started_at, step, result)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'start', 'running')",
+            params![
+                d.kind,
+                d.app,
+                d.release,
+                d.from_release,
+                d.user,
+                to_millis(SystemTime::now())
+            ],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
 
-    pub fn finish_deploy(&self, id: i64, result: &str, reason: Option<&str>) -> Result<()> {
+    /// Record the step a running deploy has reached.
+    pub fn set_deploy_step(&self, id: i64, step: &str) -> Result<()> {
         self.conn.execute(
-            "UPDATE deploys SET finished_at = ?2, result = ?3, reason = ?4 WHERE id = ?1",
-            params![id, to_millis(SystemTime::now()), result, reason],
+            "UPDATE deploys SET step = ?2 WHERE id = ?1",
+            params![id, step],
+        )?;
+        Ok(())
+    }
+
+    pub fn finish_deploy(
+        &self,
+        id: i64,
+        result: &str,
+        gate: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE deploys SET finished_at = ?2, result = ?3, gate = ?4, reason = ?5 WHERE id = ?1",
+            params![id, to_millis(SystemTime::now()), result, gate, reason],
         )?;
         Ok(())
     }
@@ -262,7 +307,9 @@ impl Store {
     /// Mark deploys that were running when the daemon stopped as interrupted; returns how many.
     pub fn interrupt_running_deploys(&self) -> Result<usize> {
         Ok(self.conn.execute(
-            "UPDATE deploys SET finished_at = ?1, result = 'interrupted', reason = 'the daemon stopped during the deploy' WHERE result = 'running'",
+            "UPDATE deploys SET finished_at = ?1, result = 'interrupted',
+             reason = 'the daemon stopped during step ' || step || '; the last switched-to release serves'
+             WHERE result = 'running'",
             [to_millis(SystemTime::now())],
         )?)
     }
@@ -270,19 +317,23 @@ impl Store {
     /// Deploys, newest first, optionally of one app.
     pub fn deploys(&self, app: Option<&str>, limit: u32) -> Result<Vec<Deploy>> {
         let mut st = self.conn.prepare_cached(
-            "SELECT id, app, release, user, started_at, finished_at, result, reason FROM deploys
-             WHERE ?1 IS NULL OR app = ?1 ORDER BY id DESC LIMIT ?2",
+            "SELECT id, kind, app, release, from_release, user, started_at, finished_at, step, result, gate, reason
+             FROM deploys WHERE ?1 IS NULL OR app = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
         let rows = st.query_map(params![app, limit], |r| {
             Ok(Deploy {
                 id: r.get(0)?,
-                app: r.get(1)?,
-                release: r.get(2)?,
-                user: r.get(3)?,
-                started_at: from_millis(r.get(4)?),
-                finished_at: r.get::<_, Option<i64>>(5)?.map(from_millis),
-                result: r.get(6)?,
-                reason: r.get(7)?,
+                kind: r.get(1)?,
+                app: r.get(2)?,
+                release: r.get(3)?,
+                from_release: r.get(4)?,
+                user: r.get(5)?,
+                started_at: from_millis(r.get(6)?),
+                finished_at: r.get::<_, Option<i64>>(7)?.map(from_millis),
+                step: r.get(8)?,
+                result: r.get(9)?,
+                gate: r.get(10)?,
+                reason: r.get(11)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

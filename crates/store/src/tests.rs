@@ -62,17 +62,29 @@ fn a_newer_schema_is_refused() {
 fn running_deploys_become_interrupted() {
     let mut s = Store::open_in_memory().unwrap();
     s.create_release("shop", "d").unwrap();
-    let done = s.begin_deploy("shop", "r1", "ops").unwrap();
-    s.finish_deploy(done, "ok", None).unwrap();
-    s.begin_deploy("shop", "r1", "ops").unwrap();
+    let new = NewDeploy {
+        kind: "deploy",
+        app: "shop",
+        release: "r1",
+        from_release: None,
+        user: "ops",
+    };
+    let done = s.begin_deploy(&new).unwrap();
+    s.finish_deploy(done, "ok", None, None).unwrap();
+    let cut = s.begin_deploy(&new).unwrap();
+    s.set_deploy_step(cut, "build").unwrap();
     assert_eq!(s.interrupt_running_deploys().unwrap(), 1);
-    let results: Vec<_> = s
-        .deploys(Some("shop"), 10)
-        .unwrap()
-        .into_iter()
-        .map(|d| d.result)
-        .collect();
+    let list = s.deploys(Some("shop"), 10).unwrap();
+    let results: Vec<_> = list.iter().map(|d| d.result.as_str()).collect();
     assert_eq!(results, ["interrupted", "ok"]);
+    assert_eq!(list[0].step, "build");
+    assert!(
+        list[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("during step build")
+    );
 }
 
 #[test]
