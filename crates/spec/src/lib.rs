@@ -9,6 +9,7 @@
 //! `schema.rs` walks that tree table by table with the small helpers in `walk.rs`, collecting
 //! problems instead of stopping at the first.
 
+mod deploy;
 mod diagnostic;
 mod routes;
 mod schema;
@@ -43,6 +44,39 @@ pub struct AppSpec {
     pub routes: Vec<RouteSpec>,
     /// `[proxy]`: proxy-wide settings.
     pub proxy: ProxySpec,
+    /// `[deploy]`: gates after the switch, releases kept.
+    pub deploy: DeploySpec,
+}
+
+/// `[deploy]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploySpec {
+    /// `smoke = [{ path = "/", status = 200 }]`: requests sent through the proxy right after the
+    /// switch; any other answer rolls back.
+    pub smoke: Vec<SmokeCheck>,
+    /// `watch = "30s"`: after the smoke checks, a crash of the new release within this window
+    /// rolls back. None: no watch window.
+    pub watch: Option<Duration>,
+    /// `keep_releases = 5`: release trees kept on disk for rollback (1..=100).
+    pub keep_releases: u32,
+}
+
+impl Default for DeploySpec {
+    fn default() -> Self {
+        DeploySpec {
+            smoke: Vec::new(),
+            watch: None,
+            keep_releases: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmokeCheck {
+    /// Path requested, with the app's first exact route host.
+    pub path: String,
+    /// Status expected (default 200).
+    pub status: u16,
 }
 
 #[derive(Debug, Clone, PartialEq)]

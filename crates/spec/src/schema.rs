@@ -15,7 +15,9 @@ use crate::{
     ServiceSpec,
 };
 
-const ROOT_KEYS: &[&str] = &["app", "build", "env", "services", "routes", "proxy"];
+const ROOT_KEYS: &[&str] = &[
+    "app", "build", "env", "services", "routes", "proxy", "deploy",
+];
 /// Sections of the target design (DESIGN.md) that this version does not read yet.
 const LATER_KEYS: &[&str] = &[
     "secrets",
@@ -142,6 +144,10 @@ fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
         .map(|v| routes(w, v, &service_names))
         .unwrap_or_default();
     let proxy = root.get("proxy").map(|v| proxy(w, v)).unwrap_or_default();
+    let deploy = root
+        .get("deploy")
+        .map(|v| crate::deploy::deploy(w, v))
+        .unwrap_or_default();
 
     let has_static = routes
         .iter()
@@ -163,6 +169,7 @@ fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
         services,
         routes,
         proxy,
+        deploy,
     })
 }
 
