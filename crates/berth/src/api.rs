@@ -70,6 +70,8 @@ pub struct DeployOutcome {
     pub ok: bool,
     pub app: String,
     pub release: String,
+    /// The gate that failed: unpack, build, start, smoke, watch, workers.
+    pub gate: Option<String>,
     /// What went wrong, naming the gate, service and instance.
     pub reason: Option<String>,
     /// What the operator can do about it.
@@ -84,4 +86,83 @@ pub struct DeployOutcome {
 pub struct ApiError {
     pub error: String,
     pub hint: Option<String>,
+}
+
+/// `POST /v1/deploy?dry_run=1`: what a deploy would change. Values of env keys are never shown.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Plan {
+    pub app: String,
+    /// The release serving now, if any.
+    pub current: Option<String>,
+    pub build: Option<String>,
+    pub services_added: Vec<String>,
+    pub services_removed: Vec<String>,
+    /// `web: instances 2 → 3`, `web: command changed`, …
+    pub services_changed: Vec<String>,
+    pub routes_added: Vec<String>,
+    pub routes_removed: Vec<String>,
+    /// `+KEY`, `-KEY`, `~KEY` (value changed).
+    pub env_changed: Vec<String>,
+    /// Instances that would run after the deploy, per service.
+    pub instances: Vec<(String, u32)>,
+}
+
+/// `GET /v1/apps/APP/releases`
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Releases {
+    pub app: String,
+    pub current: Option<String>,
+    pub releases: Vec<ReleaseInfo>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReleaseInfo {
+    pub id: String,
+    /// RFC 3339, UTC.
+    pub created: String,
+    /// sha256 of the source archive.
+    pub digest: String,
+    /// pending, live (has served), failed, pruned
+    pub status: String,
+    /// Serving now.
+    pub live: bool,
+}
+
+/// `GET /v1/history[?app=A]`
+#[derive(Debug, Serialize, Deserialize)]
+pub struct History {
+    pub deploys: Vec<DeployRecord>,
+    pub summary: Vec<AppSummary>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeployRecord {
+    pub id: i64,
+    /// deploy or rollback
+    pub kind: String,
+    pub app: String,
+    pub release: String,
+    pub from_release: Option<String>,
+    pub user: String,
+    pub started: String,
+    pub duration_ms: Option<u64>,
+    /// running, ok, failed, rolled-back, interrupted
+    pub result: String,
+    /// Step reached.
+    pub step: String,
+    pub gate: Option<String>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct AppSummary {
+    pub app: String,
+    pub deploys: u32,
+    pub rollbacks: u32,
+    /// Deploys per day over the last 30 days (or since the first deploy, if later).
+    pub deploys_per_day: f64,
+    /// Share of finished deploys that failed or were rolled back.
+    pub change_failure_rate: f64,
+    /// Mean time from a failed deploy (or a rollback) to the next good deploy or rollback.
+    pub mean_time_to_restore_secs: Option<f64>,
 }

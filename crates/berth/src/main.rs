@@ -52,6 +52,34 @@ enum Command {
     Deploy {
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Validate and print what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// If a deploy of the app is running, wait for it instead of giving up.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Switch an app back to a kept release (the previous one by default).
+    Rollback {
+        app: String,
+        /// Release id, e.g. r7 (see `berth releases APP`).
+        #[arg(long)]
+        to: Option<String>,
+        /// If a deploy of the app is running, wait for it instead of giving up.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List an app's releases; * marks the live one.
+    Releases {
+        app: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every deploy and rollback, with deploy frequency, change-failure rate and time to restore.
+    History {
+        app: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Show apps, releases and instances.
     Status {
@@ -101,7 +129,16 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => daemon::serve(&cli.state, args).await,
             Command::Check { dir } => cli::check::run(&dir),
-            Command::Deploy { dir } => cli::deploy::run(&cli.state, &dir).await,
+            Command::Deploy { dir, dry_run, wait } => {
+                cli::deploy::run(&cli.state, &dir, dry_run, wait).await
+            }
+            Command::Rollback { app, to, wait } => {
+                cli::deploy::rollback(&cli.state, &app, to.as_deref(), wait).await
+            }
+            Command::Releases { app, json } => cli::history::releases(&cli.state, &app, json).await,
+            Command::History { app, json } => {
+                cli::history::history(&cli.state, app.as_deref(), json).await
+            }
             Command::Status { app, json } => {
                 cli::status::run(&cli.state, app.as_deref(), json).await
             }

@@ -246,6 +246,15 @@ impl Store {
         Ok(())
     }
 
+    /// `app` has no serving release any more.
+    pub fn clear_current(&self, app: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE apps SET current_release = NULL WHERE name = ?1",
+            [app],
+        )?;
+        Ok(())
+    }
+
     /// Releases of `app`, newest first.
     pub fn releases(&self, app: &str) -> Result<Vec<Release>> {
         let mut st = self.conn.prepare_cached(
@@ -304,14 +313,23 @@ impl Store {
         Ok(())
     }
 
-    /// Mark deploys that were running when the daemon stopped as interrupted; returns how many.
-    pub fn interrupt_running_deploys(&self) -> Result<usize> {
-        Ok(self.conn.execute(
+    /// Mark deploys that were running when the daemon stopped as interrupted, and releases that
+    /// were being started (never switched to) as failed; returns how many deploys.
+    pub fn interrupt_running_deploys(&mut self) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(
             "UPDATE deploys SET finished_at = ?1, result = 'interrupted',
              reason = 'the daemon stopped during step ' || step || '; the last switched-to release serves'
              WHERE result = 'running'",
             [to_millis(SystemTime::now())],
-        )?)
+        )?;
+        tx.execute(
+            "UPDATE releases SET status = 'failed' WHERE status = 'pending'
+             AND NOT EXISTS (SELECT 1 FROM apps WHERE apps.name = releases.app AND apps.current_release = releases.id)",
+            [],
+        )?;
+        tx.commit()?;
+        Ok(n)
     }
 
     /// Deploys, newest first, optionally of one app.

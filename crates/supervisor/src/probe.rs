@@ -19,7 +19,24 @@ pub(crate) async fn check(port: u16, path: &str, timeout: Duration) -> Result<()
 }
 
 async fn get_status(port: u16, path: &str) -> Result<u16, String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
+    let host = format!("127.0.0.1:{port}");
+    http_status(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        &host,
+        path,
+    )
+    .await
+}
+
+/// One `GET path` to `addr` with `Host: host` and `Connection: close`; the response's status
+/// code, or what went wrong in words. No timeout of its own: wrap it. Also used by the daemon's
+/// smoke checks, which go through the proxy.
+pub async fn http_status(
+    addr: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+) -> Result<u16, String> {
+    let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let path = if path.starts_with('/') {
@@ -28,7 +45,7 @@ async fn get_status(port: u16, path: &str) -> Result<u16, String> {
         format!("/{path}")
     };
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: berth-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: berth-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );
     stream
         .write_all(request.as_bytes())

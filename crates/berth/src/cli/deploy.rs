@@ -1,4 +1,5 @@
-//! `berth deploy [DIR]`: pack the app, send it to the daemon, show each phase as it happens.
+//! `berth deploy [DIR] [--dry-run] [--wait]` and `berth rollback APP [--to RELEASE]`: send the
+//! request, then show each phase of the rollout as the daemon reports it.
 
 use std::path::Path;
 use std::time::Instant;
@@ -6,12 +7,13 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http::Method;
+use hyper::body::Incoming;
 
-use crate::api::DeployEvent;
+use crate::api::{DeployEvent, Plan};
 use crate::client::{Client, for_each_line};
 use crate::{EXIT_BAD_INPUT, EXIT_FAILED, output};
 
-pub async fn run(state: &Path, dir: &Path) -> Result<u8> {
+pub async fn run(state: &Path, dir: &Path, dry_run: bool, wait: bool) -> Result<u8> {
     // Same validation as the daemon's, so mistakes are caught before anything is sent.
     let Some(spec) = super::check::load(dir)? else {
         return Ok(EXIT_BAD_INPUT);
@@ -29,14 +31,59 @@ pub async fn run(state: &Path, dir: &Path) -> Result<u8> {
         packed.bytes.len() / 1024,
         &packed.digest[..12]
     ));
-
     let client = Client::new(state);
+    if dry_run {
+        let resp = client
+            .send(
+                Method::POST,
+                "/v1/deploy?dry_run=1",
+                Bytes::from(packed.bytes),
+            )
+            .await
+            .with_context(|| format!("plan a deploy of {}", spec.name))?;
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await?
+            .to_bytes();
+        let plan: Plan = serde_json::from_slice(&bytes).context("read the plan")?;
+        print_plan(&plan);
+        return Ok(0);
+    }
+    let path = if wait {
+        "/v1/deploy?wait=1"
+    } else {
+        "/v1/deploy"
+    };
     let resp = client
-        .send(Method::POST, "/v1/deploy", Bytes::from(packed.bytes))
+        .send(Method::POST, path, Bytes::from(packed.bytes))
         .await
         .with_context(|| format!("deploy {}", spec.name))?;
+    follow(resp.into_body(), &spec.name, "deployed", started).await
+}
+
+pub async fn rollback(state: &Path, app: &str, to: Option<&str>, wait: bool) -> Result<u8> {
+    let started = Instant::now();
+    let mut query = Vec::new();
+    if let Some(to) = to {
+        query.push(format!("to={to}"));
+    }
+    if wait {
+        query.push("wait=1".to_owned());
+    }
+    let resp = Client::new(state)
+        .send(
+            Method::POST,
+            &format!("/v1/apps/{app}/rollback?{}", query.join("&")),
+            Bytes::new(),
+        )
+        .await
+        .with_context(|| format!("roll back {app}"))?;
+    follow(resp.into_body(), app, "rolled back", started).await
+}
+
+/// Print the rollout's progress; exit 0 when it went live, 1 when it did not.
+async fn follow(body: Incoming, app: &str, verb: &str, started: Instant) -> Result<u8> {
     let mut outcome = None;
-    for_each_line(resp.into_body(), |line| {
+    for_each_line(body, |line| {
         let event: DeployEvent = serde_json::from_str(line)
             .with_context(|| format!("unexpected line from the daemon: {line}"))?;
         match event {
@@ -59,24 +106,31 @@ pub async fn run(state: &Path, dir: &Path) -> Result<u8> {
 
     let Some(done) = outcome else {
         anyhow::bail!(
-            "the daemon stopped answering before the deploy of {} finished; see `berth status {}`",
-            spec.name,
-            spec.name
+            "the daemon stopped answering before {app} was done; see `berth status {app}` and `berth history {app}`"
         );
     };
     if done.ok {
         output::line(format!(
-            "deployed {} {} in {:.1}s",
+            "{verb} {} {} in {:.1}s",
             done.app,
             done.release,
             started.elapsed().as_secs_f64()
         ));
         return Ok(0);
     }
+    let release = if done.release.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", done.release)
+    };
     output::progress(format!(
-        "error: deploy of {} {} failed: {}",
-        done.app,
-        done.release,
+        "error: {} of {app}{release} failed at the {} gate: {}",
+        if verb == "deployed" {
+            "deploy"
+        } else {
+            "rollback"
+        },
+        done.gate.as_deref().unwrap_or("?"),
         done.reason.as_deref().unwrap_or("no reason given")
     ));
     if !done.log_tail.is_empty() {
@@ -89,4 +143,37 @@ pub async fn run(state: &Path, dir: &Path) -> Result<u8> {
         output::hint(hint);
     }
     Ok(EXIT_FAILED)
+}
+
+fn print_plan(p: &Plan) {
+    let current = p
+        .current
+        .as_deref()
+        .map_or("nothing is deployed yet".to_owned(), |c| {
+            format!("replaces {c}")
+        });
+    output::line(format!(
+        "plan for {} ({current}); nothing was changed",
+        p.app
+    ));
+    if let Some(build) = &p.build {
+        output::line(format!("  build: {build}"));
+    }
+    let section = |title: &str, items: &[String]| {
+        for item in items {
+            output::line(format!("  {title} {item}"));
+        }
+    };
+    section("+ service", &p.services_added);
+    section("- service", &p.services_removed);
+    section("~ service", &p.services_changed);
+    section("+ route  ", &p.routes_added);
+    section("- route  ", &p.routes_removed);
+    section("~ env    ", &p.env_changed);
+    let instances: Vec<String> = p
+        .instances
+        .iter()
+        .map(|(s, n)| format!("{s} x{n}"))
+        .collect();
+    output::line(format!("  instances after: {}", instances.join(", ")));
 }

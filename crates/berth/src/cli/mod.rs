@@ -8,6 +8,7 @@ use crate::{EXIT_BAD_INPUT, EXIT_FAILED, output};
 pub mod check;
 pub mod demo;
 pub mod deploy;
+pub mod history;
 pub mod logs;
 pub mod proxy;
 pub mod status;

@@ -4,7 +4,11 @@
 //! |--------|-----------------------------|-----------------------------------------|
 //! | GET    | /v1/daemon                  | [`api::DaemonInfo`]                     |
 //! | GET    | /v1/status[?app=A]          | [`api::Status`]                         |
-//! | POST   | /v1/deploy  (body: archive) | NDJSON stream of [`api::DeployEvent`]   |
+//! | POST   | /v1/deploy[?wait=1]  (body: archive) | NDJSON stream of [`api::DeployEvent`] |
+//! | POST   | /v1/deploy?dry_run=1 (body: archive) | [`api::Plan`]                  |
+//! | POST   | /v1/apps/A/rollback[?to=R&wait=1] | NDJSON stream, as deploy         |
+//! | GET    | /v1/apps/A/releases         | [`api::Releases`]                       |
+//! | GET    | /v1/history[?app=A]         | [`api::History`]                        |
 //! | GET    | /v1/apps/A/logs?service=&since_ms=&follow=1 | log lines, streamed     |
 //! | GET    | /v1/metrics                 | Prometheus text                         |
 
@@ -13,7 +17,7 @@ use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -23,6 +27,7 @@ use tokio::net::{TcpListener, UnixListener};
 
 use super::Shared;
 use super::body::{ApiBody, ChannelBody, full};
+use super::rollout::{EVENT_BUFFER, Progress, Request};
 use crate::api::ApiError;
 
 /// Largest source archive accepted by `POST /v1/deploy`.
@@ -78,7 +83,7 @@ fn peer_user(stream: &tokio::net::UnixStream) -> String {
         .map_or_else(|| "unknown".to_owned(), |u| u.name)
 }
 
-async fn route(daemon: Shared, req: Request<Incoming>, user: String) -> Response<ApiBody> {
+async fn route(daemon: Shared, req: http::Request<Incoming>, user: String) -> Response<ApiBody> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -88,7 +93,44 @@ async fn route(daemon: Shared, req: Request<Incoming>, user: String) -> Response
             Ok(status) => json(StatusCode::OK, &status),
             Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}"), None),
         },
-        (&Method::POST, ["v1", "deploy"]) => deploy(daemon, req, user).await,
+        (&Method::POST, ["v1", "deploy"]) => deploy(daemon, req, user, &query).await,
+        (&Method::POST, ["v1", "apps", app, "rollback"]) => {
+            let to = param(&query, "to");
+            match daemon.rollback_target(app, to.as_deref()).await {
+                Ok(target) => {
+                    let (tx, body) = ChannelBody::new(EVENT_BUFFER);
+                    let req = Request {
+                        user,
+                        wait: param(&query, "wait").is_some_and(|v| v == "1"),
+                    };
+                    tokio::spawn(daemon.clone().rollback(
+                        (*app).to_owned(),
+                        target,
+                        req,
+                        Progress::new(tx),
+                    ));
+                    ndjson(body)
+                }
+                Err((message, hint)) => error(
+                    StatusCode::BAD_REQUEST,
+                    message,
+                    Some(hint).filter(|h| !h.is_empty()),
+                ),
+            }
+        }
+        (&Method::GET, ["v1", "apps", app, "releases"]) => match daemon.releases(app).await {
+            Ok(Some(r)) => json(StatusCode::OK, &r),
+            Ok(None) => error(
+                StatusCode::NOT_FOUND,
+                format!("no app named {app}"),
+                Some("`berth status` lists the deployed apps".to_owned()),
+            ),
+            Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}"), None),
+        },
+        (&Method::GET, ["v1", "history"]) => match daemon.history(param(&query, "app")).await {
+            Ok(h) => json(StatusCode::OK, &h),
+            Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}"), None),
+        },
         (&Method::GET, ["v1", "apps", app, "logs"]) => logs(&daemon, app, &query).await,
         (&Method::GET, ["v1", "metrics"]) => metrics(&daemon),
         _ => error(
@@ -99,7 +141,12 @@ async fn route(daemon: Shared, req: Request<Incoming>, user: String) -> Response
     }
 }
 
-async fn deploy(daemon: Shared, req: Request<Incoming>, user: String) -> Response<ApiBody> {
+async fn deploy(
+    daemon: Shared,
+    req: http::Request<Incoming>,
+    user: String,
+    query: &str,
+) -> Response<ApiBody> {
     let archive = match Limited::new(req.into_body(), MAX_ARCHIVE).collect().await {
         Ok(body) => body.to_bytes(),
         Err(err) => {
@@ -113,9 +160,23 @@ async fn deploy(daemon: Shared, req: Request<Incoming>, user: String) -> Respons
             );
         }
     };
-    let (tx, body) = ChannelBody::new(super::apps::EVENT_BUFFER);
+    if param(query, "dry_run").is_some_and(|v| v == "1") {
+        return match daemon.plan(archive).await {
+            Ok(plan) => json(StatusCode::OK, &plan),
+            Err(f) => error(StatusCode::BAD_REQUEST, f.reason, f.hint),
+        };
+    }
+    let (tx, body) = ChannelBody::new(EVENT_BUFFER);
+    let req = Request {
+        user,
+        wait: param(query, "wait").is_some_and(|v| v == "1"),
+    };
     // The deploy runs on its own task: a client that goes away does not cut it short.
-    tokio::spawn(daemon.deploy(archive, user, tx));
+    tokio::spawn(daemon.deploy(archive, req, Progress::new(tx)));
+    ndjson(body)
+}
+
+fn ndjson(body: ApiBody) -> Response<ApiBody> {
     Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .body(body)
@@ -189,7 +250,7 @@ pub async fn serve_admin(
             () = &mut shutdown => return,
         };
         let daemon = daemon.clone();
-        let svc = service_fn(move |req: Request<Incoming>| {
+        let svc = service_fn(move |req: http::Request<Incoming>| {
             let daemon = daemon.clone();
             async move {
                 Ok::<_, Infallible>(match (req.method(), req.uri().path()) {

@@ -8,67 +8,75 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use bytes::Bytes;
 use proxy::{HostPattern, Pool, Proxy, ProxyConfig, Route, RouteTable, Target, Upstream};
 use spec::{AppSpec, RouteTarget};
-use store::{ProcessRecord, ReleaseStatus, Store};
+use store::{ProcessRecord, Store};
 use supervisor::{
     Event, EventKind, Instance, InstanceState, ProcessSpec, Supervisor, SupervisorOptions,
 };
-use tokio::sync::mpsc;
 
-use crate::api::{self, DeployEvent, DeployOutcome};
+use crate::api;
 
 /// How long old instances may finish in-flight requests after a switch before they are stopped.
 const DRAIN_GRACE: Duration = Duration::from_secs(30);
-/// Deploy progress lines buffered for a slow client before build output is dropped.
-pub(crate) const EVENT_BUFFER: usize = 256;
 
 pub struct Daemon {
-    state: PathBuf,
+    pub(super) state: PathBuf,
     store: Mutex<Store>,
-    supervisor: Supervisor,
-    proxy: Arc<Proxy>,
-    http: SocketAddr,
+    pub(super) supervisor: Supervisor,
+    pub(super) proxy: Arc<Proxy>,
+    pub(super) http: SocketAddr,
     admin: Option<SocketAddr>,
     /// The release serving each app.
-    running: Mutex<BTreeMap<String, Release>>,
-    /// Apps with a deploy in progress, and the release being deployed.
-    deploying: Mutex<BTreeMap<String, String>>,
+    pub(super) running: Mutex<BTreeMap<String, Release>>,
+    /// Apps with a deploy or rollback in progress, and the release it goes to.
+    pub(super) deploying: Mutex<BTreeMap<String, String>>,
+    /// One rollout per app at a time.
+    pub(super) locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// `BERTH_TEST_PAUSE_AT`: the rollout step to pause before (tests only).
+    pub(super) pause_at: Option<String>,
 }
 
 /// A started release: its spec, its tree, and one member per instance.
-struct Release {
-    id: String,
-    spec: Arc<AppSpec>,
-    dir: PathBuf,
-    members: Vec<Member>,
+pub(super) struct Release {
+    pub id: String,
+    pub spec: Arc<AppSpec>,
+    pub dir: PathBuf,
+    pub members: Vec<Member>,
 }
 
-struct Member {
-    service: String,
-    index: u32,
-    instance: Instance,
-    upstream: Arc<Upstream>,
+pub(super) struct Member {
+    pub service: String,
+    pub index: u32,
+    pub instance: Instance,
+    pub upstream: Arc<Upstream>,
 }
 
-/// Why a release could not be started; becomes a failed [`DeployOutcome`].
-struct Failure {
-    reason: String,
-    hint: Option<String>,
-    tail: Vec<String>,
+/// Why a rollout stopped; becomes a failed [`api::DeployOutcome`].
+pub(super) struct Failure {
+    /// `unpack`, `build`, `start`, `smoke`, `watch`, `workers`.
+    pub gate: &'static str,
+    pub reason: String,
+    pub hint: Option<String>,
+    pub tail: Vec<String>,
 }
 
 impl Failure {
-    fn new(reason: impl Into<String>) -> Failure {
+    pub fn new(gate: &'static str, reason: impl Into<String>) -> Failure {
         Failure {
+            gate,
             reason: reason.into(),
             hint: None,
             tail: vec![],
         }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Failure {
+        self.hint = Some(hint.into());
+        self
     }
 }
 
@@ -89,6 +97,8 @@ impl Daemon {
             admin,
             running: Mutex::new(BTreeMap::new()),
             deploying: Mutex::new(BTreeMap::new()),
+            locks: Mutex::new(BTreeMap::new()),
+            pause_at: std::env::var("BERTH_TEST_PAUSE_AT").ok(),
         }))
     }
 
@@ -121,7 +131,7 @@ impl Daemon {
         result.context("state database")
     }
 
-    fn release_dir(&self, app: &str, release: &str) -> PathBuf {
+    pub(super) fn release_dir(&self, app: &str, release: &str) -> PathBuf {
         self.state
             .join("apps")
             .join(app)
@@ -174,7 +184,7 @@ impl Daemon {
 
     async fn restore(self: &Arc<Self>, app: &str, release: &str) -> Result<(), Failure> {
         let dir = self.release_dir(app, release);
-        let spec = Arc::new(load_spec(&dir).map_err(|e| Failure::new(format!("{e:#}")))?);
+        let spec = Arc::new(load_spec(&dir).map_err(|e| Failure::new("start", format!("{e:#}")))?);
         let started = self.start_release(&spec, release, &dir).await;
         // Instances that are not ready yet join the route table as soon as they are: the
         // supervisor keeps restarting them, and `watch_supervisor` republishes on each change.
@@ -217,287 +227,34 @@ impl Daemon {
         }
     }
 
-    // ---- deploy -----------------------------------------------------------------------------
-
-    /// Deploy an uploaded source archive. Progress goes to `events`; the outcome is also sent
-    /// there as the last event. Runs to the end even if the client goes away.
-    pub async fn deploy(
-        self: Arc<Self>,
-        archive: Bytes,
-        user: String,
-        events: mpsc::Sender<Bytes>,
-    ) {
-        let started = Instant::now();
-        let send = |ev: DeployEvent| {
-            let mut line = serde_json::to_vec(&ev).unwrap_or_default();
-            line.push(b'\n');
-            // A slow or gone client must not stall the deploy.
-            let _ = events.try_send(Bytes::from(line));
-        };
-        let outcome = match self.deploy_inner(archive, &user, &send).await {
-            Ok((app, release)) => DeployOutcome {
-                ok: true,
-                app,
-                release,
-                reason: None,
-                hint: None,
-                log_tail: vec![],
-                elapsed_ms: started.elapsed().as_millis() as u64,
-            },
-            Err((app, release, f)) => DeployOutcome {
-                ok: false,
-                app,
-                release,
-                reason: Some(f.reason),
-                hint: f.hint,
-                log_tail: f.tail,
-                elapsed_ms: started.elapsed().as_millis() as u64,
-            },
-        };
-        let mut line = serde_json::to_vec(&DeployEvent::Done(outcome)).unwrap_or_default();
-        line.push(b'\n');
-        // The final line must arrive: wait for room rather than drop it.
-        let _ = events.send(Bytes::from(line)).await;
-    }
-
-    async fn deploy_inner(
-        self: &Arc<Self>,
-        archive: Bytes,
-        user: &str,
-        send: &impl Fn(DeployEvent),
-    ) -> Result<(String, String), (String, String, Failure)> {
-        let none = |f: Failure| (String::new(), String::new(), f);
-        send(phase("unpack", format!("{} KiB", archive.len() / 1024)));
-        let digest = deploy::digest(&archive);
-        let upload = self
-            .state
-            .join("tmp")
-            .join(format!("upload-{}", rand::random::<u64>()));
-        let unpacked = {
-            let upload = upload.clone();
-            tokio::task::spawn_blocking(move || -> Result<AppSpec> {
-                std::fs::create_dir_all(&upload)?;
-                deploy::unpack(&archive[..], &upload)?;
-                load_spec(&upload)
-            })
-            .await
-        };
-        let spec = match unpacked {
-            Ok(Ok(spec)) => Arc::new(spec),
-            Ok(Err(err)) => {
-                let _ = std::fs::remove_dir_all(&upload);
-                return Err(none(Failure {
-                    reason: format!("{err:#}"),
-                    hint: None,
-                    tail: vec![],
-                }));
-            }
-            Err(err) => return Err(none(Failure::new(format!("unpack task failed: {err}")))),
-        };
-        let app = spec.name.clone();
-        if let Err(f) = self.check_route_conflicts(&spec) {
-            let _ = std::fs::remove_dir_all(&upload);
-            return Err((app, String::new(), f));
-        }
-
-        // One deploy per app at a time: take the slot before anything is recorded.
-        {
-            let mut deploying = self.deploying.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(other) = deploying.get(&app) {
-                let _ = std::fs::remove_dir_all(&upload);
-                return Err((
-                    app.clone(),
-                    String::new(),
-                    Failure {
-                        reason: format!("a deploy of {app} ({other}) is already running"),
-                        hint: Some(format!(
-                            "wait for it to finish; `berth status {app}` shows it"
-                        )),
-                        tail: vec![],
-                    },
-                ));
-            }
-            deploying.insert(app.clone(), "new release".to_owned());
-        }
-        let created = {
-            let (a, digest) = (app.clone(), digest.clone());
-            self.with_store(move |s| s.create_release(&a, &digest))
-                .await
-        };
-        let release = match created {
-            Ok(r) => r.id,
-            Err(err) => {
-                self.deploying
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&app);
-                let _ = std::fs::remove_dir_all(&upload);
-                return Err((app.clone(), String::new(), Failure::new(format!("{err:#}"))));
-            }
-        };
-        self.deploying
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(app.clone(), release.clone());
-        let fail = |f: Failure| (app.clone(), release.clone(), f);
-        let result = self
-            .deploy_release(&app, &release, spec, &upload, user, send)
-            .await;
-        self.deploying
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&app);
-        result
-            .map(|()| (app.clone(), release.clone()))
-            .map_err(fail)
-    }
-
-    async fn deploy_release(
-        self: &Arc<Self>,
-        app: &str,
-        release: &str,
-        spec: Arc<AppSpec>,
-        upload: &Path,
-        user: &str,
-        send: &impl Fn(DeployEvent),
-    ) -> Result<(), Failure> {
-        let dir = self.release_dir(app, release);
-        let placed = std::fs::create_dir_all(self.state.join("apps").join(app).join("shared"))
-            .and_then(|()| std::fs::create_dir_all(dir.parent().expect("release dir has a parent")))
-            .and_then(|()| std::fs::rename(upload, &dir));
-        if let Err(err) = placed {
-            let _ = std::fs::remove_dir_all(upload);
-            return Err(Failure::new(format!(
-                "place release {release} in {}: {err}",
-                dir.display()
-            )));
-        }
-        let deploy_id = {
-            let (app, release, user) = (app.to_owned(), release.to_owned(), user.to_owned());
-            self.with_store(move |s| s.begin_deploy(&app, &release, &user))
-                .await
-                .map_err(|e| Failure::new(format!("{e:#}")))?
-        };
-        let result = self.roll_out(app, release, spec, &dir, send).await;
-        let (outcome, reason) = match &result {
-            Ok(()) => ("ok", None),
-            Err(f) => ("failed", Some(f.reason.clone())),
-        };
-        let (app_s, release_s) = (app.to_owned(), release.to_owned());
-        let failed = result.is_err();
-        let _ = self
-            .with_store(move |s| {
-                if failed {
-                    s.set_release_status(&app_s, &release_s, ReleaseStatus::Failed)?;
-                }
-                s.finish_deploy(deploy_id, outcome, reason.as_deref())
-            })
-            .await;
-        result
-    }
-
-    /// Build, start, wait for readiness, switch, drain. The old release keeps serving until the
-    /// switch, and is untouched when anything before it fails.
-    async fn roll_out(
-        self: &Arc<Self>,
-        app: &str,
-        release: &str,
-        spec: Arc<AppSpec>,
-        dir: &Path,
-        send: &impl Fn(DeployEvent),
-    ) -> Result<(), Failure> {
-        if let Some(build) = &spec.build {
-            send(phase("build", build.command.clone()));
-            let env = self.process_env(&spec, release);
-            crate::daemon::build::run(&build.command, dir, &env, |line| {
-                send(DeployEvent::Build { line })
-            })
-            .await
-            .map_err(|f| Failure {
-                reason: f.reason,
-                hint: Some(format!(
-                    "fix the build, check it with `{}` in the app directory, and deploy again",
-                    build.command
-                )),
-                tail: f.tail,
-            })?;
-        }
-
-        let count: u32 = spec.services.values().map(|s| s.instances).sum();
-        send(phase(
-            "start",
-            format!(
-                "{count} instance{} of release {release}",
-                if count == 1 { "" } else { "s" }
-            ),
-        ));
-        let started = self.start_release(&spec, release, dir).await;
-        let waits = started.members.iter().map(|m| async move {
-            let ready = m.instance.wait_ready().await;
-            (m, ready)
-        });
-        let serving = match self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(app)
-        {
-            Some(old) => format!("release {} keeps serving", old.id),
-            None => "nothing was serving before".to_owned(),
-        };
-        let mut failure = None;
-        for (m, ready) in futures_util::future::join_all(waits).await {
-            match ready {
-                Ok(()) => send(DeployEvent::Ready {
-                    service: m.service.clone(),
-                    instance: m.index,
-                    port: m.instance.port(),
-                }),
-                Err(err) if failure.is_none() => {
-                    failure = Some(Failure {
-                        reason: format!(
-                            "start gate: service {} instance {} of {app} {release}: {}",
-                            m.service, m.index, err.kind
-                        ),
-                        hint: Some(format!("{serving}; see `berth logs {app} {}`", m.service)),
-                        tail: err.log_tail.clone(),
-                    });
-                }
-                Err(_) => {}
-            }
-        }
-        if let Some(f) = failure {
-            self.stop_members(started.members).await;
-            return Err(f);
-        }
-
-        let t = Instant::now();
-        let old = self.switch(app, started).await;
-        send(phase(
-            "switch",
-            format!(
-                "traffic on {release} in {:.1} ms",
-                t.elapsed().as_secs_f64() * 1000.0
-            ),
-        ));
-        if let Some(old) = old {
-            send(phase("drain", format!("stopping release {}", old.id)));
-            self.drain_and_stop(old.members).await;
-        }
-        Ok(())
-    }
-
     /// Start every instance of every service of `release`; does not wait for readiness.
-    async fn start_release(
+    pub(super) async fn start_release(
         self: &Arc<Self>,
         spec: &Arc<AppSpec>,
         release: &str,
         dir: &Path,
     ) -> Release {
+        let members = self.start_members(spec, release, dir, |_, _| true);
+        Release {
+            id: release.to_owned(),
+            spec: spec.clone(),
+            dir: dir.to_owned(),
+            members,
+        }
+    }
+
+    /// Start the instances of `release` that `pick(service, index)` selects.
+    pub(super) fn start_members(
+        self: &Arc<Self>,
+        spec: &Arc<AppSpec>,
+        release: &str,
+        dir: &Path,
+        pick: impl Fn(&str, u32) -> bool,
+    ) -> Vec<Member> {
         let env = self.process_env(spec, release);
         let mut members = Vec::new();
         for (service, s) in &spec.services {
-            for index in 0..s.instances {
+            for index in (0..s.instances).filter(|&i| pick(service, i)) {
                 let port = supervisor::free_port().unwrap_or(0);
                 let instance = self.supervisor.start(ProcessSpec {
                     app: spec.name.clone(),
@@ -534,17 +291,12 @@ impl Daemon {
                 });
             }
         }
-        Release {
-            id: release.to_owned(),
-            spec: spec.clone(),
-            dir: dir.to_owned(),
-            members,
-        }
+        members
     }
 
     /// Make `new` the release serving its app: commit it in the store, then publish routes.
     /// Returns the release it replaced, still running, for the caller to drain.
-    async fn switch(self: &Arc<Self>, app: &str, new: Release) -> Option<Release> {
+    pub(super) async fn switch(self: &Arc<Self>, app: &str, new: Release) -> Option<Release> {
         let (a, r) = (app.to_owned(), new.id.clone());
         if let Err(err) = self.with_store(move |s| s.set_current(&a, &r)).await {
             tracing::error!(app, error = %format!("{err:#}"), "record the current release");
@@ -558,7 +310,22 @@ impl Daemon {
         old
     }
 
-    async fn drain_and_stop(self: &Arc<Self>, members: Vec<Member>) {
+    /// Take `app` out of service entirely (a first deploy that failed after its switch).
+    pub(super) async fn take_app(self: &Arc<Self>, app: &str) -> Option<Release> {
+        let a = app.to_owned();
+        if let Err(err) = self.with_store(move |s| s.clear_current(&a)).await {
+            tracing::error!(app, error = %format!("{err:#}"), "clear the current release");
+        }
+        let old = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(app);
+        self.publish_routes();
+        old
+    }
+
+    pub(super) async fn drain_and_stop(self: &Arc<Self>, members: Vec<Member>) {
         let drains = members
             .iter()
             .map(|m| self.proxy.drained(&m.upstream, DRAIN_GRACE));
@@ -566,7 +333,7 @@ impl Daemon {
         self.stop_members(members).await;
     }
 
-    async fn stop_members(self: &Arc<Self>, members: Vec<Member>) {
+    pub(super) async fn stop_members(self: &Arc<Self>, members: Vec<Member>) {
         let stops = members.into_iter().map(|m| async move {
             m.instance.stop().await;
             let key = m.instance.key().clone();
@@ -590,7 +357,7 @@ impl Daemon {
         futures_util::future::join_all(stops).await;
     }
 
-    fn process_env(&self, spec: &AppSpec, release: &str) -> BTreeMap<String, String> {
+    pub(super) fn process_env(&self, spec: &AppSpec, release: &str) -> BTreeMap<String, String> {
         let mut env = spec.env.clone();
         let shared = self.state.join("apps").join(&spec.name).join("shared");
         env.insert("BERTH_SHARED".to_owned(), shared.display().to_string());
@@ -599,7 +366,7 @@ impl Daemon {
         env
     }
 
-    fn check_route_conflicts(&self, spec: &AppSpec) -> Result<(), Failure> {
+    pub(super) fn check_route_conflicts(&self, spec: &AppSpec) -> Result<(), Failure> {
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         for (other, release) in running.iter().filter(|(name, _)| **name != spec.name) {
             for r in &spec.routes {
@@ -609,14 +376,14 @@ impl Daemon {
                     .iter()
                     .any(|o| o.host == r.host && o.path == r.path)
                 {
-                    return Err(Failure {
-                        reason: format!(
+                    return Err(Failure::new(
+                        "unpack",
+                        format!(
                             "route host \"{}\" path \"{}\" is already served by app {other}",
                             r.host, r.path
                         ),
-                        hint: Some("give this app its own host or path in berth.toml".to_owned()),
-                        tail: vec![],
-                    });
+                    )
+                    .hint("give this app its own host or path in berth.toml"));
                 }
             }
         }
@@ -699,6 +466,39 @@ impl Daemon {
         })
     }
 
+    pub async fn releases(self: &Arc<Self>, app: &str) -> Result<Option<api::Releases>> {
+        let a = app.to_owned();
+        let (known, list) = self
+            .with_store(move |s| Ok((s.app(&a)?, s.releases(&a)?)))
+            .await?;
+        let Some(known) = known else { return Ok(None) };
+        let current = known.current_release;
+        Ok(Some(api::Releases {
+            app: app.to_owned(),
+            releases: list
+                .into_iter()
+                .map(|r| api::ReleaseInfo {
+                    live: Some(&r.id) == current.as_ref(),
+                    created: supervisor::logs::format_time(r.created_at),
+                    digest: r.digest,
+                    status: r.status.as_str().to_owned(),
+                    id: r.id,
+                })
+                .collect(),
+            current,
+        }))
+    }
+
+    pub async fn history(self: &Arc<Self>, app: Option<String>) -> Result<api::History> {
+        let deploys = self
+            .with_store(move |s| s.deploys(app.as_deref(), 10_000))
+            .await?;
+        Ok(api::History {
+            summary: super::history::summarize(&deploys, SystemTime::now()),
+            deploys: deploys.iter().map(super::history::record).collect(),
+        })
+    }
+
     pub fn log_dir(&self, app: &str) -> PathBuf {
         self.state.join("logs").join(app)
     }
@@ -724,15 +524,8 @@ fn instance_status(m: &Member, release: &str, now: SystemTime) -> api::InstanceS
     }
 }
 
-fn phase(name: &str, detail: impl Into<String>) -> DeployEvent {
-    DeployEvent::Phase {
-        phase: name.to_owned(),
-        detail: detail.into(),
-    }
-}
-
 /// Read and validate `DIR/berth.toml` (daemon side: never trust the client's check).
-fn load_spec(dir: &Path) -> Result<AppSpec> {
+pub(super) fn load_spec(dir: &Path) -> Result<AppSpec> {
     let path = dir.join("berth.toml");
     let source =
         std::fs::read_to_string(&path).context("the uploaded app has no readable berth.toml")?;

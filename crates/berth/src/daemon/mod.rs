@@ -13,7 +13,10 @@ mod api;
 mod apps;
 mod body;
 mod build;
+mod history;
 mod logs;
+mod plan;
+mod rollout;
 
 pub use apps::Daemon;
 

@@ -1,0 +1,83 @@
+//! `berth releases APP [--json]` and `berth history [APP] [--json]`.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::api::{History, Releases};
+use crate::client::Client;
+use crate::output;
+
+pub async fn releases(state: &Path, app: &str, json: bool) -> Result<u8> {
+    let r: Releases = Client::new(state)
+        .get_json(&format!("/v1/apps/{app}/releases"))
+        .await?;
+    if json {
+        output::json(&r);
+        return Ok(0);
+    }
+    output::line(format!(
+        "  {:<8} {:<24} {:<14} {:<8}",
+        "RELEASE", "CREATED", "SOURCE", "STATUS"
+    ));
+    for rel in &r.releases {
+        output::line(format!(
+            "{} {:<8} {:<24} {:<14} {:<8}",
+            if rel.live { "*" } else { " " },
+            rel.id,
+            rel.created,
+            &rel.digest[..rel.digest.len().min(12)],
+            rel.status
+        ));
+    }
+    Ok(0)
+}
+
+pub async fn history(state: &Path, app: Option<&str>, json: bool) -> Result<u8> {
+    let path = app.map_or("/v1/history".to_owned(), |a| format!("/v1/history?app={a}"));
+    let h: History = Client::new(state).get_json(&path).await?;
+    if json {
+        output::json(&h);
+        return Ok(0);
+    }
+    output::line(format!(
+        "{:<24} {:<10} {:<12} {:<12} {:<10} {:>8}  {:<12} {}",
+        "STARTED", "KIND", "APP", "RELEASE", "USER", "TOOK", "RESULT", "GATE / REASON"
+    ));
+    for d in &h.deploys {
+        let release = match &d.from_release {
+            Some(from) => format!("{from}->{}", d.release),
+            None => d.release.clone(),
+        };
+        let why = match (&d.gate, &d.reason) {
+            (Some(g), Some(r)) => format!("{g}: {r}"),
+            (None, Some(r)) => r.clone(),
+            _ => String::new(),
+        };
+        output::line(format!(
+            "{:<24} {:<10} {:<12} {:<12} {:<10} {:>8}  {:<12} {}",
+            d.started,
+            d.kind,
+            d.app,
+            release,
+            d.user,
+            d.duration_ms
+                .map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
+            d.result,
+            why
+        ));
+    }
+    for s in &h.summary {
+        output::line(format!(
+            "\n{}: {} deploys, {} rollbacks; {:.2} deploys/day (30d); change failure rate {:.0}%; mean time to restore {}",
+            s.app,
+            s.deploys,
+            s.rollbacks,
+            s.deploys_per_day,
+            s.change_failure_rate * 100.0,
+            s.mean_time_to_restore_secs
+                .map_or("n/a".to_owned(), |t| format!("{t:.0}s"))
+        ));
+    }
+    Ok(0)
+}

@@ -1,0 +1,150 @@
+//! `berth deploy --dry-run`: what a deploy would change, computed from two specs. Never shows
+//! env values, only which keys change.
+
+use spec::{AppSpec, RouteSpec, RouteTarget, ServiceSpec};
+
+use crate::api::Plan;
+
+pub fn plan(new: &AppSpec, old: Option<&AppSpec>, current: Option<String>) -> Plan {
+    let empty = AppSpec {
+        services: Default::default(),
+        routes: vec![],
+        env: Default::default(),
+        ..new.clone()
+    };
+    let old = old.unwrap_or(&empty);
+    let services_added = new
+        .services
+        .keys()
+        .filter(|k| !old.services.contains_key(*k))
+        .cloned()
+        .collect();
+    let services_removed = old
+        .services
+        .keys()
+        .filter(|k| !new.services.contains_key(*k))
+        .cloned()
+        .collect();
+    let services_changed = new
+        .services
+        .iter()
+        .filter_map(|(name, s)| old.services.get(name).map(|o| (name, o, s)))
+        .flat_map(|(name, o, s)| {
+            service_changes(o, s)
+                .into_iter()
+                .map(move |c| format!("{name}: {c}"))
+        })
+        .collect();
+    let old_routes: Vec<String> = old.routes.iter().map(route_line).collect();
+    let new_routes: Vec<String> = new.routes.iter().map(route_line).collect();
+    let mut env_changed = Vec::new();
+    for (k, v) in &new.env {
+        match old.env.get(k) {
+            None => env_changed.push(format!("+{k}")),
+            Some(ov) if ov != v => env_changed.push(format!("~{k}")),
+            Some(_) => {}
+        }
+    }
+    env_changed.extend(
+        old.env
+            .keys()
+            .filter(|k| !new.env.contains_key(*k))
+            .map(|k| format!("-{k}")),
+    );
+    Plan {
+        app: new.name.clone(),
+        current,
+        build: new.build.as_ref().map(|b| b.command.clone()),
+        services_added,
+        services_removed,
+        services_changed,
+        routes_added: new_routes
+            .iter()
+            .filter(|r| !old_routes.contains(r))
+            .cloned()
+            .collect(),
+        routes_removed: old_routes
+            .iter()
+            .filter(|r| !new_routes.contains(r))
+            .cloned()
+            .collect(),
+        env_changed,
+        instances: new
+            .services
+            .iter()
+            .map(|(n, s)| (n.clone(), s.instances))
+            .collect(),
+    }
+}
+
+fn service_changes(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.instances != new.instances {
+        out.push(format!("instances {} -> {}", old.instances, new.instances));
+    }
+    if old.command != new.command {
+        out.push("command changed".to_owned());
+    }
+    if old.health != new.health {
+        out.push("health check changed".to_owned());
+    }
+    if old.stop_timeout != new.stop_timeout {
+        out.push(format!(
+            "stop_timeout {:?} -> {:?}",
+            old.stop_timeout, new.stop_timeout
+        ));
+    }
+    if old.memory_max != new.memory_max {
+        out.push("memory_max changed".to_owned());
+    }
+    out
+}
+
+fn route_line(r: &RouteSpec) -> String {
+    let target = match &r.target {
+        RouteTarget::Service(s) => format!("service {s}"),
+        RouteTarget::Static { dir, spa } => {
+            format!("static {dir}{}", if *spa { " (spa)" } else { "" })
+        }
+    };
+    format!("{}{} -> {target}", r.host, r.path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(src: &str) -> AppSpec {
+        spec::parse("berth.toml", src).unwrap()
+    }
+
+    #[test]
+    fn changes_without_values() {
+        let old = spec(
+            "[app]\nname = \"a\"\n[env]\nKEEP = \"1\"\nGONE = \"x\"\nCHANGED = \"old-secretish\"\n[services.web]\ncommand = \"run\"\n[services.old]\ncommand = \"x\"\n[[routes]]\npath = \"/\"\nservice = \"web\"\n",
+        );
+        let new = spec(
+            "[app]\nname = \"a\"\n[env]\nKEEP = \"1\"\nCHANGED = \"new-secretish\"\nADDED = \"y\"\n[services.web]\ncommand = \"run2\"\ninstances = 3\n[services.worker]\ncommand = \"w\"\n[[routes]]\npath = \"/api/\"\nservice = \"web\"\n",
+        );
+        let p = plan(&new, Some(&old), Some("r4".to_owned()));
+        assert_eq!(p.services_added, ["worker"]);
+        assert_eq!(p.services_removed, ["old"]);
+        assert_eq!(
+            p.services_changed,
+            ["web: instances 1 -> 3", "web: command changed"]
+        );
+        assert_eq!(p.routes_added, ["*/api/ -> service web"]);
+        assert_eq!(p.routes_removed, ["*/ -> service web"]);
+        assert_eq!(p.env_changed, ["+ADDED", "~CHANGED", "-GONE"]);
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(!json.contains("secretish"), "{json}");
+    }
+
+    #[test]
+    fn first_deploy_adds_everything() {
+        let new = spec("[app]\nname = \"a\"\n[services.web]\ncommand = \"run\"\n");
+        let p = plan(&new, None, None);
+        assert_eq!(p.services_added, ["web"]);
+        assert_eq!(p.instances, [("web".to_owned(), 1)]);
+    }
+}
