@@ -11,8 +11,10 @@
 
 mod deploy;
 mod diagnostic;
+mod overlay;
 mod routes;
 mod schema;
+mod secrets;
 mod units;
 mod walk;
 
@@ -21,12 +23,21 @@ use std::ops::Range;
 use std::time::Duration;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
+pub use secrets::{SecretKind, SecretSpec, expand};
 pub use units::{parse_duration, parse_size};
 
 /// Parses and validates a berth.toml. `file` is the name shown in diagnostics
 /// (e.g. `"examples/hello/berth.toml"`).
 pub fn parse(file: &str, source: &str) -> Result<AppSpec, Diagnostics> {
-    schema::parse(file, source)
+    parse_env(file, source, None)
+}
+
+/// Parses and validates a berth.toml with the environment `env` (`--env NAME`) applied: the
+/// `[environments.NAME]` overlay merged into the base. Every overlay is checked either way, so
+/// the answer lists the problems of all environments; an `env` the file does not define is a
+/// problem too.
+pub fn parse_env(file: &str, source: &str, env: Option<&str>) -> Result<AppSpec, Diagnostics> {
+    schema::parse(file, source, env)
 }
 
 /// One app, as described by its berth.toml.
@@ -36,8 +47,12 @@ pub struct AppSpec {
     pub name: String,
     /// `[build]`: run inside the new release directory before anything starts.
     pub build: Option<BuildSpec>,
-    /// `[env]`: plain configuration injected into every service.
+    /// `[env]`: plain configuration injected into every service. Values may hold `${NAME}`
+    /// references to secrets or other env keys, kept unexpanded here (see [`expand`] and
+    /// [`AppSpec::resolve_env`]); every reference is known to be defined and acyclic.
     pub env: BTreeMap<String, String>,
+    /// `[secrets]`: how each secret is made; the values live in the store, never here.
+    pub secrets: BTreeMap<String, SecretSpec>,
     /// `[services.NAME]`: supervised processes.
     pub services: BTreeMap<String, ServiceSpec>,
     /// `[[routes]]`, in file order.
@@ -46,6 +61,56 @@ pub struct AppSpec {
     pub proxy: ProxySpec,
     /// `[deploy]`: gates after the switch, releases kept.
     pub deploy: DeploySpec,
+    /// The environment applied (`--env NAME`), if any.
+    pub environment: Option<String>,
+    /// Names of all `[environments.NAME]` the file defines, sorted.
+    pub environments: Vec<String>,
+}
+
+impl AppSpec {
+    /// The name the app runs under on the server: `shop` without an environment,
+    /// `shop.staging` with one. Releases, processes, secrets, routes, logs and the control
+    /// API's `APP` are all keyed by it. `.` cannot occur in an app name, so an instance name
+    /// never collides with another app; it is valid in paths and URLs as is.
+    pub fn instance_name(&self) -> String {
+        match &self.environment {
+            Some(env) => format!("{}.{env}", self.name),
+            None => self.name.clone(),
+        }
+    }
+
+    /// The environment of a service process: every secret (value from `secret`; ones it does
+    /// not know are left out) and every `[env]` value with its `${NAME}` references expanded.
+    pub fn resolve_env(&self, secret: impl Fn(&str) -> Option<String>) -> BTreeMap<String, String> {
+        let mut out: BTreeMap<String, String> = self
+            .secrets
+            .keys()
+            .filter_map(|name| Some((name.clone(), secret(name)?)))
+            .collect();
+        for key in self.env.keys() {
+            let value = self.expand_env(key, &secret, 0);
+            out.insert(key.clone(), value);
+        }
+        out
+    }
+
+    fn expand_env(
+        &self,
+        key: &str,
+        secret: &impl Fn(&str) -> Option<String>,
+        depth: u32,
+    ) -> String {
+        let template = &self.env[key];
+        expand(template, |name| {
+            if self.env.contains_key(name) && depth < 32 {
+                Some(self.expand_env(name, secret, depth + 1))
+            } else if self.secrets.contains_key(name) {
+                secret(name)
+            } else {
+                None
+            }
+        })
+    }
 }
 
 /// `[deploy]`.

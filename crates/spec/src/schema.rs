@@ -6,7 +6,9 @@ use std::ops::Range;
 
 use toml::de::{DeTable, DeValue};
 
+use crate::overlay;
 use crate::routes::routes;
+use crate::secrets::{check_references, secrets};
 use crate::walk::{
     Problem, Table, Value, Walker, backticked, did_you_mean, optional, or_default, type_name,
 };
@@ -16,18 +18,10 @@ use crate::{
 };
 
 const ROOT_KEYS: &[&str] = &[
-    "app", "build", "env", "services", "routes", "proxy", "deploy",
+    "app", "build", "env", "secrets", "services", "routes", "proxy", "deploy",
 ];
 /// Sections of the target design (DESIGN.md) that this version does not read yet.
-const LATER_KEYS: &[&str] = &[
-    "secrets",
-    "tls",
-    "databases",
-    "backups",
-    "alerts",
-    "notify",
-    "environments",
-];
+const LATER_KEYS: &[&str] = &["tls", "databases", "backups", "alerts", "notify"];
 const APP_KEYS: &[&str] = &["name"];
 const BUILD_KEYS: &[&str] = &["command"];
 const SERVICE_KEYS: &[&str] = &[
@@ -51,7 +45,7 @@ const BALANCES: &[(&str, Balance)] = &[
     ("least_requests", Balance::LeastRequests),
 ];
 
-pub(crate) fn parse(file: &str, source: &str) -> Result<AppSpec, Diagnostics> {
+pub(crate) fn parse(file: &str, source: &str, env: Option<&str>) -> Result<AppSpec, Diagnostics> {
     let mut diags = Diagnostics::new(file, source);
     let (root, errors) = DeTable::parse_recoverable(source);
     if !errors.is_empty() {
@@ -64,9 +58,41 @@ pub(crate) fn parse(file: &str, source: &str) -> Result<AppSpec, Diagnostics> {
     }
     let mut w = Walker::new(source);
     w.top_level_keys = ROOT_KEYS;
-    let spec = app_spec(&mut w, root.get_ref());
+    // The base alone, then every overlay merged into it: all environments are checked every
+    // time, so a mistake in `prod` is found by `berth check` without --env too. A problem of
+    // the base shows up once per document; duplicates are dropped below.
+    let (base, overlays) = overlay::split(&mut w, root.get_ref());
+    let names: Vec<String> = overlays.iter().map(|o| o.name.to_owned()).collect();
+    let mut spec = app_spec(&mut w, &base);
+    let mut selected = None;
+    for o in &overlays {
+        let merged = overlay::merge(&mut w, &base, o);
+        let merged_spec = app_spec(&mut w, &merged);
+        if env == Some(o.name) {
+            selected = Some(merged_spec);
+        }
+    }
+    if let Some(env) = env {
+        match selected {
+            Some(s) => {
+                spec = s.map(|s| AppSpec {
+                    environment: Some(env.to_owned()),
+                    ..s
+                })
+            }
+            None => {
+                spec = None;
+                w.report(unknown_environment(env, &names));
+            }
+        }
+    }
+    if let Some(spec) = &mut spec {
+        spec.environments = names;
+    }
     for d in w.diags {
-        diags.push(d);
+        if !diags.iter().any(|seen| *seen == d) {
+            diags.push(d);
+        }
     }
     match spec {
         Some(spec) if diags.is_empty() => Ok(spec),
@@ -79,6 +105,18 @@ pub(crate) fn parse(file: &str, source: &str) -> Result<AppSpec, Diagnostics> {
             diags.sort();
             Err(diags)
         }
+    }
+}
+
+fn unknown_environment(env: &str, names: &[String]) -> Diagnostic {
+    let d = Diagnostic::error(format!("unknown environment `{env}`"));
+    if names.is_empty() {
+        return d.help("berth.toml defines no [environments.NAME]; leave out --env");
+    }
+    let defined = backticked(names.iter().map(String::as_str));
+    match did_you_mean(env, names.iter().map(String::as_str)) {
+        Some(close) => d.help(format!("did you mean `{close}`? defined: {defined}")),
+        None => d.help(format!("berth.toml defines {defined}")),
     }
 }
 
@@ -134,7 +172,13 @@ fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
 
     let app = app(w, &root);
     let build = root.get("build").and_then(|v| build(w, v));
-    let env = root.get("env").map(|v| env(w, v)).unwrap_or_default();
+    let (secrets, secret_names) = root
+        .get("secrets")
+        .map(|v| secrets(w, v))
+        .unwrap_or_default();
+    let env_spanned = root.get("env").map(|v| env(w, v)).unwrap_or_default();
+    check_references(w, &env_spanned, &secret_names);
+    let env = env_spanned.into_iter().map(|(k, (v, _))| (k, v)).collect();
     let (services, service_names) = root
         .get("services")
         .map(|v| services(w, v))
@@ -166,10 +210,13 @@ fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
         name: app?.0,
         build,
         env,
+        secrets,
         services,
         routes,
         proxy,
         deploy,
+        environment: None,
+        environments: Vec::new(),
     })
 }
 
@@ -249,7 +296,8 @@ fn build(w: &mut Walker<'_>, value: &Value<'_>) -> Option<BuildSpec> {
     })
 }
 
-fn env(w: &mut Walker<'_>, value: &Value<'_>) -> BTreeMap<String, String> {
+/// `[env]`, with the span of each value (for reference checks).
+fn env(w: &mut Walker<'_>, value: &Value<'_>) -> BTreeMap<String, (String, Range<usize>)> {
     let mut env = BTreeMap::new();
     let DeValue::Table(entries) = value.get_ref() else {
         report_not_table(
@@ -268,7 +316,7 @@ fn env(w: &mut Walker<'_>, value: &Value<'_>) -> BTreeMap<String, String> {
         }
         match value.get_ref() {
             DeValue::String(s) => {
-                env.insert(name.to_owned(), s.to_string());
+                env.insert(name.to_owned(), (s.to_string(), value.span()));
             }
             other => {
                 let raw = w.text(value.span());
@@ -290,7 +338,7 @@ fn env(w: &mut Walker<'_>, value: &Value<'_>) -> BTreeMap<String, String> {
 }
 
 /// `[A-Z_][A-Z0-9_]*`, not set by berth itself.
-fn check_env_name(name: &str) -> Result<(), Problem> {
+pub(crate) fn check_env_name(name: &str) -> Result<(), Problem> {
     if name == "PORT" {
         return Err((
             "set by berth".to_owned(),

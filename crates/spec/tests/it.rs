@@ -1,5 +1,6 @@
 //! Data-driven tests: every `tests/fixtures/NAME.toml` is parsed and its outcome compared with
-//! `NAME.expected`: the rendered diagnostics, or for `ok_*` fixtures the parsed model.
+//! `NAME.expected`: the rendered diagnostics, or for `ok_*` fixtures the parsed model. A first
+//! line `# env: NAME` parses the fixture with that environment selected (`--env NAME`).
 //! Run with `UPDATE_EXPECT=1` to rewrite the expected files, then review the diff by eye: they
 //! are what users see.
 
@@ -19,10 +20,19 @@ fn fixture(name: &str) -> AppSpec {
     spec::parse(&file, &source).unwrap_or_else(|d| panic!("{d}"))
 }
 
+/// The environment a fixture selects with a first line `# env: NAME`, as `--env NAME` would.
+fn selected_env(source: &str) -> Option<&str> {
+    source
+        .lines()
+        .next()?
+        .strip_prefix("# env: ")
+        .map(str::trim)
+}
+
 /// What a fixture should produce: `ok_*` fixtures parse, all others fail.
 fn outcome(file: &str, source: &str) -> Result<String, String> {
     let should_parse = file.starts_with("ok_");
-    match spec::parse(file, source) {
+    match spec::parse_env(file, source, selected_env(source)) {
         Ok(spec) if should_parse => Ok(format!("{spec:#?}\n")),
         Err(diags) if !should_parse => Ok(format!("{diags}\n")),
         Ok(_) => Err(format!("{file} parsed, but only ok_* fixtures should")),
@@ -176,4 +186,64 @@ fn diagnostics_api() {
     assert_eq!(diags.line_col(span.start), (4, 1));
     let e: &dyn std::error::Error = &diags;
     assert!(e.to_string().ends_with("error: berth.toml has 2 problems"));
+}
+
+#[test]
+fn environments_and_instance_names() {
+    let source = std::fs::read_to_string(fixtures_dir().join("ok_env_staging.toml")).unwrap();
+    let base = spec::parse("b.toml", &source).unwrap();
+    assert_eq!(base.environment, None);
+    assert_eq!(base.instance_name(), "shop");
+    assert_eq!(base.environments, ["prod", "staging"]);
+    assert_eq!(base.routes.len(), 2);
+    assert_eq!(base.services["web"].instances, 4);
+
+    let staging = spec::parse_env("b.toml", &source, Some("staging")).unwrap();
+    assert_eq!(staging.instance_name(), "shop.staging");
+    // Tables merge key by key: web keeps its command and its health path.
+    let web = &staging.services["web"];
+    assert_eq!((web.command.as_str(), web.instances), ("node web.js", 1));
+    let health = web.health.clone().unwrap();
+    assert_eq!(health.path, "/health");
+    assert_eq!(health.interval, Duration::from_secs(5));
+    // Arrays replace: one route, written in the overlay.
+    assert_eq!(staging.routes.len(), 1);
+    assert_eq!(
+        &source[staging.routes[0].span.0.clone()],
+        "[[environments.staging.routes]]"
+    );
+    assert_eq!(staging.env["NODE_ENV"], "production");
+    assert_eq!(staging.env["LOG_LEVEL"], "debug");
+    assert_eq!(staging.proxy.max_body, 20 << 20);
+    assert_eq!(staging.proxy.balance, Balance::RoundRobin);
+
+    let prod = spec::parse_env("b.toml", &source, Some("prod")).unwrap();
+    assert_eq!(prod.instance_name(), "shop.prod");
+    assert_eq!(prod.services["web"].instances, 8);
+    assert_eq!(prod.routes, base.routes);
+}
+
+#[test]
+fn resolve_env_expands_secrets_and_env() {
+    let app = fixture("ok_secrets");
+    let secret = |name: &str| match name {
+        "DATABASE_URL" => Some("postgres://db/shop".to_owned()),
+        "SESSION_KEY" => Some("k3y".to_owned()),
+        "ID" => Some("uuid-1".to_owned()),
+        _ => None,
+    };
+    let env = app.resolve_env(secret);
+    assert_eq!(
+        env["DATABASE_URL_RO"],
+        "postgres://db/shop?target_session_attrs=read-only"
+    );
+    assert_eq!(env["SESSION_COOKIE"], "name=s; key=k3y");
+    assert_eq!(
+        env["SUMMARY"],
+        "postgres://db/shop?target_session_attrs=read-only uuid-1"
+    );
+    assert_eq!(env["LITERAL"], "${HOME} stays, and so does $5");
+    assert_eq!(env["DATABASE_URL"], "postgres://db/shop");
+    // Secrets without a value are left out, not injected empty.
+    assert!(!env.contains_key("SMTP_PASSWORD"));
 }
