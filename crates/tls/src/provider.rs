@@ -1,0 +1,67 @@
+//! The one crypto provider (ring) and the rustls configs built on it.
+
+use std::sync::Arc;
+
+use rustls::crypto::{CryptoProvider, ring};
+use rustls::pki_types::CertificateDer;
+use rustls::server::ServerSessionMemoryCache;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::{CertStore, Error};
+
+/// ALPN protocol id of TLS-ALPN-01 (RFC 8737). A connection that negotiated it carries no
+/// HTTP: the listener must close it right after the handshake.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// ring with its AEAD suites only (rustls has no CBC suites at all): TLS 1.3 AES-GCM and
+/// ChaCha20-Poly1305, TLS 1.2 ECDHE with AES-GCM and ChaCha20-Poly1305; key exchange X25519,
+/// P-256, P-384.
+pub fn provider() -> Arc<CryptoProvider> {
+    use ring::cipher_suite::*;
+    Arc::new(CryptoProvider {
+        cipher_suites: vec![
+            TLS13_AES_128_GCM_SHA256,
+            TLS13_AES_256_GCM_SHA384,
+            TLS13_CHACHA20_POLY1305_SHA256,
+            TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        ],
+        ..ring::default_provider()
+    })
+}
+
+/// The server config of berth's TLS listener: TLS 1.2 and 1.3, certificates from `store`
+/// (SNI, wildcards, TLS-ALPN-01), ALPN `h2`, `http/1.1` (and `acme-tls/1`, which only the
+/// resolver's challenge certificates answer), stateful and ticket resumption.
+///
+/// The listener must check [`ACME_TLS_ALPN`] after the handshake and close such connections.
+pub fn server_config(store: &CertStore) -> Result<Arc<ServerConfig>, Error> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(store.clone()));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
+    config.session_storage = ServerSessionMemoryCache::new(16 * 1024);
+    config.ticketer = ring::Ticketer::new()?;
+    config.ignore_client_order = true;
+    Ok(Arc::new(config))
+}
+
+/// A client config on the same provider that trusts the Mozilla roots plus `extra_roots`
+/// (a private ACME CA, pebble in tests). Used for the ACME directory's HTTPS.
+pub fn client_config(extra_roots: &[CertificateDer<'static>]) -> Result<ClientConfig, Error> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for root in extra_roots {
+        roots.add(root.clone())?;
+    }
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
