@@ -13,7 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod migrations;
+mod secrets;
 pub use migrations::MIGRATIONS;
+pub use secrets::{SecretMeta, SecretOrigin};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

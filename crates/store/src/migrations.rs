@@ -55,6 +55,18 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE deploys ADD COLUMN step TEXT NOT NULL DEFAULT 'done';
     ALTER TABLE deploys ADD COLUMN gate TEXT;
     ALTER TABLE deploys ADD COLUMN from_release TEXT;",
+    // 3: secret values, encrypted by the caller (the store only ever sees ciphertext), per app
+    // instance name (`shop`, `shop.staging`); no foreign key, as a secret may be set before the
+    // first deploy
+    "CREATE TABLE secrets (
+        app        TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        ciphertext BLOB NOT NULL,
+        origin     TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        rotated_at INTEGER,
+        PRIMARY KEY (app, name)
+    );",
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<()> {
