@@ -75,6 +75,8 @@ pub struct Daemon {
     pub state: tempfile::TempDir,
     pub child: Option<Child>,
     pub http: SocketAddr,
+    /// Extra environment of the daemon process (e.g. `BERTH_TEST_PAUSE_AT`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -87,6 +89,7 @@ impl Daemon {
             state,
             child: None,
             http: "127.0.0.1:1".parse().unwrap(),
+            env: vec![],
         };
         d.restart();
         d
@@ -107,6 +110,7 @@ impl Daemon {
             .args(["serve", "--http", "127.0.0.1:0"])
             .env("BERTH_STATE", self.path())
             .env("BERTH_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -253,4 +257,111 @@ pub fn instances(status: &Value, app: &str) -> Vec<Value> {
         .find(|a| a["name"] == app)
         .map(|a| a["instances"].as_array().unwrap().clone())
         .unwrap_or_default()
+}
+
+/// Like [`PY_WEB`], plus a WebSocket echo on `/ws` that prefixes each message with the release,
+/// and `CRASH_AFTER` (seconds) / `STATUS` (for every path but /health) to make broken releases.
+pub const PY_WS_WEB: &str = r#"
+import base64, hashlib, os, struct, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+RELEASE = os.environ["BERTH_RELEASE"]
+STATUS = int(os.environ.get("STATUS", "200"))
+if os.environ.get("CRASH_AFTER"):
+    threading.Timer(float(os.environ["CRASH_AFTER"]), lambda: os._exit(9)).start()
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if self.path == "/ws":
+            return self.websocket()
+        body = ("release " + RELEASE + "\n").encode()
+        self.send_response(200 if self.path == "/health" else STATUS)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def websocket(self):
+        key = self.headers["Sec-WebSocket-Key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", base64.b64encode(hashlib.sha1(key.encode()).digest()).decode())
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        while True:
+            h = self.rfile.read(2)
+            if len(h) < 2:
+                return
+            op, n = h[0] & 0x0F, h[1] & 0x7F
+            if n == 126:
+                n = struct.unpack(">H", self.rfile.read(2))[0]
+            mask = self.rfile.read(4) if h[1] & 0x80 else b"\0\0\0\0"
+            data = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(n)))
+            if op == 8:
+                self.wfile.write(b"\x88\x00")
+                self.wfile.flush()
+                return
+            out = (RELEASE + ": ").encode() + data
+            self.wfile.write(bytes([0x81, len(out)]) + out)
+            self.wfile.flush()
+    def log_message(self, *a):
+        pass
+print("py web", RELEASE, "on", os.environ["PORT"], flush=True)
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+/// A minimal WebSocket client over a raw socket (text frames under 126 bytes).
+pub struct Ws(TcpStream);
+
+impl Ws {
+    pub fn connect(addr: SocketAddr, path: &str) -> Ws {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        Ws(s)
+    }
+
+    /// Send `text`, return the echo.
+    pub fn echo(&mut self, text: &str) -> String {
+        let mask = [1u8, 2, 3, 4];
+        let mut frame = vec![0x81, 0x80 | text.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.0.write_all(&frame).unwrap();
+        let mut h = [0u8; 2];
+        self.0.read_exact(&mut h).unwrap();
+        let mut data = vec![0u8; (h[1] & 0x7F) as usize];
+        self.0.read_exact(&mut data).unwrap();
+        String::from_utf8(data).unwrap()
+    }
+
+    pub fn close(mut self) {
+        let _ = self.0.write_all(&[0x88, 0x80, 0, 0, 0, 0]);
+        let mut rest = Vec::new();
+        let _ = self.0.read_to_end(&mut rest);
+    }
+}
+
+/// A web app from [`PY_WS_WEB`] with extra `[services.web]` lines and extra top-level TOML.
+pub fn ws_app(name: &str, service_extra: &str, top_extra: &str) -> tempfile::TempDir {
+    app(&[
+        (
+            "berth.toml",
+            &format!(
+                "[app]\nname = \"{name}\"\n{top_extra}\n[services.web]\ncommand = \"python3 -u web.py\"\nhealth = {{ path = \"/health\", interval = \"100ms\", timeout = \"100ms\" }}\nstop_timeout = \"5s\"\n{service_extra}\n[[routes]]\nhost = \"*\"\npath = \"/\"\nservice = \"web\"\n"
+            ),
+        ),
+        ("web.py", PY_WS_WEB),
+    ])
 }

@@ -7,3 +7,4 @@ mod check;
 mod daemon;
 mod demo;
 mod deploy;
+mod rollout;

@@ -1,0 +1,480 @@
+//! Zero-downtime rollouts: load during deploys and rollbacks, gates after the switch,
+//! kill -9 at every step, manual rollback, dry-run, history.
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+/// `wrk` in 3-second rounds until `stop`: (requests, non-2xx, socket errors).
+fn wrk_until(
+    addr: std::net::SocketAddr,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(u64, u64, u64)> {
+    std::thread::spawn(move || {
+        let (mut requests, mut non2xx, mut errors) = (0, 0, 0);
+        while !stop.load(Ordering::SeqCst) {
+            let out = Command::new("wrk")
+                .args([
+                    "-t1",
+                    "-c8",
+                    "-d3s",
+                    "--timeout",
+                    "5s",
+                    &format!("http://{addr}/"),
+                ])
+                .output()
+                .expect("wrk is installed (scripts/test installs it)");
+            let text = String::from_utf8_lossy(&out.stdout);
+            for line in text.lines() {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                if line.contains("requests in") {
+                    requests += words[0].parse::<u64>().unwrap();
+                } else if line.starts_with("  Non-2xx") {
+                    non2xx += words.last().unwrap().parse::<u64>().unwrap();
+                } else if line.starts_with("  Socket errors") {
+                    // Socket errors: connect 0, read 0, write 0, timeout 0
+                    errors += words
+                        .iter()
+                        .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
+                        .sum::<u64>();
+                }
+            }
+        }
+        (requests, non2xx, errors)
+    })
+}
+
+/// The release a command made live, from its last stdout line.
+fn made_live(run: &Run) -> String {
+    assert_eq!(run.code, 0, "{run:?}");
+    run.stdout
+        .split_whitespace()
+        .find(|w| w.starts_with('r') && w[1..].parse::<u32>().is_ok())
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn twenty_deploys_and_five_rollbacks_under_load_lose_no_request() {
+    let d = Daemon::start();
+    let app = ws_app("steady", "instances = 2", "");
+    let dir = app.path().to_str().unwrap().to_owned();
+    // (release, command started, command ended): the release became live within that command.
+    let mut timeline = vec![(
+        made_live(&d.berth(&["deploy", &dir])),
+        Instant::now(),
+        Instant::now(),
+    )];
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let wrk = wrk_until(d.http, stop.clone());
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let sampler = {
+        let (stop, samples, http) = (stop.clone(), samples.clone(), d.http);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let t = Instant::now();
+                let got = http_get(http, "example.test", "/");
+                samples.lock().unwrap().push((t, got));
+            }
+        })
+    };
+
+    for i in 1..=25 {
+        let start = Instant::now();
+        let run = if i % 5 == 0 {
+            d.berth(&["rollback", "steady"])
+        } else if i == 12 {
+            // A deploy with a WebSocket open: it keeps working on the old release after the
+            // switch, and the deploy finishes when it closes.
+            let mut ws = Ws::connect(d.http, "/ws");
+            let before = ws.echo("before");
+            let old = before.split(':').next().unwrap().to_owned();
+            let state = d.path().to_owned();
+            let deploy = {
+                let dir = dir.clone();
+                std::thread::spawn(move || berth(&state, &["deploy", &dir]))
+            };
+            wait_for(
+                "the switch with a WebSocket open",
+                Duration::from_secs(30),
+                || (d.status()["apps"][0]["release"] != old.as_str()).then_some(()),
+            );
+            assert_eq!(
+                ws.echo("after the switch"),
+                format!("{old}: after the switch")
+            );
+            ws.close();
+            deploy.join().unwrap()
+        } else {
+            d.berth(&["deploy", &dir])
+        };
+        timeline.push((made_live(&run), start, Instant::now()));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (requests, non2xx, errors) = wrk.join().unwrap();
+    sampler.join().unwrap();
+
+    assert!(requests > 1000, "wrk made only {requests} requests");
+    assert_eq!(
+        (non2xx, errors),
+        (0, 0),
+        "wrk saw failures over {requests} requests\n{}",
+        d.log()
+    );
+
+    // Every sampled response is a 200 naming a release that was live at that moment: it went
+    // live no later than the end of its command, and was replaced no earlier than the start of
+    // the next command.
+    let samples = samples.lock().unwrap();
+    assert!(samples.len() > 50, "only {} samples", samples.len());
+    for (t, got) in samples.iter() {
+        let (code, body) = got
+            .clone()
+            .unwrap_or_else(|| panic!("a sampled request failed at {t:?}"));
+        assert_eq!(code, 200, "{body}");
+        let release = body.trim().strip_prefix("release ").unwrap();
+        let ok = timeline
+            .iter()
+            .enumerate()
+            .any(|(k, (r, _, went_live_by))| {
+                r == release
+                    && *t + Duration::from_millis(1) >= timeline[k].1.min(*went_live_by)
+                    && timeline.get(k + 1).is_none_or(|next| *t <= next.2)
+            });
+        assert!(
+            ok,
+            "response from {release} at a moment it was not live; timeline {timeline:?}"
+        );
+    }
+    let history: Value =
+        serde_json::from_str(&d.berth(&["history", "steady", "--json"]).stdout).unwrap();
+    assert_eq!(history["summary"][0]["deploys"], 21);
+    assert_eq!(history["summary"][0]["rollbacks"], 5);
+}
+
+/// Deploy `bad` over a good r1 that has smoke checks and a watch window: exit 1 naming `gate`,
+/// and r1 serves again.
+fn rolled_back(name: &str, env: &str, gate: &str, expect: &str) {
+    let d = Daemon::start();
+    let gates = "[deploy]\nsmoke = [{ path = \"/\" }]\nwatch = \"3s\"\n";
+    let good = ws_app(name, "", gates);
+    assert_eq!(
+        made_live(&d.berth(&["deploy", good.path().to_str().unwrap()])),
+        "r1"
+    );
+    let bad = ws_app(name, "", &format!("{gates}[env]\n{env}\n"));
+    let run = d.berth(&["deploy", bad.path().to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains(&format!("failed at the {gate} gate")),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains(expect), "{run:?}");
+    assert!(
+        run.stderr.contains("rolled back to r1, which serves again"),
+        "{run:?}"
+    );
+    assert_eq!(d.get("/").unwrap(), (200, "release r1\n".to_owned()));
+    let status = d.status();
+    assert_eq!(status["apps"][0]["release"], "r1");
+    assert!(
+        instances(&status, name)
+            .iter()
+            .all(|i| i["release"] == "r1" && i["state"] == "ready")
+    );
+    let history: Value =
+        serde_json::from_str(&d.berth(&["history", name, "--json"]).stdout).unwrap();
+    let last = &history["deploys"][0];
+    assert_eq!(
+        (last["result"].as_str(), last["gate"].as_str()),
+        (Some("rolled-back"), Some(gate))
+    );
+    let releases: Value =
+        serde_json::from_str(&d.berth(&["releases", name, "--json"]).stdout).unwrap();
+    assert_eq!(releases["releases"][0]["status"], "failed");
+}
+
+#[test]
+fn a_failing_smoke_check_rolls_back() {
+    rolled_back(
+        "smoky",
+        "STATUS = \"500\"",
+        "smoke",
+        "smoke check: GET / (Host: localhost) on smoky r2: answered 500, expected 200",
+    );
+}
+
+#[test]
+fn a_crash_in_the_watch_window_rolls_back() {
+    rolled_back(
+        "crashy",
+        "CRASH_AFTER = \"1\"",
+        "watch",
+        "watch window: service web instance 0 of crashy r2 exited (exit code 9)",
+    );
+}
+
+#[test]
+fn rollback_releases_dry_run_and_history() {
+    let d = Daemon::start();
+    let app = ws_app("flip", "", "");
+    let dir = app.path().to_str().unwrap();
+    assert_eq!(made_live(&d.berth(&["deploy", dir])), "r1");
+    assert_eq!(made_live(&d.berth(&["deploy", dir])), "r2");
+
+    let run = d.berth(&["rollback", "flip"]);
+    assert_eq!(made_live(&run), "r1");
+    assert!(run.stdout.starts_with("rolled back flip r1"), "{run:?}");
+    assert_eq!(d.get("/").unwrap().1, "release r1\n");
+    assert_eq!(
+        made_live(&d.berth(&["rollback", "flip", "--to", "r2"])),
+        "r2"
+    );
+    assert_eq!(d.get("/").unwrap().1, "release r2\n");
+
+    for (args, message) in [
+        (
+            vec!["rollback", "flip", "--to", "r9"],
+            "flip has no release r9",
+        ),
+        (
+            vec!["rollback", "flip", "--to", "r2"],
+            "r2 is already the live release of flip",
+        ),
+        (vec!["rollback", "nope"], "no app named nope"),
+    ] {
+        let run = d.berth(&args);
+        assert_eq!(run.code, 2, "{run:?}");
+        assert!(run.stderr.contains(message), "{run:?}");
+        assert!(run.stderr.contains("hint: "), "{run:?}");
+    }
+
+    // Dry-run: a plan, and nothing changes.
+    let bigger = ws_app(
+        "flip",
+        "instances = 3",
+        "[env]\nNEW_KEY = \"value-never-shown\"\n",
+    );
+    let run = d.berth(&["deploy", "--dry-run", bigger.path().to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("plan for flip (replaces r2); nothing was changed"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout.contains("~ service web: instances 1 -> 3"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("~ env     +NEW_KEY"), "{run:?}");
+    assert!(!run.stdout.contains("value-never-shown") && !run.stderr.contains("value-never-shown"));
+
+    let releases: Value =
+        serde_json::from_str(&d.berth(&["releases", "flip", "--json"]).stdout).unwrap();
+    let ids: Vec<(&str, bool)> = releases["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap(), r["live"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(ids, [("r2", true), ("r1", false)]);
+    let text = d.berth(&["releases", "flip"]);
+    assert!(
+        text.stdout.lines().any(|l| l.starts_with("* r2")),
+        "{text:?}"
+    );
+
+    let history: Value = serde_json::from_str(&d.berth(&["history", "--json"]).stdout).unwrap();
+    let kinds: Vec<&str> = history["deploys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["rollback", "rollback", "deploy", "deploy"]);
+    let summary = &history["summary"][0];
+    assert_eq!(
+        (summary["deploys"].as_u64(), summary["rollbacks"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(summary["change_failure_rate"], 0.0);
+    let text = d.berth(&["history", "flip"]);
+    assert!(
+        text.stdout.contains("flip: 2 deploys, 2 rollbacks"),
+        "{text:?}"
+    );
+    assert!(text.stdout.contains("r1->r2"), "{text:?}");
+}
+
+#[test]
+fn one_rollout_per_app_at_a_time() {
+    let mut d = Daemon::start();
+    d.env.push(("BERTH_TEST_PAUSE_AT".into(), "drain".into()));
+    d.terminate();
+    d.restart();
+    let app = ws_app("queue", "", "");
+    let dir = app.path().to_str().unwrap().to_owned();
+    assert_eq!(made_live(&d.berth(&["deploy", &dir])), "r1"); // nothing to drain: no pause
+    let paused = d.path().join("paused-at-drain");
+    let state = d.path().to_owned();
+    let first = {
+        let (state, dir) = (state.clone(), dir.clone());
+        std::thread::spawn(move || berth(&state, &["deploy", &dir]))
+    };
+    wait_for("r2 to pause before drain", Duration::from_secs(20), || {
+        paused.exists().then_some(())
+    });
+
+    let refused = d.berth(&["deploy", &dir]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("a deploy or rollback of queue is already running"),
+        "{refused:?}"
+    );
+    assert!(refused.stderr.contains("--wait"), "{refused:?}");
+
+    let queued = {
+        let (state, dir) = (state.clone(), dir.clone());
+        std::thread::spawn(move || berth(&state, &["deploy", "--wait", &dir]))
+    };
+    std::fs::remove_file(&paused).unwrap();
+    assert_eq!(made_live(&first.join().unwrap()), "r2");
+    wait_for(
+        "the queued deploy to pause before drain",
+        Duration::from_secs(20),
+        || paused.exists().then_some(()),
+    );
+    std::fs::remove_file(&paused).unwrap();
+    let queued = queued.join().unwrap();
+    assert!(queued.stderr.contains("waiting for it"), "{queued:?}");
+    // The refused deploy recorded nothing: the queued one is r3.
+    assert_eq!(made_live(&queued), "r3");
+}
+
+/// Kill the daemon with -9 while a deploy of r2 is paused before `step`; after a restart the
+/// app serves `expect`, nothing of the other release runs, and the deploy is `interrupted`.
+fn kill_at(step: &str, expect: &str) {
+    let mut d = Daemon::start();
+    let app_dir = app(&[
+        (
+            "berth.toml",
+            "[app]\nname = \"crashme\"\n[build]\ncommand = \"echo built\"\n\
+             [services.web]\ncommand = \"python3 -u web.py\"\nhealth = { path = \"/health\", interval = \"100ms\", timeout = \"100ms\" }\n\
+             [services.worker]\ncommand = \"python3 -c 'import time; time.sleep(3600)'\"\n\
+             [[routes]]\npath = \"/\"\nservice = \"web\"\n\
+             [deploy]\nsmoke = [{ path = \"/\" }]\nwatch = \"1s\"\n",
+        ),
+        ("web.py", PY_WS_WEB),
+    ]);
+    let dir = app_dir.path().to_str().unwrap().to_owned();
+    assert_eq!(made_live(&d.berth(&["deploy", &dir])), "r1");
+    d.terminate();
+    d.env.push(("BERTH_TEST_PAUSE_AT".into(), step.into()));
+    d.restart();
+    wait_for("r1 to serve again", Duration::from_secs(20), || {
+        d.get("/").filter(|(c, b)| *c == 200 && b == "release r1\n")
+    });
+
+    let mut client = Command::new(BERTH)
+        .args(["deploy", &dir])
+        .env("BERTH_STATE", d.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let paused = d.path().join(format!("paused-at-{step}"));
+    wait_for("the deploy to pause", Duration::from_secs(30), || {
+        paused.exists().then_some(())
+    });
+    d.kill9();
+    let _ = client.wait();
+    std::fs::remove_file(&paused).unwrap();
+    d.env.clear();
+    d.restart();
+
+    wait_for(
+        "the app to serve after restart",
+        Duration::from_secs(30),
+        || {
+            d.get("/")
+                .filter(|(c, b)| *c == 200 && *b == format!("release {expect}\n"))
+        },
+    );
+    let status = d.status();
+    assert_eq!(status["apps"][0]["release"], expect, "{status:#}");
+    let releases_dir = d.path().join("apps/crashme/releases");
+    let expected_dir = releases_dir.join(expect).canonicalize().unwrap();
+    wait_for(
+        "only the serving release's processes to run",
+        Duration::from_secs(15),
+        || {
+            let cwds = process_cwds_under(&releases_dir.canonicalize().unwrap());
+            (!cwds.is_empty() && cwds.iter().all(|c| c.starts_with(&expected_dir))).then_some(())
+        },
+    );
+    let history: Value =
+        serde_json::from_str(&d.berth(&["history", "crashme", "--json"]).stdout).unwrap();
+    let last = &history["deploys"][0];
+    assert_eq!(last["release"], "r2");
+    assert_eq!(last["result"], "interrupted", "{last:#}");
+    assert_eq!(last["step"], step, "{last:#}");
+}
+
+/// Working directories of live processes under `root`.
+fn process_cwds_under(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .parse::<u32>()
+                .is_ok_and(alive)
+        })
+        .filter_map(|e| std::fs::read_link(e.path().join("cwd")).ok())
+        .filter(|cwd| cwd.starts_with(root))
+        .collect()
+}
+
+#[test]
+fn kill_9_before_build() {
+    kill_at("build", "r1");
+}
+
+#[test]
+fn kill_9_before_start() {
+    kill_at("start", "r1");
+}
+
+#[test]
+fn kill_9_before_switch() {
+    kill_at("switch", "r1");
+}
+
+#[test]
+fn kill_9_before_smoke() {
+    kill_at("smoke", "r2");
+}
+
+#[test]
+fn kill_9_before_watch() {
+    kill_at("watch", "r2");
+}
+
+#[test]
+fn kill_9_before_workers() {
+    kill_at("workers", "r2");
+}
+
+#[test]
+fn kill_9_before_drain() {
+    kill_at("drain", "r2");
+}
