@@ -86,9 +86,10 @@ async fn follow(body: Incoming, app: &str, verb: &str, started: Instant) -> Resu
     for_each_line(body, |line| {
         let event: DeployEvent = serde_json::from_str(line)
             .with_context(|| format!("unexpected line from the daemon: {line}"))?;
+        let at = started.elapsed().as_secs_f64();
         match event {
             DeployEvent::Phase { phase, detail } => {
-                output::progress(format!("==> {phase}: {detail}"))
+                output::progress(format!("==> [{at:6.2}s] {phase}: {detail}"))
             }
             DeployEvent::Build { line } => output::progress(format!("    | {line}")),
             DeployEvent::Ready {
@@ -96,7 +97,7 @@ async fn follow(body: Incoming, app: &str, verb: &str, started: Instant) -> Resu
                 instance,
                 port,
             } => output::progress(format!(
-                "    {service}.{instance} ready on 127.0.0.1:{port}"
+                "    [{at:6.2}s] {service}.{instance} ready on 127.0.0.1:{port}"
             )),
             DeployEvent::Done(done) => outcome = Some(done),
         }

@@ -12,11 +12,11 @@ fn hello_deploys_serves_restarts_a_killed_instance_and_shows_logs() {
     assert_eq!(run.code, 0, "{run:?}\n{}", d.log());
     assert!(run.stdout.starts_with("deployed hello r1"), "{run:?}");
     for phase in [
-        "==> build:",
-        "==> start: 2 instances",
+        "] build:",
+        "] start: 2 instances",
         "web.0 ready",
         "web.1 ready",
-        "==> switch:",
+        "] switch:",
     ] {
         assert!(run.stderr.contains(phase), "missing {phase:?}: {run:?}");
     }
