@@ -208,7 +208,10 @@ async fn order(
             }
         }
         debug!(name = %label, challenge = kind.as_str(), "challenge ready");
-        challenge.set_ready().await?;
+        // With a fast CA the validation result comes back right here.
+        challenge.set_ready().await.map_err(|err| {
+            Error::Acme(format!("{} for {label}: {}", kind.as_str(), describe(&err)))
+        })?;
         used.push((label, kind, ty));
     }
 
@@ -216,11 +219,21 @@ async fn order(
         .initial_delay(Duration::from_millis(250))
         .backoff(1.5)
         .timeout(responders.order_timeout);
-    let status = order.poll_ready(&retry).await?;
-    if status != OrderStatus::Ready {
-        return Err(Error::Acme(
-            challenge_errors(&mut order, status, &used).await,
-        ));
+    match order.poll_ready(&retry).await {
+        Ok(OrderStatus::Ready) => {}
+        Ok(status) => {
+            let fallback = format!("order is {status:?}");
+            return Err(Error::Acme(
+                challenge_errors(&mut order, fallback, &used).await,
+            ));
+        }
+        Err(instant_acme::Error::Api(problem)) => {
+            let fallback = problem_text(&problem);
+            return Err(Error::Acme(
+                challenge_errors(&mut order, fallback, &used).await,
+            ));
+        }
+        Err(err) => return Err(err.into()),
     }
 
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
@@ -235,7 +248,7 @@ async fn order(
 /// Invalid response from http://a.test/.well-known/acme-challenge/…: 404".
 async fn challenge_errors(
     order: &mut instant_acme::Order,
-    status: OrderStatus,
+    fallback: String,
     used: &[(String, ChallengeKind, ChallengeType)],
 ) -> String {
     let mut reasons = Vec::new();
@@ -259,11 +272,7 @@ async fn challenge_errors(
         }
     }
     if reasons.is_empty() {
-        let state = order.state();
-        match &state.error {
-            Some(problem) => format!("order is {status:?}: {}", problem_text(problem)),
-            None => format!("order is {status:?}"),
-        }
+        fallback
     } else {
         reasons.join("; ")
     }

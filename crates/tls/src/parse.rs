@@ -96,7 +96,9 @@ pub fn certified_key_from_pem(
     certified_key(what, chain, key)
 }
 
-pub(crate) fn certified_key(
+/// Without the key/certificate match check, which parses the leaf with webpki: that refuses
+/// the critical acmeIdentifier extension of TLS-ALPN-01 certificates.
+fn certified_key_unchecked(
     what: &str,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
@@ -110,13 +112,27 @@ pub(crate) fn certified_key(
         .key_provider
         .load_private_key(key)
         .map_err(|err| bad(format!("private key: {err}")))?;
-    let certified = CertifiedKey::new(chain, signing_key);
-    certified.keys_match().map_err(|err| {
-        bad(format!(
-            "the key does not belong to the certificate ({err})"
-        ))
-    })?;
-    Ok(Arc::new(certified))
+    Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
+}
+
+pub(crate) fn certified_key(
+    what: &str,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<CertifiedKey>, Error> {
+    let certified = certified_key_unchecked(what, chain, key)?;
+    certified
+        .keys_match()
+        .map_err(|err| Error::BadCertificate {
+            what: what.into(),
+            message: match err {
+                rustls::Error::InconsistentKeys(_) => {
+                    "the key does not belong to the certificate".into()
+                }
+                other => format!("unusable certificate: {other}"),
+            },
+        })?;
+    Ok(certified)
 }
 
 /// A certificate and key in PEM.
@@ -160,7 +176,7 @@ pub(crate) fn alpn_challenge_cert(name: &str, digest: &[u8]) -> Result<Arc<Certi
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let cert = params.self_signed(&key)?;
-    certified_key(
+    certified_key_unchecked(
         "TLS-ALPN-01 challenge certificate",
         vec![cert.der().clone()],
         PrivateKeyDer::Pkcs8(key.serialize_der().into()),
