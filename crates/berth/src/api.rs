@@ -166,3 +166,19 @@ pub struct AppSummary {
     /// Mean time from a failed deploy (or a rollback) to the next good deploy or rollback.
     pub mean_time_to_restore_secs: Option<f64>,
 }
+
+/// `GET /v1/apps/APP/secrets`: one line per secret; never a value.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SecretInfo {
+    pub name: String,
+    /// generated or set
+    pub origin: String,
+    /// A value is stored.
+    pub set: bool,
+    pub created: Option<String>,
+    pub rotated: Option<String>,
+    /// Declared in the running release's [secrets].
+    pub declared: bool,
+    /// Services that receive it.
+    pub used_by: Vec<String>,
+}

@@ -47,11 +47,17 @@ enum Command {
         /// App directory holding berth.toml.
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Apply the [environments.NAME] overlay.
+        #[arg(long)]
+        env: Option<String>,
     },
     /// Ship the app in DIR as a new release.
     Deploy {
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Apply the [environments.NAME] overlay; the app runs as APP.NAME.
+        #[arg(long)]
+        env: Option<String>,
         /// Validate and print what would change; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -98,6 +104,9 @@ enum Command {
         #[arg(long)]
         since: Option<String>,
     },
+    /// Manage an app's secrets (values only ever on stdin).
+    #[command(subcommand)]
+    Secrets(cli::secrets::SecretsCommand),
     /// Run the bundled example end to end in a temporary state directory.
     Demo {
         /// Proxy address for the demo.
@@ -128,10 +137,14 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => daemon::serve(&cli.state, args).await,
-            Command::Check { dir } => cli::check::run(&dir),
-            Command::Deploy { dir, dry_run, wait } => {
-                cli::deploy::run(&cli.state, &dir, dry_run, wait).await
-            }
+            Command::Check { dir, env } => cli::check::run(&dir, env.as_deref()),
+            Command::Deploy {
+                dir,
+                env,
+                dry_run,
+                wait,
+            } => cli::deploy::run(&cli.state, &dir, env.as_deref(), dry_run, wait).await,
+            Command::Secrets(cmd) => cli::secrets::run(&cli.state, cmd).await,
             Command::Rollback { app, to, wait } => {
                 cli::deploy::rollback(&cli.state, &app, to.as_deref(), wait).await
             }

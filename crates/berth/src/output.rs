@@ -16,6 +16,13 @@ pub fn progress(s: impl Display) {
     eprintln!("{s}");
 }
 
+/// A prompt on stderr, without a newline.
+pub fn progress_inline(s: impl Display) {
+    let mut e = std::io::stderr().lock();
+    let _ = write!(e, "{s}");
+    let _ = e.flush();
+}
+
 /// Pretty JSON on stdout for `--json`.
 pub fn json<T: serde::Serialize>(value: &T) {
     line(serde_json::to_string_pretty(value).unwrap_or_default());

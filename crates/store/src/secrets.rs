@@ -92,6 +92,15 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Every stored (encrypted) value of every app: (app, name, ciphertext). For the redactor.
+    pub fn all_secret_values(&self) -> Result<Vec<(String, String, Vec<u8>)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT app, name, ciphertext FROM secrets ORDER BY app, name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// The secrets of an app without their values, by name.
     pub fn secrets(&self, app: &str) -> Result<Vec<SecretMeta>> {
         let mut stmt = self.conn.prepare(

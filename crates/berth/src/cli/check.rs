@@ -6,8 +6,8 @@ use anyhow::Result;
 
 use crate::{EXIT_BAD_INPUT, output};
 
-pub fn run(dir: &Path) -> Result<u8> {
-    let Some(spec) = load(dir)? else {
+pub fn run(dir: &Path, env: Option<&str>) -> Result<u8> {
+    let Some(spec) = load(dir, env)? else {
         return Ok(EXIT_BAD_INPUT);
     };
     let services: Vec<String> = spec
@@ -23,7 +23,7 @@ pub fn run(dir: &Path) -> Result<u8> {
         .collect();
     output::line(format!(
         "ok: app {} — {} service{} ({}), {} route{}",
-        spec.name,
+        spec.instance_name(),
         spec.services.len(),
         plural(spec.services.len()),
         services.join(", "),
@@ -34,7 +34,7 @@ pub fn run(dir: &Path) -> Result<u8> {
 }
 
 /// Read and validate `DIR/berth.toml`. Problems are printed; `None` means the spec is invalid.
-pub fn load(dir: &Path) -> Result<Option<spec::AppSpec>> {
+pub fn load(dir: &Path, env: Option<&str>) -> Result<Option<spec::AppSpec>> {
     let path = dir.join("berth.toml");
     let source = match std::fs::read_to_string(&path) {
         Ok(s) => s,
@@ -49,7 +49,7 @@ pub fn load(dir: &Path) -> Result<Option<spec::AppSpec>> {
             return Err(anyhow::Error::new(err).context(format!("read {}", path.display())));
         }
     };
-    match spec::parse(&path.display().to_string(), &source) {
+    match spec::parse_env(&path.display().to_string(), &source, env) {
         Ok(spec) => Ok(Some(spec)),
         Err(diagnostics) => {
             output::diagnostics(diagnostics);

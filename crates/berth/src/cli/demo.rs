@@ -45,7 +45,7 @@ pub async fn run(http: SocketAddr) -> Result<u8> {
         }
     };
 
-    let code = super::deploy::run(&state, &example, false, false).await?;
+    let code = super::deploy::run(&state, &example, None, false, false).await?;
     if code == 0 {
         let url = format!(
             "http://{}/",

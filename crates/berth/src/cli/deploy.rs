@@ -13,9 +13,15 @@ use crate::api::{DeployEvent, Plan};
 use crate::client::{Client, for_each_line};
 use crate::{EXIT_BAD_INPUT, EXIT_FAILED, output};
 
-pub async fn run(state: &Path, dir: &Path, dry_run: bool, wait: bool) -> Result<u8> {
+pub async fn run(
+    state: &Path,
+    dir: &Path,
+    env: Option<&str>,
+    dry_run: bool,
+    wait: bool,
+) -> Result<u8> {
     // Same validation as the daemon's, so mistakes are caught before anything is sent.
-    let Some(spec) = super::check::load(dir)? else {
+    let Some(spec) = super::check::load(dir, env)? else {
         return Ok(EXIT_BAD_INPUT);
     };
     let started = Instant::now();
@@ -32,15 +38,16 @@ pub async fn run(state: &Path, dir: &Path, dry_run: bool, wait: bool) -> Result<
         &packed.digest[..12]
     ));
     let client = Client::new(state);
+    let env_q = env.map(|e| format!("&env={e}")).unwrap_or_default();
     if dry_run {
         let resp = client
             .send(
                 Method::POST,
-                "/v1/deploy?dry_run=1",
+                &format!("/v1/deploy?dry_run=1{env_q}"),
                 Bytes::from(packed.bytes),
             )
             .await
-            .with_context(|| format!("plan a deploy of {}", spec.name))?;
+            .with_context(|| format!("plan a deploy of {}", spec.instance_name()))?;
         let bytes = http_body_util::BodyExt::collect(resp.into_body())
             .await?
             .to_bytes();
@@ -48,16 +55,12 @@ pub async fn run(state: &Path, dir: &Path, dry_run: bool, wait: bool) -> Result<
         print_plan(&plan);
         return Ok(0);
     }
-    let path = if wait {
-        "/v1/deploy?wait=1"
-    } else {
-        "/v1/deploy"
-    };
+    let path = format!("/v1/deploy?wait={}{env_q}", u8::from(wait));
     let resp = client
-        .send(Method::POST, path, Bytes::from(packed.bytes))
+        .send(Method::POST, &path, Bytes::from(packed.bytes))
         .await
-        .with_context(|| format!("deploy {}", spec.name))?;
-    follow(resp.into_body(), &spec.name, "deployed", started).await
+        .with_context(|| format!("deploy {}", spec.instance_name()))?;
+    follow(resp.into_body(), &spec.instance_name(), "deployed", started).await
 }
 
 pub async fn rollback(state: &Path, app: &str, to: Option<&str>, wait: bool) -> Result<u8> {
@@ -81,7 +84,7 @@ pub async fn rollback(state: &Path, app: &str, to: Option<&str>, wait: bool) -> 
 }
 
 /// Print the rollout's progress; exit 0 when it went live, 1 when it did not.
-async fn follow(body: Incoming, app: &str, verb: &str, started: Instant) -> Result<u8> {
+pub async fn follow(body: Incoming, app: &str, verb: &str, started: Instant) -> Result<u8> {
     let mut outcome = None;
     for_each_line(body, |line| {
         let event: DeployEvent = serde_json::from_str(line)

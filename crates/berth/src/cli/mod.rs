@@ -11,6 +11,7 @@ pub mod deploy;
 pub mod history;
 pub mod logs;
 pub mod proxy;
+pub mod secrets;
 pub mod status;
 
 /// Bad input from the user (exit 2), as opposed to an operation that failed (exit 1).

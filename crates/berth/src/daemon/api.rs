@@ -102,13 +102,14 @@ async fn route(daemon: Shared, req: http::Request<Incoming>, user: String) -> Re
                     let req = Request {
                         user,
                         wait: param(&query, "wait").is_some_and(|v| v == "1"),
+                        env: None,
                     };
-                    tokio::spawn(daemon.clone().rollback(
-                        (*app).to_owned(),
-                        target,
-                        req,
-                        Progress::new(tx),
-                    ));
+                    let progress = Progress::new(tx, daemon.clone());
+                    tokio::spawn(
+                        daemon
+                            .clone()
+                            .rollback((*app).to_owned(), target, req, progress),
+                    );
                     ndjson(body)
                 }
                 Err((message, hint)) => error(
@@ -133,6 +134,93 @@ async fn route(daemon: Shared, req: http::Request<Incoming>, user: String) -> Re
         },
         (&Method::GET, ["v1", "apps", app, "logs"]) => logs(&daemon, app, &query).await,
         (&Method::GET, ["v1", "metrics"]) => metrics(&daemon),
+        (&Method::GET, ["v1", "apps", app, "secrets"]) => match daemon.list_secrets(app).await {
+            Ok(list) => json(StatusCode::OK, &list),
+            Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}"), None),
+        },
+        (&Method::PUT, ["v1", "apps", app, "secrets", name]) => {
+            let (app, name) = ((*app).to_owned(), (*name).to_owned());
+            let value = match read_value(req).await {
+                Ok(v) => v,
+                Err(resp) => return resp,
+            };
+            match daemon.set_secret(&app, &name, &value).await {
+                Ok(replaced) => json(StatusCode::OK, &serde_json::json!({ "replaced": replaced })),
+                Err((message, hint)) => error(StatusCode::BAD_REQUEST, message, hint),
+            }
+        }
+        (&Method::DELETE, ["v1", "apps", app, "secrets", name]) => {
+            match daemon.unset_secret(app, name).await {
+                Ok(true) => json(StatusCode::OK, &serde_json::json!({ "removed": true })),
+                Ok(false) => error(
+                    StatusCode::NOT_FOUND,
+                    format!("{app} has no secret {name}"),
+                    None,
+                ),
+                Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}"), None),
+            }
+        }
+        (&Method::POST, ["v1", "apps", app, "secrets", "generate"]) => {
+            let spec = daemon
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(*app)
+                .map(|r| r.spec.clone());
+            match spec {
+                None => error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{app} is not running, so berth does not know its [secrets] yet"),
+                    Some(
+                        "deploy it: missing generated secrets are created on every deploy"
+                            .to_owned(),
+                    ),
+                ),
+                Some(spec) => match daemon.ensure_secrets(&spec).await {
+                    Ok(()) => daemon.list_secrets(app).await.map_or_else(
+                        |err| error(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}"), None),
+                        |list| json(StatusCode::OK, &list),
+                    ),
+                    Err(f) => error(StatusCode::BAD_REQUEST, f.reason, f.hint),
+                },
+            }
+        }
+        (&Method::POST, ["v1", "apps", app, "secrets", name, "rotate"]) => {
+            let (app, name) = ((*app).to_owned(), (*name).to_owned());
+            let value = match read_value(req).await {
+                Ok(v) if v.is_empty() => None,
+                Ok(v) => Some(v),
+                Err(resp) => return resp,
+            };
+            if let Err((message, hint)) = daemon.rotate_secret(&app, &name, value).await {
+                return error(StatusCode::BAD_REQUEST, message, hint);
+            }
+            // Restart the app's services with the new value, through a zero-downtime rollout.
+            let (tx, body) = ChannelBody::new(EVENT_BUFFER);
+            let req = Request {
+                user,
+                wait: true,
+                env: None,
+            };
+            let progress = Progress::new(tx, daemon.clone());
+            tokio::spawn(daemon.clone().restart(app, req, progress));
+            ndjson(body)
+        }
+        (&Method::GET, ["v1", "secrets", "key"]) => Response::builder()
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(full(daemon.export_key()))
+            .unwrap_or_else(|_| Response::new(full(""))),
+        (&Method::PUT, ["v1", "secrets", "key"]) => {
+            let force = param(&query, "force").is_some_and(|v| v == "1");
+            let text = match read_value(req).await {
+                Ok(v) => v,
+                Err(resp) => return resp,
+            };
+            match daemon.import_key(&text, force).await {
+                Ok(()) => json(StatusCode::OK, &serde_json::json!({ "imported": true })),
+                Err((message, hint)) => error(StatusCode::BAD_REQUEST, message, hint),
+            }
+        }
         _ => error(
             StatusCode::NOT_FOUND,
             format!("no such API endpoint: {} {path}", req.method()),
@@ -161,18 +249,20 @@ async fn deploy(
         }
     };
     if param(query, "dry_run").is_some_and(|v| v == "1") {
-        return match daemon.plan(archive).await {
+        return match daemon.plan(archive, param(query, "env")).await {
             Ok(plan) => json(StatusCode::OK, &plan),
-            Err(f) => error(StatusCode::BAD_REQUEST, f.reason, f.hint),
+            Err(f) => error(StatusCode::BAD_REQUEST, daemon.redact(&f.reason), f.hint),
         };
     }
     let (tx, body) = ChannelBody::new(EVENT_BUFFER);
     let req = Request {
         user,
         wait: param(query, "wait").is_some_and(|v| v == "1"),
+        env: param(query, "env"),
     };
+    let progress = Progress::new(tx, daemon.clone());
     // The deploy runs on its own task: a client that goes away does not cut it short.
-    tokio::spawn(daemon.deploy(archive, req, Progress::new(tx)));
+    tokio::spawn(daemon.deploy(archive, req, progress));
     ndjson(body)
 }
 
@@ -214,7 +304,15 @@ async fn logs(daemon: &Shared, app: &str, query: &str) -> Response<ApiBody> {
     let follow = param(query, "follow").is_some_and(|v| v == "1");
     let dir = daemon.log_dir(app);
     let (tx, body) = ChannelBody::new(64);
-    tokio::spawn(super::logs::stream(dir, service, since, follow, tx));
+    // The app's own lines are stored as written; shown redacted unless asked otherwise.
+    let redactor = if param(query, "redact").is_some_and(|v| v == "0") {
+        None
+    } else {
+        Some(daemon.redactor())
+    };
+    tokio::spawn(super::logs::stream(
+        dir, service, since, follow, redactor, tx,
+    ));
     Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(body)
@@ -266,6 +364,36 @@ pub async fn serve_admin(
                 .await;
         });
     }
+}
+
+/// A secret value or key from a request body (at most 64 KiB, UTF-8, one trailing newline
+/// dropped). Never logged.
+async fn read_value(req: http::Request<Incoming>) -> Result<String, Response<ApiBody>> {
+    let bytes = Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map_err(|_| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "the value is larger than 64 KiB".to_owned(),
+                None,
+            )
+        })?
+        .to_bytes();
+    let mut text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "the value is not UTF-8 text".to_owned(),
+            None,
+        )
+    })?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
 }
 
 fn param(query: &str, name: &str) -> Option<String> {

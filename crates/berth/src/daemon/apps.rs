@@ -38,6 +38,10 @@ pub struct Daemon {
     pub(super) locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// `BERTH_TEST_PAUSE_AT`: the rollout step to pause before (tests only).
     pub(super) pause_at: Option<String>,
+    /// Encrypts secrets at rest (`STATE/secrets.key`); replaced by `import-key`.
+    pub(super) key: Mutex<Arc<secrets::Key>>,
+    /// Replaces every known secret value in what berth prints.
+    pub(super) redactor: Mutex<Arc<secrets::Redactor>>,
 }
 
 /// A started release: its spec, its tree, and one member per instance.
@@ -45,6 +49,8 @@ pub(super) struct Release {
     pub id: String,
     pub spec: Arc<AppSpec>,
     pub dir: PathBuf,
+    /// The processes' environment (secrets included): never printed.
+    pub env: Arc<BTreeMap<String, String>>,
     pub members: Vec<Member>,
 }
 
@@ -83,6 +89,9 @@ impl Failure {
 impl Daemon {
     pub fn open(state: &Path, http: SocketAddr, admin: Option<SocketAddr>) -> Result<Arc<Daemon>> {
         let store = Store::open(&state.join("state.db")).context("open the state database")?;
+        let key_path = state.join(secrets::KEY_FILE);
+        let key = secrets::Key::load_or_create(&key_path)
+            .with_context(|| format!("load the secrets key {}", key_path.display()))?;
         let supervisor = Supervisor::new(SupervisorOptions::new(state.join("logs")));
         let proxy = Proxy::new(ProxyConfig {
             access_log: proxy::AccessLog::File(state.join("logs").join("access.log")),
@@ -99,6 +108,10 @@ impl Daemon {
             deploying: Mutex::new(BTreeMap::new()),
             locks: Mutex::new(BTreeMap::new()),
             pause_at: std::env::var("BERTH_TEST_PAUSE_AT").ok(),
+            key: Mutex::new(Arc::new(key)),
+            redactor: Mutex::new(Arc::new(secrets::Redactor::new(
+                Vec::<(String, String)>::new(),
+            ))),
         }))
     }
 
@@ -144,6 +157,7 @@ impl Daemon {
     /// Bring every app's current release back up, after sweeping what a previous run of the
     /// daemon may have left behind (process groups, deploys cut short).
     pub async fn recover(self: Arc<Self>) {
+        self.refresh_redactor().await;
         let leftovers = self.with_store(|s| s.take_processes()).await.unwrap_or_else(|err| {
             tracing::error!(error = %format!("{err:#}"), "read process groups of the previous run");
             vec![]
@@ -184,8 +198,9 @@ impl Daemon {
 
     async fn restore(self: &Arc<Self>, app: &str, release: &str) -> Result<(), Failure> {
         let dir = self.release_dir(app, release);
-        let spec = Arc::new(load_spec(&dir).map_err(|e| Failure::new("start", format!("{e:#}")))?);
-        let started = self.start_release(&spec, release, &dir).await;
+        let spec = load_spec(&dir, environment_of(app))
+            .map_err(|e| Failure::new("start", format!("{e:#}")))?;
+        let started = self.start_release(&Arc::new(spec), release, &dir).await?;
         // Instances that are not ready yet join the route table as soon as they are: the
         // supervisor keeps restarting them, and `watch_supervisor` republishes on each change.
         self.switch(app, started).await;
@@ -233,14 +248,19 @@ impl Daemon {
         spec: &Arc<AppSpec>,
         release: &str,
         dir: &Path,
-    ) -> Release {
-        let members = self.start_members(spec, release, dir, |_, _| true);
-        Release {
+    ) -> Result<Release, Failure> {
+        let env = self
+            .release_env(spec, release)
+            .await
+            .map_err(|e| Failure::new("secrets", format!("{e:#}")))?;
+        let members = self.start_members(spec, release, dir, &env, |_, _| true);
+        Ok(Release {
             id: release.to_owned(),
             spec: spec.clone(),
             dir: dir.to_owned(),
+            env: Arc::new(env),
             members,
-        }
+        })
     }
 
     /// Start the instances of `release` that `pick(service, index)` selects.
@@ -249,15 +269,16 @@ impl Daemon {
         spec: &Arc<AppSpec>,
         release: &str,
         dir: &Path,
+        env: &BTreeMap<String, String>,
         pick: impl Fn(&str, u32) -> bool,
     ) -> Vec<Member> {
-        let env = self.process_env(spec, release);
+        let app = spec.instance_name();
         let mut members = Vec::new();
         for (service, s) in &spec.services {
             for index in (0..s.instances).filter(|&i| pick(service, i)) {
                 let port = supervisor::free_port().unwrap_or(0);
                 let instance = self.supervisor.start(ProcessSpec {
-                    app: spec.name.clone(),
+                    app: app.clone(),
                     service: service.clone(),
                     release: release.to_owned(),
                     instance: index,
@@ -280,7 +301,7 @@ impl Daemon {
                     memory_max: s.memory_max,
                 });
                 let upstream = Upstream::new(
-                    format!("{}/{service}.{index}@{release}", spec.name),
+                    format!("{app}/{service}.{index}@{release}"),
                     SocketAddr::from(([127, 0, 0, 1], port)),
                 );
                 members.push(Member {
@@ -357,18 +378,12 @@ impl Daemon {
         futures_util::future::join_all(stops).await;
     }
 
-    pub(super) fn process_env(&self, spec: &AppSpec, release: &str) -> BTreeMap<String, String> {
-        let mut env = spec.env.clone();
-        let shared = self.state.join("apps").join(&spec.name).join("shared");
-        env.insert("BERTH_SHARED".to_owned(), shared.display().to_string());
-        env.insert("BERTH_RELEASE".to_owned(), release.to_owned());
-        env.insert("BERTH_APP".to_owned(), spec.name.clone());
-        env
-    }
-
     pub(super) fn check_route_conflicts(&self, spec: &AppSpec) -> Result<(), Failure> {
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        for (other, release) in running.iter().filter(|(name, _)| **name != spec.name) {
+        for (other, release) in running
+            .iter()
+            .filter(|(name, _)| **name != spec.instance_name())
+        {
             for r in &spec.routes {
                 if release
                     .spec
@@ -524,12 +539,18 @@ fn instance_status(m: &Member, release: &str, now: SystemTime) -> api::InstanceS
     }
 }
 
-/// Read and validate `DIR/berth.toml` (daemon side: never trust the client's check).
-pub(super) fn load_spec(dir: &Path) -> Result<AppSpec> {
+/// Read and validate `DIR/berth.toml` for `env` (daemon side: never trust the client's check).
+pub(super) fn load_spec(dir: &Path, env: Option<&str>) -> Result<AppSpec> {
     let path = dir.join("berth.toml");
     let source =
         std::fs::read_to_string(&path).context("the uploaded app has no readable berth.toml")?;
-    spec::parse("berth.toml", &source).map_err(|d| anyhow::anyhow!("berth.toml is invalid:\n{d}"))
+    spec::parse_env("berth.toml", &source, env)
+        .map_err(|d| anyhow::anyhow!("berth.toml is invalid:\n{d}"))
+}
+
+/// The environment an app instance runs in: `shop.staging` → `staging`.
+pub(super) fn environment_of(app: &str) -> Option<&str> {
+    app.split_once('.').map(|(_, env)| env)
 }
 
 fn balance(b: spec::Balance) -> proxy::Balance {

@@ -1,6 +1,7 @@
 //! Streaming an app's logs to a client: what is on disk, then (with follow) what comes next.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -11,12 +12,24 @@ pub async fn stream(
     service: Option<String>,
     since: Option<SystemTime>,
     follow: bool,
+    redactor: Option<Arc<secrets::Redactor>>,
     out: mpsc::Sender<Bytes>,
 ) {
+    let show = |line: &supervisor::logs::LogLine| {
+        let text = line.to_string();
+        match &redactor {
+            Some(r) => r.redact(&text).into_owned(),
+            None => text,
+        }
+    };
     if follow {
         let mut lines = supervisor::logs::follow(dir, service, since);
         while let Some(line) = lines.recv().await {
-            if out.send(Bytes::from(format!("{line}\n"))).await.is_err() {
+            if out
+                .send(Bytes::from(format!("{}\n", show(&line))))
+                .await
+                .is_err()
+            {
                 return; // client gone; dropping `lines` ends the follower
             }
         }
@@ -39,7 +52,7 @@ pub async fn stream(
     // Batch lines into chunks so a large log does not cost one frame per line.
     let mut chunk = String::new();
     for line in lines {
-        chunk.push_str(&line.to_string());
+        chunk.push_str(&show(&line));
         chunk.push('\n');
         if chunk.len() > 32 * 1024
             && out

@@ -11,7 +11,7 @@
 //! check, watch window or worker start switches straight back to them. Unrouted services
 //! (workers) are replaced one instance at a time only once the new release has proven itself.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use store::{NewDeploy, ReleaseStatus};
 use supervisor::EventKind;
 use tokio::sync::mpsc;
 
-use super::apps::{Daemon, Failure, Member, Release, load_spec};
+use super::apps::{Daemon, Failure, Member, Release, environment_of, load_spec};
 use crate::api::{DeployEvent, DeployOutcome};
 
 /// Deploy progress lines buffered for a slow client before build output is dropped.
@@ -31,19 +31,46 @@ pub(crate) const EVENT_BUFFER: usize = 256;
 /// A smoke check must answer within this time.
 const SMOKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Progress of one rollout, as NDJSON lines to the client that asked for it.
-pub struct Progress(mpsc::Sender<Bytes>);
+/// Progress of one rollout, as NDJSON lines to the client that asked for it. Every text that
+/// could carry app output goes through the redactor first.
+pub struct Progress {
+    tx: mpsc::Sender<Bytes>,
+    daemon: Arc<Daemon>,
+}
 
 impl Progress {
-    pub fn new(tx: mpsc::Sender<Bytes>) -> Progress {
-        Progress(tx)
+    pub fn new(tx: mpsc::Sender<Bytes>, daemon: Arc<Daemon>) -> Progress {
+        Progress { tx, daemon }
+    }
+
+    fn line(event: &DeployEvent) -> Bytes {
+        let mut line = serde_json::to_vec(event).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
     }
 
     fn send(&self, event: &DeployEvent) {
-        let mut line = serde_json::to_vec(event).unwrap_or_default();
-        line.push(b'\n');
+        let event = match event {
+            DeployEvent::Build { line } => DeployEvent::Build {
+                line: self.daemon.redact(line),
+            },
+            DeployEvent::Phase { phase, detail } => DeployEvent::Phase {
+                phase: phase.clone(),
+                detail: self.daemon.redact(detail),
+            },
+            DeployEvent::Ready {
+                service,
+                instance,
+                port,
+            } => DeployEvent::Ready {
+                service: service.clone(),
+                instance: *instance,
+                port: *port,
+            },
+            DeployEvent::Done(_) => return,
+        };
         // A slow or gone client must not stall the rollout.
-        let _ = self.0.try_send(Bytes::from(line));
+        let _ = self.tx.try_send(Self::line(&event));
     }
 
     fn phase(&self, phase: &str, detail: impl Into<String>) {
@@ -53,11 +80,13 @@ impl Progress {
         });
     }
 
-    async fn finish(self, outcome: DeployOutcome) {
-        let mut line = serde_json::to_vec(&DeployEvent::Done(outcome)).unwrap_or_default();
-        line.push(b'\n');
+    async fn finish(self, mut outcome: DeployOutcome) {
+        let redact = |s: &mut String| *s = self.daemon.redact(s);
+        outcome.reason.as_mut().map(redact);
+        outcome.hint.as_mut().map(redact);
+        outcome.log_tail.iter_mut().for_each(redact);
         // The last line must arrive: wait for room rather than drop it.
-        let _ = self.0.send(Bytes::from(line)).await;
+        let _ = self.tx.send(Self::line(&DeployEvent::Done(outcome))).await;
     }
 }
 
@@ -94,6 +123,8 @@ struct Rollout<'a> {
 pub struct Request {
     pub user: String,
     pub wait: bool,
+    /// `--env NAME`: the environment overlay to deploy.
+    pub env: Option<String>,
 }
 
 impl Daemon {
@@ -114,11 +145,11 @@ impl Daemon {
     ) -> (String, String, Result<(), Failure>) {
         progress.phase("unpack", format!("{} KiB", archive.len() / 1024));
         let digest = deploy::digest(&archive);
-        let (upload, spec) = match self.unpack(archive).await {
+        let (upload, spec) = match self.unpack(archive, req.env.clone()).await {
             Ok(x) => x,
             Err(f) => return (String::new(), String::new(), Err(f)),
         };
-        let app = spec.name.clone();
+        let app = spec.instance_name();
         let fail = |f| (app.clone(), String::new(), Err(f));
         if let Err(f) = self.check_route_conflicts(&spec) {
             let _ = std::fs::remove_dir_all(&upload);
@@ -177,7 +208,7 @@ impl Daemon {
             Some(_slot) => {
                 self.set_deploying(&app, Some(&target));
                 let dir = self.release_dir(&app, &target);
-                let result = match load_spec(&dir) {
+                let result = match load_spec(&dir, environment_of(&app)) {
                     Ok(spec) => {
                         let spec = Arc::new(spec);
                         self.record_and_run(
@@ -192,6 +223,87 @@ impl Daemon {
             }
         };
         progress.finish(outcome(app, target, result, started)).await;
+    }
+
+    /// Restart `app` with a fresh environment (after a secret rotation): the live release's
+    /// tree is linked into a new release, which goes through the same zero-downtime rollout.
+    pub async fn restart(self: Arc<Self>, app: String, req: Request, progress: Progress) {
+        let started = Instant::now();
+        let (release, result) = match self.take_slot(&app, req.wait, &progress).await {
+            None => (String::new(), Err(busy(&app))),
+            Some(_slot) => self.restart_inner(&app, &req, &progress).await,
+        };
+        progress
+            .finish(outcome(app, release, result, started))
+            .await;
+    }
+
+    async fn restart_inner(
+        self: &Arc<Self>,
+        app: &str,
+        req: &Request,
+        progress: &Progress,
+    ) -> (String, Result<(), Failure>) {
+        let current = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(app)
+            .map(|r| (r.id.clone(), r.dir.clone()));
+        let Some((from, from_dir)) = current else {
+            return (
+                String::new(),
+                Err(Failure::new("start", format!("{app} is not running"))),
+            );
+        };
+        let a = app.to_owned();
+        let created = self
+            .with_store(move |s| {
+                let digest = s
+                    .releases(&a)?
+                    .into_iter()
+                    .find(|r| r.id == from)
+                    .map(|r| r.digest)
+                    .unwrap_or_default();
+                s.create_release(&a, &digest)
+            })
+            .await;
+        let release = match created {
+            Ok(r) => r.id,
+            Err(e) => return (String::new(), Err(Failure::new("start", format!("{e:#}")))),
+        };
+        self.set_deploying(app, Some(&release));
+        let dir = self.release_dir(app, &release);
+        progress.phase(
+            "restart",
+            format!(
+                "{release} runs the files of {} with the new environment",
+                from_dir.display()
+            ),
+        );
+        let result = match link_tree(&from_dir, &dir)
+            .map_err(|e| anyhow::anyhow!(e))
+            .and_then(|()| load_spec(&dir, environment_of(app)))
+        {
+            Ok(spec) => {
+                self.record_and_run(
+                    "restart",
+                    app,
+                    &release,
+                    Arc::new(spec),
+                    dir,
+                    &req.user,
+                    progress,
+                )
+                .await
+            }
+            Err(e) => Err(Failure::new(
+                "start",
+                format!("prepare release {release}: {e:#}"),
+            )),
+        };
+        self.set_deploying(app, None);
+        (release, result)
     }
 
     /// The release a rollback of `app` goes to: `to`, or the newest live release before the
@@ -265,12 +377,13 @@ impl Daemon {
     pub(super) async fn plan(
         self: &Arc<Self>,
         archive: Bytes,
+        env: Option<String>,
     ) -> Result<crate::api::Plan, Failure> {
-        let (upload, spec) = self.unpack(archive).await?;
+        let (upload, spec) = self.unpack(archive, env).await?;
         let _ = std::fs::remove_dir_all(&upload);
         self.check_route_conflicts(&spec)?;
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let old = running.get(&spec.name);
+        let old = running.get(&spec.instance_name());
         Ok(super::plan::plan(
             &spec,
             old.map(|r| &*r.spec),
@@ -279,7 +392,11 @@ impl Daemon {
     }
 
     /// Unpack an upload into `tmp/` and validate its berth.toml.
-    async fn unpack(self: &Arc<Self>, archive: Bytes) -> Result<(PathBuf, Arc<AppSpec>), Failure> {
+    async fn unpack(
+        self: &Arc<Self>,
+        archive: Bytes,
+        env: Option<String>,
+    ) -> Result<(PathBuf, Arc<AppSpec>), Failure> {
         let upload = self
             .state
             .join("tmp")
@@ -288,7 +405,7 @@ impl Daemon {
         let unpacked = tokio::task::spawn_blocking(move || -> anyhow::Result<AppSpec> {
             std::fs::create_dir_all(&dest)?;
             deploy::unpack(&archive[..], &dest)?;
-            load_spec(&dest)
+            load_spec(&dest, env.as_deref())
         })
         .await;
         match unpacked {
@@ -431,12 +548,17 @@ impl Daemon {
     /// The state machine. See the module docs.
     async fn run(self: &Arc<Self>, r: &Rollout<'_>) -> Result<(), Failure> {
         let gates = Gates::of(&r.spec);
+        // Secrets first: a missing one refuses the rollout before anything is built or started.
+        self.ensure_secrets(&r.spec).await?;
+        let env = self
+            .release_env(&r.spec, &r.release)
+            .await
+            .map_err(|e| Failure::new("secrets", format!("{e:#}")))?;
         if r.kind == "deploy"
             && let Some(build) = &r.spec.build
         {
             self.step(r, "build").await;
             r.progress.phase("build", build.command.clone());
-            let env = self.process_env(&r.spec, &r.release);
             let progress = r.progress;
             super::build::run(&build.command, &r.dir, &env, |line| {
                 progress.send(&DeployEvent::Build { line })
@@ -462,7 +584,7 @@ impl Daemon {
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(&r.app);
         let routed = routed_services(&r.spec);
-        let first = self.start_members(&r.spec, &r.release, &r.dir, |s, _| {
+        let first = self.start_members(&r.spec, &r.release, &r.dir, &env, |s, _| {
             !has_old || routed.contains(s)
         });
         r.progress.phase(
@@ -489,6 +611,7 @@ impl Daemon {
                     id: r.release.clone(),
                     spec: r.spec.clone(),
                     dir: r.dir.clone(),
+                    env: Arc::new(env.clone()),
                     members: first,
                 },
             )
@@ -516,7 +639,7 @@ impl Daemon {
         let mut old = old;
         let result = match checked.await {
             Ok(()) => match old.as_mut() {
-                Some(old) => self.replace_workers(r, old).await,
+                Some(old) => self.replace_workers(r, old, &env).await,
                 None => Ok(()),
             },
             Err(f) => Err(f),
@@ -651,6 +774,7 @@ impl Daemon {
         self: &Arc<Self>,
         r: &Rollout<'_>,
         old: &mut Release,
+        env: &BTreeMap<String, String>,
     ) -> Result<(), Failure> {
         let routed = routed_services(&r.spec);
         let workers: Vec<(String, u32)> = r
@@ -664,7 +788,7 @@ impl Daemon {
             self.step(r, "workers").await;
         }
         for (service, index) in workers {
-            let mut new = self.start_members(&r.spec, &r.release, &r.dir, |s, i| {
+            let mut new = self.start_members(&r.spec, &r.release, &r.dir, env, |s, i| {
                 s == service && i == index
             });
             if let Err(mut f) = self.gate_ready(r, &new).await {
@@ -712,9 +836,14 @@ impl Daemon {
                     .iter()
                     .map(|m| (m.service.clone(), m.index))
                     .collect();
-                let (spec, id, dir) = (old.spec.clone(), old.id.clone(), old.dir.clone());
+                let (spec, id, dir, env) = (
+                    old.spec.clone(),
+                    old.id.clone(),
+                    old.dir.clone(),
+                    old.env.clone(),
+                );
                 old.members
-                    .extend(self.start_members(&spec, &id, &dir, |s, i| {
+                    .extend(self.start_members(&spec, &id, &dir, &env, |s, i| {
                         !present.contains(&(s.to_owned(), i))
                     }));
                 r.progress
@@ -839,6 +968,25 @@ fn outcome(
             elapsed_ms,
         },
     }
+}
+
+/// Recreate the tree `src` at `dst` with hard links (copies where linking fails): a new release
+/// of the same files costs no space and stays independent of the old one's deletion.
+fn link_tree(src: &std::path::Path, dst: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dst)?;
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let (from, to) = (entry.path(), dst.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            link_tree(&from, &to)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
+        } else if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to)?;
+        }
+    }
+    Ok(())
 }
 
 /// Services that some route sends traffic to.

@@ -1,0 +1,207 @@
+//! `berth secrets (list|set|generate|rotate|unset|export-key|import-key)`.
+//!
+//! Values travel only on stdin (or a prompt that does not echo) and in request bodies: never as
+//! arguments, which would land in shell history and `ps`.
+
+use std::io::{IsTerminal, Read};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http::Method;
+use http_body_util::BodyExt;
+
+use crate::api::SecretInfo;
+use crate::client::Client;
+use crate::output;
+
+#[derive(clap::Subcommand)]
+pub enum SecretsCommand {
+    /// Names, origin, dates and users of an app's secrets; never values.
+    List {
+        app: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a secret; the value is read from stdin, or a prompt that does not echo.
+    Set { app: String, name: String },
+    /// Create every missing generated secret of a running app.
+    Generate { app: String },
+    /// A new value (generated again, or read from stdin for operator-set ones), then a
+    /// zero-downtime restart of the app.
+    Rotate { app: String, name: String },
+    /// Remove a secret.
+    Unset { app: String, name: String },
+    /// Print the key that encrypts secrets at rest, to keep it safe or move a server.
+    ExportKey,
+    /// Replace the key with one from stdin (as printed by export-key).
+    ImportKey {
+        /// Import even if stored secrets do not decrypt with it (they are lost).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub async fn run(state: &Path, cmd: SecretsCommand) -> Result<u8> {
+    let client = Client::new(state);
+    match cmd {
+        SecretsCommand::List { app, json } => {
+            let list: Vec<SecretInfo> = client.get_json(&format!("/v1/apps/{app}/secrets")).await?;
+            if json {
+                output::json(&list);
+            } else if list.is_empty() {
+                output::line(format!("{app} has no secrets"));
+            } else {
+                output::line(format!(
+                    "{:<24} {:<10} {:<6} {:<24} {:<24} USED BY",
+                    "NAME", "ORIGIN", "SET", "CREATED", "ROTATED"
+                ));
+                for s in &list {
+                    output::line(format!(
+                        "{:<24} {:<10} {:<6} {:<24} {:<24} {}",
+                        s.name,
+                        s.origin,
+                        if s.set { "yes" } else { "NO" },
+                        s.created.as_deref().unwrap_or("-"),
+                        s.rotated.as_deref().unwrap_or("-"),
+                        if s.declared {
+                            s.used_by.join(",")
+                        } else {
+                            "(not declared)".to_owned()
+                        }
+                    ));
+                }
+            }
+        }
+        SecretsCommand::Set { app, name } => {
+            let value = read_value(&format!("value for {app} {name}"))?;
+            let resp = client
+                .send(
+                    Method::PUT,
+                    &format!("/v1/apps/{app}/secrets/{name}"),
+                    value,
+                )
+                .await?;
+            let answer: serde_json::Value =
+                serde_json::from_slice(&resp.into_body().collect().await?.to_bytes())?;
+            let verb = if answer["replaced"] == true {
+                "replaced"
+            } else {
+                "set"
+            };
+            output::line(format!(
+                "{verb} {app} {name}; running instances see it after their next restart or deploy"
+            ));
+        }
+        SecretsCommand::Generate { app } => {
+            let resp = client
+                .send(
+                    Method::POST,
+                    &format!("/v1/apps/{app}/secrets/generate"),
+                    Bytes::new(),
+                )
+                .await?;
+            let list: Vec<SecretInfo> =
+                serde_json::from_slice(&resp.into_body().collect().await?.to_bytes())?;
+            let missing: Vec<&str> = list
+                .iter()
+                .filter(|s| s.declared && !s.set)
+                .map(|s| s.name.as_str())
+                .collect();
+            output::line(format!("every generated secret of {app} is set"));
+            if !missing.is_empty() {
+                output::hint(format!("still to set by hand: {}", missing.join(", ")));
+            }
+        }
+        SecretsCommand::Rotate { app, name } => {
+            // Generated secrets need no input; an operator-set one takes the new value on stdin.
+            let value = if std::io::stdin().is_terminal() {
+                Bytes::new()
+            } else {
+                read_value("")?
+            };
+            let started = Instant::now();
+            let resp = client
+                .send(
+                    Method::POST,
+                    &format!("/v1/apps/{app}/secrets/{name}/rotate"),
+                    value,
+                )
+                .await
+                .with_context(|| format!("rotate {app} {name}"))?;
+            output::progress(format!(
+                "==> {name} rotated; restarting {app} with zero downtime"
+            ));
+            return super::deploy::follow(resp.into_body(), &app, "restarted", started).await;
+        }
+        SecretsCommand::Unset { app, name } => {
+            client
+                .send(
+                    Method::DELETE,
+                    &format!("/v1/apps/{app}/secrets/{name}"),
+                    Bytes::new(),
+                )
+                .await?;
+            output::line(format!("removed {app} {name}"));
+        }
+        SecretsCommand::ExportKey => {
+            let resp = client
+                .send(Method::GET, "/v1/secrets/key", Bytes::new())
+                .await?;
+            output::line(
+                String::from_utf8_lossy(&resp.into_body().collect().await?.to_bytes()).trim_end(),
+            );
+        }
+        SecretsCommand::ImportKey { force } => {
+            let key = read_value("secrets key")?;
+            let path = if force {
+                "/v1/secrets/key?force=1"
+            } else {
+                "/v1/secrets/key"
+            };
+            client.send(Method::PUT, path, key).await?;
+            output::line("key imported");
+        }
+    }
+    Ok(0)
+}
+
+/// A value from stdin; on a terminal, prompted for without echo.
+fn read_value(what: &str) -> Result<Bytes> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return prompt(what).map(Bytes::from);
+    }
+    let mut buf = Vec::new();
+    stdin
+        .lock()
+        .take(64 * 1024 + 1)
+        .read_to_end(&mut buf)
+        .context("read the value from stdin")?;
+    if buf.is_empty() {
+        return Err(super::BadInput(
+            "no value on stdin: pipe it in, e.g. `printf %s \"$VALUE\" | berth secrets set ...`"
+                .to_owned(),
+        )
+        .into());
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Ask on the terminal with echo off.
+fn prompt(what: &str) -> Result<String> {
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin).context("read terminal settings")?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(&stdin, SetArg::TCSANOW, &quiet).context("turn off echo")?;
+    output::progress_inline(format!("{what}: "));
+    let mut line = String::new();
+    let read = stdin.read_line(&mut line);
+    let _ = tcsetattr(&stdin, SetArg::TCSANOW, &saved);
+    output::progress("");
+    read.context("read the value")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
