@@ -103,6 +103,10 @@ enum Command {
         /// Only lines newer than this, e.g. 10m, 2h.
         #[arg(long)]
         since: Option<String>,
+        /// Replace known secret values with [redacted NAME] (`--redact false` shows lines as
+        /// the service wrote them).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        redact: bool,
     },
     /// Manage an app's secrets (values only ever on stdin).
     #[command(subcommand)]
@@ -160,6 +164,7 @@ fn main() -> ExitCode {
                 service,
                 follow,
                 since,
+                redact,
             } => {
                 cli::logs::run(
                     &cli.state,
@@ -167,6 +172,7 @@ fn main() -> ExitCode {
                     service.as_deref(),
                     follow,
                     since.as_deref(),
+                    redact,
                 )
                 .await
             }

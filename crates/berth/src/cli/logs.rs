@@ -15,6 +15,7 @@ pub async fn run(
     service: Option<&str>,
     follow: bool,
     since: Option<&str>,
+    redact: bool,
 ) -> Result<u8> {
     let mut query = Vec::new();
     if let Some(service) = service {
@@ -27,6 +28,9 @@ pub async fn run(
     }
     if follow {
         query.push("follow=1".to_owned());
+    }
+    if !redact {
+        query.push("redact=0".to_owned());
     }
     let path = format!("/v1/apps/{app}/logs?{}", query.join("&"));
     let resp = Client::new(state)

@@ -119,7 +119,7 @@ pub async fn run(state: &Path, cmd: SecretsCommand) -> Result<u8> {
             let value = if std::io::stdin().is_terminal() {
                 Bytes::new()
             } else {
-                read_value("")?
+                read_stdin()?
             };
             let started = Instant::now();
             let resp = client
@@ -173,12 +173,7 @@ fn read_value(what: &str) -> Result<Bytes> {
     if stdin.is_terminal() {
         return prompt(what).map(Bytes::from);
     }
-    let mut buf = Vec::new();
-    stdin
-        .lock()
-        .take(64 * 1024 + 1)
-        .read_to_end(&mut buf)
-        .context("read the value from stdin")?;
+    let buf = read_stdin()?;
     if buf.is_empty() {
         return Err(super::BadInput(
             "no value on stdin: pipe it in, e.g. `printf %s \"$VALUE\" | berth secrets set ...`"
@@ -186,6 +181,17 @@ fn read_value(what: &str) -> Result<Bytes> {
         )
         .into());
     }
+    Ok(Bytes::from(buf))
+}
+
+/// Whatever stdin holds (at most just over 64 KiB: the daemon refuses more).
+fn read_stdin() -> Result<Bytes> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(64 * 1024 + 1)
+        .read_to_end(&mut buf)
+        .context("read the value from stdin")?;
     Ok(Bytes::from(buf))
 }
 

@@ -8,3 +8,4 @@ mod daemon;
 mod demo;
 mod deploy;
 mod rollout;
+mod secrets;

@@ -1,0 +1,356 @@
+//! Secrets and environments through the real CLI: generated, set on stdin, validated before
+//! start, injected, kept across restarts, rotated, unset, encrypted at rest, never printed.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+/// A service that answers `GET /NAME` with the value of env var NAME, and prints `PRINT` at
+/// start (to see what berth does with a secret in app output). `EXIT` makes it exit at once.
+const PY_ENV: &str = r#"
+import os, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+print("starting with", os.environ.get("PRINT", "nothing"), flush=True)
+if os.environ.get("EXIT"):
+    sys.exit(3)
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = os.environ.get(self.path.strip("/"), "-").encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+fn env_app(name: &str, extra: &str) -> tempfile::TempDir {
+    app(&[
+        (
+            "berth.toml",
+            &format!(
+                "[app]\nname = \"{name}\"\n\
+                 [secrets]\nSESSION_KEY = {{ generate = \"base64:32\" }}\nDATABASE_URL = {{ required = true, pattern = \"^postgres://\" }}\n\
+                 [env]\nDB = \"${{DATABASE_URL}}\"\n{extra}\n\
+                 [services.web]\ncommand = \"python3 -u web.py\"\nhealth = {{ path = \"/health\", interval = \"100ms\", timeout = \"100ms\" }}\n\
+                 [[routes]]\npath = \"/\"\nservice = \"web\"\n"
+            ),
+        ),
+        ("web.py", PY_ENV),
+    ])
+}
+
+/// `berth ARGS` with `input` on stdin.
+fn berth_stdin(d: &Daemon, args: &[&str], input: &str) -> Run {
+    let mut child = Command::new(BERTH)
+        .args(args)
+        .env("BERTH_STATE", d.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Every file under `dir` that contains `needle`, except the apps' own log files.
+fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            } else if p.is_file() {
+                let bytes = std::fs::read(&p).unwrap_or_default();
+                let is_app_log = p.strip_prefix(dir).unwrap().starts_with("logs")
+                    && p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("current.log")
+                    && !p.ends_with("logs/access.log");
+                if !is_app_log && bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                    hits.push(p.display().to_string());
+                }
+            }
+        }
+    }
+    hits
+}
+
+#[test]
+fn secrets_lifecycle() {
+    let mut d = Daemon::start();
+    let app = env_app("vault", "");
+    let dir = app.path().to_str().unwrap();
+
+    // Refused before anything starts: the required secret is missing.
+    let run = d.berth(&["deploy", dir]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("failed at the secrets gate"), "{run:?}");
+    assert!(
+        run.stderr.contains("DATABASE_URL is required and not set"),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr
+            .contains("hint: set them with `berth secrets set vault DATABASE_URL`"),
+        "{run:?}"
+    );
+    assert!(instances(&d.status(), "vault").is_empty());
+
+    // A value that fails its pattern is refused at deploy, without being shown.
+    let bad = "mysql://root:hunter2-not-shown@db/app";
+    assert_eq!(
+        berth_stdin(&d, &["secrets", "set", "vault", "DATABASE_URL"], bad).code,
+        0
+    );
+    let run = d.berth(&["deploy", dir]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("DATABASE_URL"), "{run:?}");
+    assert!(!run.stderr.contains("hunter2"), "{run:?}");
+
+    let url = "postgres://app:s3cr3t-password-123@db/app";
+    let set = berth_stdin(
+        &d,
+        &["secrets", "set", "vault", "DATABASE_URL"],
+        &format!("{url}\n"),
+    );
+    assert_eq!(set.code, 0, "{set:?}");
+    assert!(
+        set.stdout.contains("replaced vault DATABASE_URL"),
+        "{set:?}"
+    );
+    let run = d.berth(&["deploy", dir]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    // Injected: as a secret, and through ${DATABASE_URL} in [env].
+    assert_eq!(d.get("/DATABASE_URL").unwrap().1, url);
+    assert_eq!(d.get("/DB").unwrap().1, url);
+    let session = d.get("/SESSION_KEY").unwrap().1;
+    assert_eq!(session.len(), 44, "base64 of 32 bytes: {session}");
+
+    // Listed without values; declared, origin, users.
+    let list = d.berth(&["secrets", "list", "vault", "--json"]);
+    assert_eq!(list.code, 0, "{list:?}");
+    assert!(!list.stdout.contains(url) && !list.stdout.contains(&session));
+    let parsed: Value = serde_json::from_str(&list.stdout).unwrap();
+    let rows: Vec<(&str, &str, bool)> = parsed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap(),
+                s["origin"].as_str().unwrap(),
+                s["set"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("DATABASE_URL", "set", true),
+            ("SESSION_KEY", "generated", true)
+        ]
+    );
+    assert_eq!(parsed[0]["used_by"], serde_json::json!(["web"]));
+    let text = d.berth(&["secrets", "list", "vault"]);
+    assert!(
+        text.stdout.contains("SESSION_KEY") && !text.stdout.contains(&session),
+        "{text:?}"
+    );
+
+    // Encrypted at rest: neither value is in any file of the state dir (the app's own log
+    // aside), and the key file is private.
+    for value in [url, session.as_str()] {
+        assert_eq!(files_containing(d.path(), value), Vec::<String>::new());
+    }
+    let mode = std::fs::metadata(d.path().join("secrets.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // Kept across a daemon restart.
+    d.terminate();
+    d.restart();
+    wait_for(
+        "the app to serve after restart",
+        Duration::from_secs(20),
+        || {
+            d.get("/SESSION_KEY")
+                .filter(|(c, b)| *c == 200 && *b == session)
+        },
+    );
+
+    // Rotation: a new value, served after a zero-downtime restart.
+    let rotated = d.berth(&["secrets", "rotate", "vault", "SESSION_KEY"]);
+    assert_eq!(rotated.code, 0, "{rotated:?}");
+    assert!(
+        rotated.stdout.starts_with("restarted vault r"),
+        "{rotated:?}"
+    );
+    let fresh = d.get("/SESSION_KEY").unwrap().1;
+    assert_ne!(fresh, session);
+    assert_eq!(fresh.len(), 44);
+    let listed: Value =
+        serde_json::from_str(&d.berth(&["secrets", "list", "vault", "--json"]).stdout).unwrap();
+    assert!(listed[1]["rotated"].is_string(), "{listed:#}");
+
+    // Unset.
+    assert_eq!(
+        d.berth(&["secrets", "unset", "vault", "DATABASE_URL"]).code,
+        0
+    );
+    let listed: Value =
+        serde_json::from_str(&d.berth(&["secrets", "list", "vault", "--json"]).stdout).unwrap();
+    assert_eq!(listed[0]["set"], false);
+    let again = d.berth(&["secrets", "unset", "vault", "DATABASE_URL"]);
+    assert_eq!(again.code, 2, "{again:?}");
+
+    // An undeclared name is refused for a running app, and a value never comes as an argument.
+    let undeclared = berth_stdin(&d, &["secrets", "set", "vault", "NOPE"], "x");
+    assert_eq!(undeclared.code, 2, "{undeclared:?}");
+    assert!(
+        undeclared.stderr.contains("vault declares no secret NOPE"),
+        "{undeclared:?}"
+    );
+    assert_eq!(
+        d.berth(&["secrets", "set", "vault", "DATABASE_URL", "value-as-arg"])
+            .code,
+        2
+    );
+}
+
+#[test]
+fn a_secret_never_appears_in_what_berth_prints() {
+    let d = Daemon::start();
+    let canary = "canary-7f3c9e1b5d2a";
+    let good = env_app("canary", "");
+    assert_eq!(
+        berth_stdin(
+            &d,
+            &["secrets", "set", "canary", "DATABASE_URL"],
+            &format!("postgres://{canary}")
+        )
+        .code,
+        0
+    );
+    let mut outputs = Vec::new();
+    let run = d.berth(&["deploy", good.path().to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    outputs.push(run);
+
+    // A release whose service prints the secret and dies: the failure's log tail is redacted.
+    let bad = env_app("canary", "PRINT = \"${DATABASE_URL}\"\nEXIT = \"1\"");
+    let run = d.berth(&["deploy", bad.path().to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("starting with [redacted DATABASE_URL]"),
+        "{run:?}"
+    );
+    outputs.push(run);
+
+    for args in [
+        vec!["status", "--json"],
+        vec!["status"],
+        vec!["history", "--json"],
+        vec!["releases", "canary", "--json"],
+        vec!["secrets", "list", "canary", "--json"],
+        vec!["logs", "canary"],
+        vec!["deploy", "--dry-run", bad.path().to_str().unwrap()],
+    ] {
+        let run = d.berth(&args);
+        assert_eq!(run.code, 0, "{args:?}: {run:?}");
+        outputs.push(run);
+    }
+    for run in &outputs {
+        assert!(
+            !run.stdout.contains(canary) && !run.stderr.contains(canary),
+            "leak: {run:?}"
+        );
+    }
+    let logs = d.berth(&["logs", "canary"]);
+    assert!(
+        logs.stdout
+            .contains("starting with [redacted DATABASE_URL]"),
+        "{logs:?}"
+    );
+    // The service's own log file keeps what it wrote; the viewer shows it only when asked.
+    let raw = d.berth(&["logs", "canary", "--redact", "false"]);
+    assert!(raw.stdout.contains(canary), "{raw:?}");
+    assert!(!d.log().contains(canary), "daemon log leaks the secret");
+    assert_eq!(files_containing(d.path(), canary), Vec::<String>::new());
+}
+
+#[test]
+fn environments_run_side_by_side_with_their_own_secrets() {
+    let d = Daemon::start();
+    let app = env_app(
+        "duo",
+        "MODE = \"prod\"\n[environments.staging]\nenv = { MODE = \"staging\" }\nroutes = [{ host = \"staging.test\", path = \"/\", service = \"web\" }]\n",
+    );
+    let dir = app.path().to_str().unwrap();
+    let check = d.berth(&["check", dir, "--env", "staging"]);
+    assert_eq!(check.code, 0, "{check:?}");
+    assert!(check.stdout.contains("ok: app duo.staging"), "{check:?}");
+    let unknown = d.berth(&["check", dir, "--env", "stagign"]);
+    assert_eq!(unknown.code, 2, "{unknown:?}");
+    assert!(unknown.stderr.contains("staging"), "{unknown:?}");
+
+    for (app, url) in [
+        ("duo", "postgres://prod"),
+        ("duo.staging", "postgres://staging"),
+    ] {
+        assert_eq!(
+            berth_stdin(&d, &["secrets", "set", app, "DATABASE_URL"], url).code,
+            0
+        );
+    }
+    assert_eq!(d.berth(&["deploy", dir]).code, 0);
+    let staged = d.berth(&["deploy", dir, "--env", "staging"]);
+    assert_eq!(staged.code, 0, "{staged:?}");
+    assert!(
+        staged.stdout.starts_with("deployed duo.staging r1"),
+        "{staged:?}"
+    );
+
+    assert_eq!(http_get(d.http, "example.test", "/MODE").unwrap().1, "prod");
+    assert_eq!(
+        http_get(d.http, "staging.test", "/MODE").unwrap().1,
+        "staging"
+    );
+    assert_eq!(
+        http_get(d.http, "staging.test", "/DB").unwrap().1,
+        "postgres://staging"
+    );
+    assert_eq!(
+        http_get(d.http, "example.test", "/DB").unwrap().1,
+        "postgres://prod"
+    );
+    let status = d.status();
+    assert_eq!(instances(&status, "duo").len(), 1);
+    assert_eq!(instances(&status, "duo.staging").len(), 1);
+    assert!(d.path().join("apps/duo.staging/releases/r1").is_dir());
+}
