@@ -131,7 +131,7 @@ fn prepare_state_dir(state: &Path) -> Result<()> {
     // It may have existed already: it will hold keys and secrets, so it is private either way.
     std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("set mode 0700 on {}", state.display()))?;
-    for sub in ["apps", "logs", "tmp"] {
+    for sub in ["apps", "logs", "tmp", "certs"] {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)

@@ -354,3 +354,50 @@ fn environments_run_side_by_side_with_their_own_secrets() {
     assert_eq!(instances(&status, "duo.staging").len(), 1);
     assert!(d.path().join("apps/duo.staging/releases/r1").is_dir());
 }
+
+#[test]
+fn the_key_can_be_exported_and_imported_to_move_a_server() {
+    let d = Daemon::start();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&d.path().join("secrets.key")), 0o600);
+    assert_eq!(mode(&d.path().join("certs")), 0o700);
+    assert_eq!(
+        berth_stdin(&d, &["secrets", "set", "moving", "TOKEN"], "tok-123456789").code,
+        0
+    );
+    let exported = d.berth(&["secrets", "export-key"]);
+    assert_eq!(exported.code, 0, "{exported:?}");
+    assert!(exported.stdout.contains("AGE-SECRET-KEY-"), "{exported:?}");
+
+    // A second server with its own key refuses a key its secrets don't decrypt with...
+    let other = Daemon::start();
+    assert_eq!(
+        berth_stdin(&other, &["secrets", "set", "local", "X"], "local-value-1").code,
+        0
+    );
+    let refused = berth_stdin(&other, &["secrets", "import-key"], &exported.stdout);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("do not decrypt with this key: local/X"),
+        "{refused:?}"
+    );
+    // ...and takes it when told to.
+    let forced = berth_stdin(
+        &other,
+        &["secrets", "import-key", "--force"],
+        &exported.stdout,
+    );
+    assert_eq!(forced.code, 0, "{forced:?}");
+    assert_eq!(
+        other.berth(&["secrets", "export-key"]).stdout,
+        exported.stdout
+    );
+    let garbage = berth_stdin(&other, &["secrets", "import-key"], "not a key");
+    assert_eq!(garbage.code, 2, "{garbage:?}");
+    assert!(
+        garbage.stderr.contains("not a berth secrets key"),
+        "{garbage:?}"
+    );
+}
