@@ -19,7 +19,7 @@ use crate::forward::{self, X_REQUEST_ID};
 use crate::server::{ConnShared, Proxy};
 use crate::table::{Entry, Target};
 use crate::upstream::{ConnectError, InflightGuard, Pool, Upstream, WebSocketGuard};
-use crate::{Body, compress, empty_body, files};
+use crate::{Body, compress, empty_body, files, h1};
 
 type Result<T> = std::result::Result<T, ProxyError>;
 
@@ -156,14 +156,8 @@ impl Proxy {
             }
             .boxed_unsync()
         };
-        let mut up_req = Request::new(body);
-        *up_req.method_mut() = parts.method;
-        *up_req.uri_mut() = uri;
-        *up_req.headers_mut() = parts.headers;
-        *up_req.version_mut() = Version::HTTP_11;
-
         let idempotent = matches!(
-            *up_req.method(),
+            parts.method,
             Method::GET
                 | Method::HEAD
                 | Method::OPTIONS
@@ -176,6 +170,20 @@ impl Proxy {
         record.upstream = Some(InflightGuard::new(first));
         let deadline = tokio::time::Instant::now() + cfg.response_timeout;
 
+        if bodyless && client_upgrade.is_none() && parts.method != Method::CONNECT {
+            return self
+                .forward_inline(
+                    pool, first, idempotent, &parts, &uri, record, errors, deadline,
+                )
+                .await;
+        }
+
+        let mut up_req = Request::new(body);
+        *up_req.method_mut() = parts.method;
+        *up_req.uri_mut() = uri;
+        *up_req.headers_mut() = parts.headers;
+        *up_req.version_mut() = Version::HTTP_11;
+
         if let Some(client_upgrade) = client_upgrade {
             let up = first.clone();
             return self
@@ -183,27 +191,11 @@ impl Proxy {
                 .await;
         }
 
-        let mut tx = match self.checkout(first).await {
-            Ok(tx) => tx,
-            Err(err) => {
-                errors.connect.fetch_add(1, Relaxed);
-                tracing::warn!(upstream = %first.id, addr = %first.addr, error = %err, "upstream connect failed");
-                let second = match pool.pick(Some(first)) {
-                    Some(s) if idempotent && !Arc::ptr_eq(s, first) => s,
-                    _ => return Err(ProxyError::ConnectFailed),
-                };
-                errors.retried.fetch_add(1, Relaxed);
-                record.upstream = Some(InflightGuard::new(second));
-                self.checkout(second).await.map_err(|err| {
-                    errors.connect.fetch_add(1, Relaxed);
-                    tracing::warn!(upstream = %second.id, addr = %second.addr, error = %err, "upstream connect failed");
-                    ProxyError::ConnectFailed
-                })?
-            }
-        };
-        let up = match &record.upstream {
-            Some(g) => g.0.clone(),
-            None => return Err(ProxyError::NoInstances),
+        let (Checkout::Hyper(mut tx), up) = self
+            .connect_any(pool, first, idempotent, record, errors, false)
+            .await?
+        else {
+            unreachable!("asked for a hyper connection");
         };
 
         let sent = tokio::time::timeout_at(deadline, tx.try_send_request(up_req)).await;
@@ -247,6 +239,113 @@ impl Proxy {
             });
         }
         Ok(finish_response(resp, false))
+    }
+
+    /// A connection to `first`, or (for an idempotent request whose connect failed) to
+    /// another instance of the pool; `record` follows the instance used.
+    async fn connect_any(
+        &self,
+        pool: &Pool,
+        first: &Arc<Upstream>,
+        idempotent: bool,
+        record: &mut Record,
+        errors: &crate::metrics::UpstreamErrors,
+        inline: bool,
+    ) -> Result<(Checkout, Arc<Upstream>)> {
+        let connect = async |u: &Arc<Upstream>| {
+            if inline {
+                let cfg = &self.config;
+                match u.take_conn(cfg.upstream_idle_timeout) {
+                    Some(c) => Ok(Checkout::Inline(c)),
+                    None => u
+                        .dial(cfg.connect_timeout)
+                        .await
+                        .map(|io| Checkout::Inline(h1::Conn::new(io))),
+                }
+            } else {
+                self.checkout(u).await.map(Checkout::Hyper)
+            }
+        };
+        match connect(first).await {
+            Ok(c) => return Ok((c, first.clone())),
+            Err(err) => {
+                errors.connect.fetch_add(1, Relaxed);
+                tracing::warn!(upstream = %first.id, addr = %first.addr, error = %err, "upstream connect failed");
+            }
+        }
+        let second = match pool.pick(Some(first)) {
+            Some(s) if idempotent && !Arc::ptr_eq(s, first) => s,
+            _ => return Err(ProxyError::ConnectFailed),
+        };
+        errors.retried.fetch_add(1, Relaxed);
+        record.upstream = Some(InflightGuard::new(second));
+        match connect(second).await {
+            Ok(c) => Ok((c, second.clone())),
+            Err(err) => {
+                errors.connect.fetch_add(1, Relaxed);
+                tracing::warn!(upstream = %second.id, addr = %second.addr, error = %err, "upstream connect failed");
+                Err(ProxyError::ConnectFailed)
+            }
+        }
+    }
+
+    /// A request without a body, through the inline client (`h1`): this task writes it and
+    /// reads the response; the body hands the connection back to the pool at its end.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_inline(
+        &self,
+        pool: &Pool,
+        first: &Arc<Upstream>,
+        idempotent: bool,
+        parts: &http::request::Parts,
+        uri: &Uri,
+        record: &mut Record,
+        errors: &crate::metrics::UpstreamErrors,
+        deadline: tokio::time::Instant,
+    ) -> Result<Response<Body>> {
+        let cfg = &self.config;
+        let (Checkout::Inline(conn), up) = self
+            .connect_any(pool, first, idempotent, record, errors, true)
+            .await?
+        else {
+            unreachable!("asked for an inline connection");
+        };
+        let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let home = || h1::Home {
+            upstream: up.clone(),
+            max_idle: cfg.upstream_max_idle,
+        };
+        let trip = |conn: h1::Conn| {
+            tokio::time::timeout_at(
+                deadline,
+                conn.round_trip(&parts.method, target, &parts.headers, home()),
+            )
+        };
+        let mut res = trip(conn).await;
+        if let Ok(Err((_, true))) = &res
+            && idempotent
+        {
+            // The pooled connection was closed by the instance while idle: nothing was
+            // answered, so the request goes again on a fresh connection.
+            let conn = up.dial(cfg.connect_timeout).await.map_err(|e| {
+                errors.connect.fetch_add(1, Relaxed);
+                tracing::warn!(upstream = %up.id, error = %e, "upstream reconnect failed");
+                ProxyError::ConnectFailed
+            })?;
+            res = trip(h1::Conn::new(conn)).await;
+        }
+        match res {
+            Err(_) => {
+                errors.timeout.fetch_add(1, Relaxed);
+                Err(ProxyError::Timeout)
+            }
+            Ok(Ok(resp)) => Ok(finish_response(resp, false)),
+            Ok(Err((err, _))) => {
+                errors.protocol.fetch_add(1, Relaxed);
+                tracing::warn!(upstream = %up.id, error = %err, "upstream request failed");
+                Err(ProxyError::BadResponse)
+            }
+        }
     }
 
     fn send_failed(
@@ -353,8 +452,18 @@ impl Proxy {
     }
 }
 
+/// A connection for one request: hyper's client or the inline one.
+enum Checkout {
+    Hyper(http1::SendRequest<Body>),
+    Inline(h1::Conn),
+}
+
 /// Strip the upstream response's hop-by-hop headers and box its body.
-fn finish_response(resp: Response<Incoming>, upgrade: bool) -> Response<Body> {
+fn finish_response<B>(resp: Response<B>, upgrade: bool) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<crate::BoxError>,
+{
     let (mut parts, body) = resp.into_parts();
     forward::strip_hop_by_hop(&mut parts.headers, upgrade);
     Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())

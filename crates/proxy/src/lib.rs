@@ -12,6 +12,7 @@
 //! - `upstream`: [`Pool`], [`Upstream`], balancing and per-instance keep-alive connections.
 //! - `forward`: hop-by-hop stripping, `X-Forwarded-*`, `Forwarded`, request ids.
 //! - `server`: listeners, connection serving (HTTP/1.1 + h2c), graceful shutdown.
+//! - `h1`: the inline HTTP/1.1 client for requests without a body (no connection task).
 //! - `handler`: one request from routing to response, retries, WebSocket splicing.
 //! - `body`: request body limit and the response body that records the finished request.
 //! - `files`: static files (ETag/304, Range, precompressed siblings, SPA fallback, no escapes).
@@ -33,6 +34,7 @@ mod config;
 mod error;
 pub mod files;
 mod forward;
+mod h1;
 mod handler;
 mod metrics;
 mod server;

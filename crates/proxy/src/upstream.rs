@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::Body;
+use crate::{Body, h1};
 
 /// How a pool picks an instance.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -92,6 +92,8 @@ pub struct Upstream {
     inflight: AtomicUsize,
     websockets: AtomicUsize,
     idle: Mutex<Vec<IdleConn>>,
+    /// Idle connections of the inline client (`h1`), for requests without a body.
+    conns: Mutex<Vec<(h1::Conn, Instant)>>,
     draining: AtomicBool,
     settled: Notify,
     /// Cancelled when a drain's grace runs out: open WebSockets to this instance close.
@@ -140,6 +142,7 @@ impl Upstream {
             inflight: AtomicUsize::new(0),
             websockets: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
+            conns: Mutex::new(Vec::new()),
             draining: AtomicBool::new(false),
             settled: Notify::new(),
             cut: CancellationToken::new(),
@@ -181,6 +184,40 @@ impl Upstream {
                 since: Instant::now(),
             });
         }
+    }
+
+    /// An idle connection for the inline client that is open and younger than `max_idle`,
+    /// newest first.
+    pub(crate) fn take_conn(&self, max_idle: Duration) -> Option<h1::Conn> {
+        let mut idle = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some((mut c, since)) = idle.pop() {
+            if since.elapsed() >= max_idle {
+                idle.clear();
+                return None;
+            }
+            if c.alive() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    pub(crate) fn put_conn(&self, conn: h1::Conn, max: usize) {
+        let mut idle = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < max {
+            idle.push((conn, Instant::now()));
+        }
+    }
+
+    fn clear_idle(&self) {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.conns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// Open a TCP connection (no HTTP yet).
@@ -275,10 +312,7 @@ pub(crate) async fn drain(up: &Arc<Upstream>, grace: Duration) -> DrainOutcome {
         tokio::pin!(settled);
         settled.as_mut().enable();
         if up.inflight() == 0 && up.websockets() == 0 {
-            up.idle
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clear();
+            up.clear_idle();
             return DrainOutcome {
                 clean: true,
                 requests_left: 0,
@@ -299,10 +333,7 @@ pub(crate) async fn drain(up: &Arc<Upstream>, grace: Duration) -> DrainOutcome {
     let websockets_cut = up.websockets();
     up.cut.cancel();
     // Idle pooled connections to the instance are of no further use.
-    up.idle
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clear();
+    up.clear_idle();
     DrainOutcome {
         clean: false,
         requests_left: up.inflight(),
