@@ -2,6 +2,9 @@
 //! (handy for benchmarks until the CLI has the subcommand).
 //!
 //! `cargo run --release -p proxy --example single -- --listen 127.0.0.1:9105 --to 127.0.0.1:9101`
+//!
+//! `BERTH_WORKERS=N` sets the runtime's worker threads; `BERTH_CURRENT_THREAD=1` uses a
+//! current-thread runtime instead (for comparing scheduler overhead).
 
 use std::net::SocketAddr;
 
@@ -31,7 +34,11 @@ fn main() -> std::io::Result<()> {
             }
         }
     }
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    let mut rt = if std::env::var_os("BERTH_CURRENT_THREAD").is_some() {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     if let Some(n) = std::env::var("BERTH_WORKERS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -4,7 +4,6 @@
 //! out. When the writer falls behind, lines are dropped and counted rather than slowing requests.
 
 use std::io::{self, Write};
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,7 +17,8 @@ use std::sync::Arc;
 pub(crate) struct Entry<'a> {
     pub time: SystemTime,
     pub request_id: &'a HeaderValue,
-    pub client: IpAddr,
+    /// The client address as text (see `forward::ClientAddr`).
+    pub client: &'a [u8],
     pub host: Option<&'a HeaderValue>,
     pub method: &'a Method,
     pub uri: &'a Uri,
@@ -119,12 +119,15 @@ fn writer(shards: &Arc<[Mutex<Vec<u8>>]>, mut out: Box<dyn Write + Send>) {
     }
 }
 
+/// Formatting stays clear of `core::fmt`: this runs once per request.
 pub(crate) fn format_entry(line: &mut Vec<u8>, e: &Entry) {
     line.extend_from_slice(b"{\"time\":\"");
     rfc3339(line, e.time);
     line.extend_from_slice(b"\",\"request_id\":");
     json_str(line, e.request_id.as_bytes());
-    let _ = write!(line, ",\"client\":\"{}\",\"host\":", e.client);
+    line.extend_from_slice(b",\"client\":");
+    json_str(line, e.client);
+    line.extend_from_slice(b",\"host\":");
     match e.host {
         Some(h) => json_str(line, h.as_bytes()),
         None => line.extend_from_slice(b"null"),
@@ -134,15 +137,15 @@ pub(crate) fn format_entry(line: &mut Vec<u8>, e: &Entry) {
     // The query string is left out: it often carries tokens.
     line.extend_from_slice(b",\"path\":");
     json_str(line, e.uri.path().as_bytes());
-    let micros = e.duration.as_micros();
-    let _ = write!(
-        line,
-        ",\"status\":{},\"bytes\":{},\"duration_ms\":{}.{:03}",
-        e.status,
-        e.bytes,
-        micros / 1000,
-        micros % 1000
-    );
+    let micros = u64::try_from(e.duration.as_micros()).unwrap_or(u64::MAX);
+    line.extend_from_slice(b",\"status\":");
+    decimal(line, u64::from(e.status), 1);
+    line.extend_from_slice(b",\"bytes\":");
+    decimal(line, e.bytes, 1);
+    line.extend_from_slice(b",\"duration_ms\":");
+    decimal(line, micros / 1000, 1);
+    line.push(b'.');
+    decimal(line, micros % 1000, 3);
     for (key, v) in [
         (&b",\"route\":"[..], e.route),
         (&b",\"upstream\":"[..], e.upstream),
@@ -183,10 +186,45 @@ fn json_str(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
 }
 
-/// `2026-11-03T12:34:56.789Z`
+/// `n` in decimal, zero-padded to at least `width` digits.
+fn decimal(out: &mut Vec<u8>, mut n: u64, width: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    while n > 0 || digits.len() - i < width {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+thread_local! {
+    /// The last second formatted on this thread and its text up to the seconds digits.
+    static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+}
+
+/// `2026-11-03T12:34:56.789Z`; the date and time of day are formatted once per second.
 fn rfc3339(out: &mut Vec<u8>, t: SystemTime) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
+    let (cached, text) = SECOND.get();
+    let text = if cached == secs {
+        text
+    } else {
+        let mut text = Vec::with_capacity(19);
+        civil(&mut text, secs);
+        let text: [u8; 19] = text.try_into().unwrap_or([b'0'; 19]);
+        SECOND.set((secs, text));
+        text
+    };
+    out.extend_from_slice(&text);
+    out.push(b'.');
+    decimal(out, u64::from(d.subsec_millis()), 3);
+    out.push(b'Z');
+}
+
+/// `2026-11-03T12:34:56`
+fn civil(out: &mut Vec<u8>, secs: u64) {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -200,11 +238,10 @@ fn rfc3339(out: &mut Vec<u8>, t: SystemTime) {
     let year = yoe + era * 400 + i64::from(month <= 2);
     let _ = write!(
         out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60,
-        d.subsec_millis()
     );
 }
 
@@ -219,7 +256,7 @@ mod tests {
         let e = Entry {
             time: UNIX_EPOCH + Duration::from_millis(1_793_000_000_123),
             request_id: &HeaderValue::from_static("abc"),
-            client: "127.0.0.1".parse().unwrap(),
+            client: b"127.0.0.1",
             host: Some(&host),
             method: &Method::GET,
             uri: &uri,

@@ -97,7 +97,7 @@ impl Drop for Record {
             let entry = Entry {
                 time: self.time,
                 request_id: &self.request_id,
-                client: self.conn.client.ip,
+                client: self.conn.client.xff.as_bytes(),
                 host: self.host.as_ref(),
                 method: &self.method,
                 uri: &self.uri,

@@ -128,6 +128,9 @@ impl Proxy {
             .timer(TokioTimer::new())
             .header_read_timeout(config.header_read_timeout)
             .max_buf_size(config.max_header_bytes.max(8192))
+            // One copy into hyper's buffer and one `write` beats a `writev` of head and body
+            // for the small responses that dominate (measured: ~0.5 us per request).
+            .writev(false)
             .keep_alive(true);
         builder
             .http2()
