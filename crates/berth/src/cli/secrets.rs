@@ -181,7 +181,7 @@ fn read_value(what: &str) -> Result<Bytes> {
         )
         .into());
     }
-    Ok(Bytes::from(buf))
+    Ok(buf)
 }
 
 /// Whatever stdin holds (at most just over 64 KiB: the daemon refuses more).

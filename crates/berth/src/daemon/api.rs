@@ -98,7 +98,7 @@ async fn route(daemon: Shared, req: http::Request<Incoming>, user: String) -> Re
             let to = param(&query, "to");
             match daemon.rollback_target(app, to.as_deref()).await {
                 Ok(target) => {
-                    let (tx, body) = ChannelBody::new(EVENT_BUFFER);
+                    let (tx, body) = ChannelBody::channel(EVENT_BUFFER);
                     let req = Request {
                         user,
                         wait: param(&query, "wait").is_some_and(|v| v == "1"),
@@ -196,7 +196,7 @@ async fn route(daemon: Shared, req: http::Request<Incoming>, user: String) -> Re
                 return error(StatusCode::BAD_REQUEST, message, hint);
             }
             // Restart the app's services with the new value, through a zero-downtime rollout.
-            let (tx, body) = ChannelBody::new(EVENT_BUFFER);
+            let (tx, body) = ChannelBody::channel(EVENT_BUFFER);
             let req = Request {
                 user,
                 wait: true,
@@ -254,7 +254,7 @@ async fn deploy(
             Err(f) => error(StatusCode::BAD_REQUEST, daemon.redact(&f.reason), f.hint),
         };
     }
-    let (tx, body) = ChannelBody::new(EVENT_BUFFER);
+    let (tx, body) = ChannelBody::channel(EVENT_BUFFER);
     let req = Request {
         user,
         wait: param(query, "wait").is_some_and(|v| v == "1"),
@@ -303,7 +303,7 @@ async fn logs(daemon: &Shared, app: &str, query: &str) -> Response<ApiBody> {
     };
     let follow = param(query, "follow").is_some_and(|v| v == "1");
     let dir = daemon.log_dir(app);
-    let (tx, body) = ChannelBody::new(64);
+    let (tx, body) = ChannelBody::channel(64);
     // The app's own lines are stored as written; shown redacted unless asked otherwise.
     let redactor = if param(query, "redact").is_some_and(|v| v == "0") {
         None

@@ -19,7 +19,7 @@ pub fn full(bytes: impl Into<Bytes>) -> ApiBody {
 pub struct ChannelBody(mpsc::Receiver<Bytes>);
 
 impl ChannelBody {
-    pub fn new(capacity: usize) -> (mpsc::Sender<Bytes>, ApiBody) {
+    pub fn channel(capacity: usize) -> (mpsc::Sender<Bytes>, ApiBody) {
         let (tx, rx) = mpsc::channel(capacity);
         (tx, ChannelBody(rx).boxed_unsync())
     }
