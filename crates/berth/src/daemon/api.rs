@@ -40,17 +40,9 @@ pub async fn serve_control(
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(err) => {
-                    tracing::warn!(error = %err, "accept on the control socket");
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    while let Some(stream) =
+        accept_next(|| listener.accept(), shutdown.as_mut(), "control socket").await
+    {
         let user = peer_user(&stream);
         let daemon = daemon.clone();
         let svc = service_fn(move |req| {
@@ -68,6 +60,27 @@ pub async fn serve_control(
     }
     // Long streams (logs --follow) must not hold the daemon up forever.
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}
+
+/// The next accepted connection, or None once `shutdown` resolves. Accept errors (e.g. out of
+/// file descriptors) are logged and the loop goes on.
+async fn accept_next<S, A, F>(
+    mut accept: impl FnMut() -> F,
+    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    what: &str,
+) -> Option<S>
+where
+    F: Future<Output = std::io::Result<(S, A)>>,
+{
+    loop {
+        tokio::select! {
+            accepted = accept() => match accepted {
+                Ok((stream, _)) => return Some(stream),
+                Err(err) => tracing::warn!(error = %err, "accept on the {what}"),
+            },
+            () = &mut shutdown => return None,
+        }
+    }
 }
 
 /// The local user on the other end of the socket, for the deploy history.
@@ -336,17 +349,9 @@ pub async fn serve_admin(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(err) => {
-                    tracing::warn!(error = %err, "accept on the admin listener");
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
+    while let Some(stream) =
+        accept_next(|| listener.accept(), shutdown.as_mut(), "admin listener").await
+    {
         let daemon = daemon.clone();
         let svc = service_fn(move |req: http::Request<Incoming>| {
             let daemon = daemon.clone();

@@ -505,10 +505,12 @@ impl Daemon {
             Err(f) if f.rolled_back() => ("rolled-back", Some(f.gate), Some(f.reason.clone())),
             Err(f) => ("failed", Some(f.gate), Some(f.reason.clone())),
         };
+        // A deploy or restart made its own release, which never served if it failed; a
+        // rollback's target is a release that did serve, and stays `live`.
         let (a, r, failed) = (
             app.to_owned(),
             release.to_owned(),
-            result.is_err() && kind == "deploy",
+            result.is_err() && kind != "rollback",
         );
         let _ = self
             .with_store(move |s| {
