@@ -93,6 +93,9 @@ impl Drop for Record {
         }
         proxy.metrics.global.inflight.fetch_sub(1, Relaxed);
         self.conn.request_done();
+        if let Some(g) = &self.upstream {
+            g.0.count_outcome(self.status);
+        }
         if let Some(log) = &proxy.access_log {
             let entry = Entry {
                 time: self.time,

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -91,6 +91,10 @@ pub struct Upstream {
     pub addr: SocketAddr,
     inflight: AtomicUsize,
     websockets: AtomicUsize,
+    /// Responses sent on behalf of this instance, and how many of them were 5xx (its own, or
+    /// berth's 502/504 because of it): the deploy watch window's error rate.
+    answered: AtomicU64,
+    server_errors: AtomicU64,
     idle: Mutex<Vec<IdleConn>>,
     /// Idle connections of the inline client (`h1`), for requests without a body.
     conns: Mutex<Vec<(h1::Conn, Instant)>>,
@@ -141,6 +145,8 @@ impl Upstream {
             addr,
             inflight: AtomicUsize::new(0),
             websockets: AtomicUsize::new(0),
+            answered: AtomicU64::new(0),
+            server_errors: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
             conns: Mutex::new(Vec::new()),
             draining: AtomicBool::new(false),
@@ -152,6 +158,22 @@ impl Upstream {
     /// Requests to this instance whose response has not finished yet.
     pub fn inflight(&self) -> usize {
         self.inflight.load(SeqCst)
+    }
+
+    /// `(answered, server_errors)`: responses finished on behalf of this instance so far, and
+    /// how many of them had a 5xx status.
+    pub fn outcomes(&self) -> (u64, u64) {
+        (
+            self.answered.load(Relaxed),
+            self.server_errors.load(Relaxed),
+        )
+    }
+
+    pub(crate) fn count_outcome(&self, status: u16) {
+        self.answered.fetch_add(1, Relaxed);
+        if status >= 500 {
+            self.server_errors.fetch_add(1, Relaxed);
+        }
     }
 
     /// Upgraded (WebSocket) connections to this instance that are open.

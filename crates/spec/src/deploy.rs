@@ -5,7 +5,7 @@ use toml::de::DeValue;
 use crate::walk::{Value, Walker, type_name};
 use crate::{DeploySpec, Diagnostic, SmokeCheck};
 
-const DEPLOY_KEYS: &[&str] = &["smoke", "watch", "keep_releases"];
+const DEPLOY_KEYS: &[&str] = &["smoke", "watch", "max_error_rate", "keep_releases"];
 const SMOKE_KEYS: &[&str] = &["path", "status"];
 
 pub(crate) fn deploy(w: &mut Walker<'_>, value: &Value<'_>) -> DeploySpec {
@@ -22,6 +22,9 @@ pub(crate) fn deploy(w: &mut Walker<'_>, value: &Value<'_>) -> DeploySpec {
         return defaults;
     };
     let watch = w.duration(&t, "watch");
+    let max_error_rate = w
+        .percent(&t, "max_error_rate")
+        .unwrap_or(defaults.max_error_rate);
     let keep_releases = w
         .int(&t, "keep_releases", 1, 100)
         .unwrap_or(defaults.keep_releases);
@@ -70,6 +73,7 @@ pub(crate) fn deploy(w: &mut Walker<'_>, value: &Value<'_>) -> DeploySpec {
     DeploySpec {
         smoke,
         watch,
+        max_error_rate,
         keep_releases,
     }
 }

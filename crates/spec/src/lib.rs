@@ -122,6 +122,10 @@ pub struct DeploySpec {
     /// `watch = "30s"`: after the smoke checks, a crash of the new release within this window
     /// rolls back. None: no watch window.
     pub watch: Option<Duration>,
+    /// `max_error_rate = "5%"`: during the watch window, a share of 5xx answers above this
+    /// (once [`DeploySpec::ERROR_RATE_MIN_REQUESTS`] requests have been answered) rolls back.
+    /// A fraction in (0, 1]; default 10%.
+    pub max_error_rate: f64,
     /// `keep_releases = 5`: release trees kept on disk for rollback (1..=100).
     pub keep_releases: u32,
 }
@@ -131,9 +135,16 @@ impl Default for DeploySpec {
         DeploySpec {
             smoke: Vec::new(),
             watch: None,
+            max_error_rate: 0.10,
             keep_releases: 5,
         }
     }
+}
+
+impl DeploySpec {
+    /// Answers the new release must have given before its error rate is judged, so that one
+    /// early 5xx does not count as 100%.
+    pub const ERROR_RATE_MIN_REQUESTS: u64 = 20;
 }
 
 #[derive(Debug, Clone, PartialEq)]

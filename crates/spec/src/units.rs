@@ -65,6 +65,27 @@ pub fn parse_size(input: &str) -> Result<u64, String> {
     size(input).map_err(|e| e.to_string())
 }
 
+/// Parses a percentage such as `"5%"` or `"0.5%"` (0 < p <= 100) into a fraction (0.05).
+pub(crate) fn percent(input: &str) -> Result<f64, UnitError> {
+    let Some(number) = input.trim().strip_suffix('%') else {
+        return Err(UnitError::new(
+            "missing `%`",
+            format!("write a percentage, e.g. \"{}%\"", input.trim()),
+        ));
+    };
+    match number.trim().parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p / 100.0),
+        Ok(_) => Err(UnitError::new(
+            "must be above 0% and at most 100%",
+            "e.g. \"5%\"".to_owned(),
+        )),
+        Err(_) => Err(UnitError::new(
+            "not a number",
+            "write a percentage, e.g. \"5%\" or \"0.5%\"".to_owned(),
+        )),
+    }
+}
+
 pub(crate) fn duration(input: &str) -> Result<Duration, UnitError> {
     let ms = amount(input, Kind::Duration)?;
     Ok(Duration::from_millis(ms))

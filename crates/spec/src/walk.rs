@@ -309,6 +309,12 @@ impl<'s> Walker<'s> {
         Some((bytes, span))
     }
 
+    /// A percentage string such as "5%", as a fraction in (0, 1].
+    pub fn percent(&mut self, table: &Table<'_, '_>, key: &str) -> Option<f64> {
+        self.unit(table, key, "percentage", "5%", units::percent)
+            .map(|(p, _)| p)
+    }
+
     fn unit<T>(
         &mut self,
         table: &Table<'_, '_>,
@@ -332,7 +338,11 @@ impl<'s> Walker<'s> {
             },
             DeValue::Integer(_) => {
                 let raw = self.text(value.span());
-                let unit = if what == "size" { "M" } else { "s" };
+                let unit = match what {
+                    "size" => "M",
+                    "percentage" => "%",
+                    _ => "s",
+                };
                 let help =
                     format!("write it as a string with a unit, e.g. {key} = \"{raw}{unit}\"");
                 self.wrong_type(table, key, value, &format!("a {what} string"), Some(help));

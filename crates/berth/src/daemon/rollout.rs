@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use spec::{AppSpec, RouteTarget};
+use spec::{AppSpec, DeploySpec, RouteTarget};
 use store::{NewDeploy, ReleaseStatus};
 use supervisor::EventKind;
 use tokio::sync::mpsc;
@@ -94,6 +94,7 @@ impl Progress {
 struct Gates {
     smoke: Vec<(String, u16)>,
     watch: Option<Duration>,
+    max_error_rate: f64,
     keep_releases: usize,
 }
 
@@ -103,6 +104,7 @@ impl Gates {
         Gates {
             smoke: d.smoke.iter().map(|s| (s.path.clone(), s.status)).collect(),
             watch: d.watch,
+            max_error_rate: d.max_error_rate,
             keep_releases: d.keep_releases as usize,
         }
     }
@@ -634,7 +636,7 @@ impl Daemon {
             }
             if let Some(watch) = gates.watch {
                 self.step(r, "watch").await;
-                self.watch(r, watch).await?;
+                self.watch(r, watch, gates.max_error_rate).await?;
             }
             Ok(())
         };
@@ -735,22 +737,39 @@ impl Daemon {
         Ok(())
     }
 
-    /// The watch window: any instance of the new release exiting within `window` fails it.
-    async fn watch(&self, r: &Rollout<'_>, window: Duration) -> Result<(), Failure> {
+    /// The watch window: any instance of the new release exiting within `window`, or the
+    /// release answering more than `max_error_rate` of its requests with 5xx (judged once it
+    /// has answered enough of them), fails it.
+    async fn watch(
+        &self,
+        r: &Rollout<'_>,
+        window: Duration,
+        max_error_rate: f64,
+    ) -> Result<(), Failure> {
         r.progress.phase(
             "watch",
-            format!("{}s for crashes of {}", window.as_secs(), r.release),
+            format!(
+                "{}s for crashes of {} and 5xx above {}",
+                window.as_secs(),
+                r.release,
+                percent(max_error_rate)
+            ),
         );
         let mut events = self.supervisor.events();
         let deadline = tokio::time::sleep(window);
         tokio::pin!(deadline);
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             let event = tokio::select! {
-                () = &mut deadline => return Ok(()),
+                () = &mut deadline => break,
+                _ = tick.tick() => {
+                    self.judge_error_rate(r, max_error_rate).await?;
+                    continue;
+                }
                 ev = events.recv() => match ev {
                     Ok(ev) => ev,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 },
             };
             if event.key.app != r.app || event.key.release != r.release {
@@ -768,6 +787,55 @@ impl Daemon {
                 });
             }
         }
+        self.judge_error_rate(r, max_error_rate).await
+    }
+
+    /// The share of 5xx among the new release's answers so far (the proxy counts them per
+    /// instance from the moment the instance joined the table).
+    async fn judge_error_rate(&self, r: &Rollout<'_>, max: f64) -> Result<(), Failure> {
+        let outcomes: Vec<(String, u32, u64, u64)> = {
+            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            match running.get(&r.app) {
+                Some(live) if live.id == r.release => live
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let (answered, errors) = m.upstream.outcomes();
+                        (m.service.clone(), m.index, answered, errors)
+                    })
+                    .collect(),
+                _ => return Ok(()),
+            }
+        };
+        let answered: u64 = outcomes.iter().map(|o| o.2).sum();
+        let errors: u64 = outcomes.iter().map(|o| o.3).sum();
+        if answered < DeploySpec::ERROR_RATE_MIN_REQUESTS
+            || (errors as f64) <= max * answered as f64
+        {
+            return Ok(());
+        }
+        let worst = outcomes
+            .iter()
+            .max_by_key(|o| o.3)
+            .map(|(service, index, a, e)| {
+                format!("; most from service {service} instance {index} ({e} of {a})")
+            })
+            .unwrap_or_default();
+        Err(Failure {
+            gate: "watch",
+            reason: format!(
+                "watch window: {errors} of {answered} requests to {} {} answered 5xx ({}), above max_error_rate {}{worst}",
+                r.app,
+                r.release,
+                percent(errors as f64 / answered as f64),
+                percent(max)
+            ),
+            hint: Some(format!(
+                "see `berth logs {}`; raise [deploy] max_error_rate if this rate is normal for the app",
+                r.app
+            )),
+            tail: self.log_tail(&r.app, &r.release).await,
+        })
     }
 
     /// Replace the old release's unrouted instances one at a time: start the new one, wait for
@@ -1017,4 +1085,14 @@ fn loopback(addr: SocketAddr) -> SocketAddr {
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
+}
+
+/// `0.053` → `"5.3%"`.
+fn percent(fraction: f64) -> String {
+    let p = fraction * 100.0;
+    if (p - p.round()).abs() < 0.05 {
+        format!("{p:.0}%")
+    } else {
+        format!("{p:.1}%")
+    }
 }

@@ -266,6 +266,7 @@ import base64, hashlib, os, struct, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 RELEASE = os.environ["BERTH_RELEASE"]
 STATUS = int(os.environ.get("STATUS", "200"))
+FAIL_PATH = os.environ.get("FAIL_PATH")
 if os.environ.get("CRASH_AFTER"):
     threading.Timer(float(os.environ["CRASH_AFTER"]), lambda: os._exit(9)).start()
 class H(BaseHTTPRequestHandler):
@@ -274,7 +275,8 @@ class H(BaseHTTPRequestHandler):
         if self.path == "/ws":
             return self.websocket()
         body = ("release " + RELEASE + "\n").encode()
-        self.send_response(200 if self.path == "/health" else STATUS)
+        status = 500 if self.path == FAIL_PATH else STATUS
+        self.send_response(200 if self.path == "/health" else status)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

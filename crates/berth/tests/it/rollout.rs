@@ -221,6 +221,51 @@ fn a_crash_in_the_watch_window_rolls_back() {
 }
 
 #[test]
+fn errors_above_the_threshold_in_the_watch_window_roll_back() {
+    let d = Daemon::start();
+    let gates = "[deploy]\nsmoke = [{ path = \"/\" }]\nwatch = \"4s\"\nmax_error_rate = \"20%\"\n";
+    let good = ws_app("flaky", "", gates);
+    assert_eq!(
+        made_live(&d.berth(&["deploy", good.path().to_str().unwrap()])),
+        "r1"
+    );
+    // Traffic as users send it: most to `/`, one in four to `/api`, which r2 breaks.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (stop, addr) = (stop.clone(), d.http);
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let path = if n % 4 == 0 { "/api" } else { "/" };
+                let _ = http_get(addr, "localhost", path);
+                n += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let bad = ws_app(
+        "flaky",
+        "",
+        &format!("{gates}[env]\nFAIL_PATH = \"/api\"\n"),
+    );
+    let run = d.berth(&["deploy", bad.path().to_str().unwrap()]);
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("failed at the watch gate"), "{run:?}");
+    assert!(
+        run.stderr.contains("requests to flaky r2 answered 5xx")
+            && run.stderr.contains("above max_error_rate 20%"),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr.contains("rolled back to r1, which serves again"),
+        "{run:?}"
+    );
+    assert_eq!(d.get("/api").unwrap(), (200, "release r1\n".to_owned()));
+}
+
+#[test]
 fn rollback_releases_dry_run_and_history() {
     let d = Daemon::start();
     let app = ws_app("flip", "", "");
