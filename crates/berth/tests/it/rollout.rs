@@ -236,7 +236,7 @@ fn errors_above_the_threshold_in_the_watch_window_roll_back() {
         std::thread::spawn(move || {
             let mut n = 0u32;
             while !stop.load(Ordering::Relaxed) {
-                let path = if n % 4 == 0 { "/api" } else { "/" };
+                let path = if n.is_multiple_of(4) { "/api" } else { "/" };
                 let _ = http_get(addr, "localhost", path);
                 n += 1;
                 std::thread::sleep(Duration::from_millis(10));
