@@ -45,6 +45,12 @@ pub struct ProxyConfig {
     pub max_concurrent_streams: u32,
     /// Access log destination.
     pub access_log: AccessLog,
+    /// Pending ACME HTTP-01 challenges, answered on plain HTTP before routing (and never
+    /// redirected to HTTPS).
+    pub http01: Option<tls::Http01Challenges>,
+    /// Port of the HTTPS listener, for the `Location` of HTTP → HTTPS redirects (left out of
+    /// the URL when 443). `None`: no HTTPS listener, routes are never redirected.
+    pub https_port: Option<u16>,
 }
 
 impl Default for ProxyConfig {
@@ -61,6 +67,8 @@ impl Default for ProxyConfig {
             upstream_max_idle: 256,
             max_concurrent_streams: 256,
             access_log: AccessLog::default(),
+            http01: None,
+            https_port: None,
         }
     }
 }

@@ -68,24 +68,39 @@ impl Proxy {
             host.as_ref().and_then(|h| h.to_str().ok()),
             req.uri().path(),
         );
-        let result = match entry {
-            None => Err(ProxyError::NoRoute),
-            Some(entry) => {
+        let on_http = conn.proto == "http";
+        let challenge = on_http && tls::Http01Challenges::is_challenge_path(req.uri().path());
+        let key_authorization = match (&self.config.http01, challenge) {
+            (Some(pending), true) => pending.response(req.uri().path()),
+            _ => None,
+        };
+        let result = match (key_authorization, entry) {
+            (Some(key_authorization), _) => Ok(acme_answer(key_authorization)),
+            (None, None) => Err(ProxyError::NoRoute),
+            (None, Some(entry)) => {
                 record.metrics = Some(entry.metrics.clone());
                 record.route = Some(entry.label.clone());
-                let accept_encoding = req.headers().get(header::ACCEPT_ENCODING).cloned();
-                let resp = match &entry.route.target {
-                    Target::Service(pool) => {
-                        self.forward(pool, entry, req, &conn, &mut record, host.as_ref())
-                            .await
+                match self.config.https_port {
+                    Some(port) if on_http && !challenge && entry.route.https_redirect => {
+                        self.metrics.global.https_redirects.fetch_add(1, Relaxed);
+                        https_redirect(host.as_ref(), req.uri(), port)
                     }
-                    Target::Static { root, spa } => {
-                        let (parts, _body) = req.into_parts();
-                        let rel = rel_path(parts.uri.path(), entry.strip_len);
-                        Ok(files::serve(root, *spa, &rel, &parts).await)
+                    _ => {
+                        let accept_encoding = req.headers().get(header::ACCEPT_ENCODING).cloned();
+                        let resp = match &entry.route.target {
+                            Target::Service(pool) => {
+                                self.forward(pool, entry, req, &conn, &mut record, host.as_ref())
+                                    .await
+                            }
+                            Target::Static { root, spa } => {
+                                let (parts, _body) = req.into_parts();
+                                let rel = rel_path(parts.uri.path(), entry.strip_len);
+                                Ok(files::serve(root, *spa, &rel, &parts).await)
+                            }
+                        };
+                        resp.map(|r| compress::maybe_compress(accept_encoding.as_ref(), r))
                     }
-                };
-                resp.map(|r| compress::maybe_compress(accept_encoding.as_ref(), r))
+                }
             }
         };
         record.host = host;
@@ -467,6 +482,41 @@ where
     let (mut parts, body) = resp.into_parts();
     forward::strip_hop_by_hop(&mut parts.headers, upgrade);
     Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
+}
+
+/// `200 text/plain` with the key authorization of an ACME HTTP-01 challenge.
+fn acme_answer(key_authorization: String) -> Response<Body> {
+    let mut resp = Response::new(crate::full_body(key_authorization));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp
+}
+
+/// `308` to the same host, path and query on HTTPS (port `https_port`, left out when 443).
+fn https_redirect(
+    host: Option<&HeaderValue>,
+    uri: &Uri,
+    https_port: u16,
+) -> Result<Response<Body>> {
+    let authority = host
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        .ok_or(ProxyError::BadRequest)?;
+    let name = authority.host();
+    let port = if https_port == 443 {
+        String::new()
+    } else {
+        format!(":{https_port}")
+    };
+    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let location = HeaderValue::from_str(&format!("https://{name}{port}{target}"))
+        .map_err(|_| ProxyError::BadRequest)?;
+    let mut resp = Response::new(empty_body());
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, location);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    Ok(resp)
 }
 
 fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {

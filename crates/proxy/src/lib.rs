@@ -90,6 +90,7 @@ pub async fn run_single(
             path: "/".into(),
             strip_prefix: false,
             max_body: None,
+            https_redirect: false,
             target: Target::Service(Arc::new(pool)),
         }],
     });

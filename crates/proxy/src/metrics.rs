@@ -57,6 +57,8 @@ pub(crate) struct Global {
     pub websockets: AtomicU64,
     pub access_log_dropped: AtomicU64,
     pub table_swaps: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
+    pub https_redirects: AtomicU64,
 }
 
 /// Upstream failures by service and kind.
@@ -193,7 +195,7 @@ impl Registry {
             );
         }
         let g = &self.global;
-        let simple: [(&str, &str, &str, &AtomicU64); 7] = [
+        let simple: [(&str, &str, &str, &AtomicU64); 9] = [
             (
                 "berth_proxy_unrouted_requests_total",
                 "counter",
@@ -235,6 +237,18 @@ impl Registry {
                 "counter",
                 "Route tables published.",
                 &g.table_swaps,
+            ),
+            (
+                "berth_proxy_tls_handshake_failures_total",
+                "counter",
+                "TLS handshakes that failed or timed out.",
+                &g.tls_handshake_failures,
+            ),
+            (
+                "berth_proxy_https_redirects_total",
+                "counter",
+                "Plain HTTP requests redirected to HTTPS (308).",
+                &g.https_redirects,
             ),
         ];
         for (name, kind, help, v) in simple {

@@ -50,7 +50,7 @@ pub(crate) struct ServeCtx {
 /// What a connection's requests share.
 pub(crate) struct ConnShared {
     pub client: ClientAddr,
-    /// `http` (later `https` on TLS listeners).
+    /// `http` or `https` (TLS listener).
     pub proto: &'static str,
     pub serve: Arc<ServeCtx>,
     active: AtomicUsize,
@@ -175,15 +175,38 @@ impl Proxy {
         self.metrics.render()
     }
 
-    /// Accept connections until `shutdown` resolves; then stop accepting, let in-flight
-    /// requests and WebSockets finish for up to `drain_grace`, and close what is left.
+    /// Accept plain HTTP connections until `shutdown` resolves; then stop accepting, let
+    /// in-flight requests and WebSockets finish for up to `drain_grace`, and close what is left.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
+        self.listen(listener, None, shutdown).await
+    }
+
+    /// Like [`Proxy::serve`], for TLS: each connection's handshake (SNI picks the certificate,
+    /// ALPN `h2` or `http/1.1`) must finish within the header-read timeout; a TLS-ALPN-01
+    /// validation connection (ALPN `acme-tls/1`) is closed right after its handshake.
+    pub async fn serve_tls(
+        self: Arc<Self>,
+        listener: TcpListener,
+        config: Arc<tls::rustls::ServerConfig>,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        self.listen(listener, Some(acceptor), shutdown).await
+    }
+
+    async fn listen(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "proxy listening");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, scheme, version = env!("CARGO_PKG_VERSION"), "proxy listening");
         let ctx = Arc::new(ServeCtx {
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
@@ -199,7 +222,10 @@ impl Proxy {
                         let _ = stream.set_nodelay(true);
                         let proxy = self.clone();
                         let c = ctx.clone();
-                        ctx.tracker.spawn(async move { proxy.serve_connection(stream, peer, "http", c).await });
+                        match &tls {
+                            None => ctx.tracker.spawn(proxy.serve_connection(stream, peer, "http", c)),
+                            Some(acceptor) => ctx.tracker.spawn(proxy.serve_tls_connection(acceptor.clone(), stream, peer, c)),
+                        };
                     }
                     Err(err) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -225,8 +251,46 @@ impl Proxy {
         Ok(())
     }
 
-    /// Serve one client connection (HTTP/1.1 or h2c prior knowledge) over any byte stream;
-    /// a TLS listener calls this with the TLS stream and `proto = "https"`.
+    async fn serve_tls_connection(
+        self: Arc<Self>,
+        acceptor: tokio_rustls::TlsAcceptor,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        serve: Arc<ServeCtx>,
+    ) {
+        let handshake = tokio::select! {
+            res = tokio::time::timeout(self.config.header_read_timeout, acceptor.accept(stream)) => res,
+            () = serve.shutdown.cancelled() => return,
+        };
+        let mut tls = match handshake {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(err)) => {
+                self.metrics
+                    .global
+                    .tls_handshake_failures
+                    .fetch_add(1, Relaxed);
+                tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                self.metrics
+                    .global
+                    .tls_handshake_failures
+                    .fetch_add(1, Relaxed);
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        if tls.get_ref().1.alpn_protocol() == Some(tls::ACME_TLS_ALPN) {
+            // TLS-ALPN-01 validation: the handshake was the answer.
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+            return;
+        }
+        self.serve_connection(tls, peer, "https", serve).await;
+    }
+
+    /// Serve one client connection (HTTP/1.1, or HTTP/2 by prior knowledge or ALPN) over any
+    /// byte stream; the TLS listener calls this with the TLS stream and `proto = "https"`.
     pub(crate) async fn serve_connection<I>(
         self: Arc<Self>,
         io: I,

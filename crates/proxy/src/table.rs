@@ -33,6 +33,9 @@ pub struct Route {
     pub strip_prefix: bool,
     /// Largest request body in bytes; `None` takes [`crate::ProxyConfig::max_body`].
     pub max_body: Option<u64>,
+    /// The app has TLS: plain HTTP requests get `308` to the same URL on HTTPS (when the
+    /// proxy has an HTTPS listener), except ACME HTTP-01 challenges.
+    pub https_redirect: bool,
     pub target: Target,
 }
 
@@ -210,6 +213,7 @@ mod tests {
             path: path.into(),
             strip_prefix: false,
             max_body: None,
+            https_redirect: false,
             target: Target::Static {
                 root: PathBuf::new(),
                 spa: false,

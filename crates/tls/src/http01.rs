@@ -30,12 +30,14 @@ impl Http01Challenges {
         path.starts_with(PREFIX)
     }
 
-    pub(crate) fn insert(&self, token: &str, key_authorization: &str) {
+    /// Answer `token` with `key_authorization` until [`Http01Challenges::remove`]; the
+    /// [`crate::Manager`] calls this while an order is validated.
+    pub fn insert(&self, token: &str, key_authorization: &str) {
         let mut tokens = self.tokens.write().unwrap();
         tokens.insert(token.to_owned(), key_authorization.to_owned());
     }
 
-    pub(crate) fn remove(&self, token: &str) {
+    pub fn remove(&self, token: &str) {
         self.tokens.write().unwrap().remove(token);
     }
 }

@@ -443,6 +443,7 @@ impl Daemon {
                     path: r.path.clone(),
                     strip_prefix: r.strip_prefix,
                     max_body: Some(r.max_body.unwrap_or(release.spec.proxy.max_body)),
+                    https_redirect: false,
                     target,
                 });
             }

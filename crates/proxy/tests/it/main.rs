@@ -5,6 +5,7 @@ mod support;
 mod drain;
 mod files;
 mod forwarding;
+mod https;
 mod limits;
 mod observe;
 mod routing;

@@ -145,6 +145,7 @@ pub fn route(id: &str, host: HostPattern, path: &str, pool: &Arc<Pool>) -> Route
         path: path.into(),
         strip_prefix: false,
         max_body: None,
+        https_redirect: false,
         target: Target::Service(pool.clone()),
     }
 }
