@@ -15,6 +15,7 @@ mod overlay;
 mod routes;
 mod schema;
 mod secrets;
+mod tls;
 mod units;
 mod walk;
 
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use secrets::{SecretKind, SecretSpec, expand};
+pub use tls::certificate_names;
 pub use units::{parse_duration, parse_size};
 
 /// Parses and validates a berth.toml. `file` is the name shown in diagnostics
@@ -61,6 +63,8 @@ pub struct AppSpec {
     pub proxy: ProxySpec,
     /// `[deploy]`: gates after the switch, releases kept.
     pub deploy: DeploySpec,
+    /// `[tls]`: the certificate for the app's route hosts; `None` serves plain HTTP only.
+    pub tls: Option<TlsSpec>,
     /// The environment applied (`--env NAME`), if any.
     pub environment: Option<String>,
     /// Names of all `[environments.NAME]` the file defines, sorted.
@@ -111,6 +115,40 @@ impl AppSpec {
             }
         })
     }
+}
+
+/// `[tls]`: where the certificate for the app's route hosts ([`certificate_names`]) comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSpec {
+    /// `acme = { email, directory?, challenge? }`: obtained and renewed from an ACME CA.
+    /// Wildcard names are validated with DNS-01 through the daemon's hook whatever `challenge`
+    /// says.
+    Acme {
+        email: String,
+        /// The CA's directory URL; default Let's Encrypt.
+        directory: String,
+        challenge: AcmeChallenge,
+    },
+    /// `self_signed = true`: a certificate made on the server, trusted by no one; for
+    /// development.
+    SelfSigned,
+    /// `cert = "..."`, `key = "..."`: PEM files on the server (relative paths are taken from
+    /// the release directory), reloaded when they change.
+    Files { cert: String, key: String },
+}
+
+impl TlsSpec {
+    pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+}
+
+/// How the ACME CA checks the names (`challenge = "http-01"`, the default, or `"tls-alpn-01"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AcmeChallenge {
+    /// Port 80: `/.well-known/acme-challenge/TOKEN`, answered by berth's HTTP listener.
+    #[default]
+    Http01,
+    /// Port 443: a TLS handshake with ALPN `acme-tls/1`, answered by berth's TLS listener.
+    TlsAlpn01,
 }
 
 /// `[deploy]`.

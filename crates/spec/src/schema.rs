@@ -18,10 +18,10 @@ use crate::{
 };
 
 const ROOT_KEYS: &[&str] = &[
-    "app", "build", "env", "secrets", "services", "routes", "proxy", "deploy",
+    "app", "build", "env", "secrets", "services", "routes", "proxy", "deploy", "tls",
 ];
 /// Sections of the target design (DESIGN.md) that this version does not read yet.
-const LATER_KEYS: &[&str] = &["tls", "databases", "backups", "alerts", "notify"];
+const LATER_KEYS: &[&str] = &["databases", "backups", "alerts", "notify"];
 const APP_KEYS: &[&str] = &["name"];
 const BUILD_KEYS: &[&str] = &["command"];
 const SERVICE_KEYS: &[&str] = &[
@@ -192,6 +192,7 @@ fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
         .get("deploy")
         .map(|v| crate::deploy::deploy(w, v))
         .unwrap_or_default();
+    let tls = root.get("tls").map(|v| crate::tls::tls(w, v, &routes));
 
     let has_static = routes
         .iter()
@@ -215,6 +216,7 @@ fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
         routes,
         proxy,
         deploy,
+        tls: tls.flatten(),
         environment: None,
         environments: Vec::new(),
     })
