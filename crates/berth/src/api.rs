@@ -11,6 +11,9 @@ pub struct DaemonInfo {
     pub state_dir: String,
     /// Bound proxy address, e.g. `127.0.0.1:8080`.
     pub http: Option<String>,
+    /// Bound TLS listener, if the daemon has one (`--https`).
+    #[serde(default)]
+    pub https: Option<String>,
     pub admin: Option<String>,
 }
 
@@ -19,6 +22,30 @@ pub struct DaemonInfo {
 pub struct Status {
     pub daemon: DaemonInfo,
     pub apps: Vec<AppStatus>,
+    /// One per app with `[tls]` (of the apps shown).
+    #[serde(default)]
+    pub certificates: Vec<CertificateStatus>,
+}
+
+/// A certificate berth serves (or is obtaining) for an app. Times are UTC, RFC 3339.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CertificateStatus {
+    pub app: String,
+    /// `acme`, `self-signed` or `files`.
+    pub source: String,
+    pub names: Vec<String>,
+    /// Whether a certificate is being served for the app now.
+    pub serving: bool,
+    pub issuer: Option<String>,
+    pub not_after: Option<String>,
+    /// Whole days until `not_after` (negative once expired).
+    pub expires_in_days: Option<i64>,
+    pub serial: Option<String>,
+    /// Last ACME order or file (re)load, and its error if it failed.
+    pub last_attempt: Option<String>,
+    pub last_error: Option<String>,
+    /// When the next ACME order is due (renewal, or retry after a failure).
+    pub next_attempt: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::api::Status;
+use crate::api::{CertificateStatus, Status};
 use crate::client::Client;
 use crate::output;
 
@@ -63,7 +63,47 @@ pub async fn run(state: &Path, app: Option<&str>, json: bool) -> Result<u8> {
             ));
         }
     }
+    if !status.certificates.is_empty() {
+        certificates(&status.certificates, status.daemon.https.is_some());
+    }
     Ok(0)
+}
+
+fn certificates(certs: &[CertificateStatus], has_https: bool) {
+    output::line("certificates");
+    for c in certs {
+        let expiry = match (&c.not_after, c.expires_in_days) {
+            (Some(at), Some(days)) if days < 0 => format!("EXPIRED {at}"),
+            (Some(at), Some(days)) => format!("expires {at} ({days} days)"),
+            _ => "not issued yet".to_owned(),
+        };
+        output::line(format!(
+            "  {:<16} {:<11} {}  {}{}",
+            c.app,
+            c.source,
+            c.names.join(", "),
+            expiry,
+            c.issuer
+                .as_deref()
+                .map(|i| format!("  issuer {i}"))
+                .unwrap_or_default(),
+        ));
+        if let Some(err) = &c.last_error {
+            let when = c.last_attempt.as_deref().unwrap_or("-");
+            output::line(format!("    last attempt {when} failed: {err}"));
+            if c.serving {
+                output::line("    the previous certificate keeps serving");
+            }
+        }
+        if let Some(next) = &c.next_attempt {
+            output::line(format!("    next attempt {next}"));
+        }
+    }
+    if !has_https {
+        output::line(
+            "  warning: the daemon has no HTTPS listener (berth serve --https ADDR); these certificates are not served",
+        );
+    }
 }
 
 fn human_secs(s: u64) -> String {

@@ -29,7 +29,10 @@ pub struct Daemon {
     pub(super) supervisor: Supervisor,
     pub(super) proxy: Arc<Proxy>,
     pub(super) http: SocketAddr,
+    https: Option<SocketAddr>,
     admin: Option<SocketAddr>,
+    /// Certificates of the apps with `[tls]`.
+    pub(super) certs: super::certs::Certs,
     /// The release serving each app.
     pub(super) running: Mutex<BTreeMap<String, Release>>,
     /// Apps with a deploy or rollback in progress, and the release it goes to.
@@ -87,14 +90,21 @@ impl Failure {
 }
 
 impl Daemon {
-    pub fn open(state: &Path, http: SocketAddr, admin: Option<SocketAddr>) -> Result<Arc<Daemon>> {
+    pub fn open(
+        state: &Path,
+        listen: super::Listen,
+        tls: &super::certs::TlsArgs,
+    ) -> Result<Arc<Daemon>> {
         let store = Store::open(&state.join("state.db")).context("open the state database")?;
         let key_path = state.join(secrets::KEY_FILE);
         let key = secrets::Key::load_or_create(&key_path)
             .with_context(|| format!("load the secrets key {}", key_path.display()))?;
         let supervisor = Supervisor::new(SupervisorOptions::new(state.join("logs")));
+        let certs = super::certs::Certs::open(state, tls)?;
         let proxy = Proxy::new(ProxyConfig {
             access_log: proxy::AccessLog::File(state.join("logs").join("access.log")),
+            http01: Some(certs.http01.clone()),
+            https_port: listen.https.map(|a| a.port()),
             ..ProxyConfig::default()
         });
         Ok(Arc::new(Daemon {
@@ -102,8 +112,10 @@ impl Daemon {
             store: Mutex::new(store),
             supervisor,
             proxy,
-            http,
-            admin,
+            http: listen.http,
+            https: listen.https,
+            admin: listen.admin,
+            certs,
             running: Mutex::new(BTreeMap::new()),
             deploying: Mutex::new(BTreeMap::new()),
             locks: Mutex::new(BTreeMap::new()),
@@ -125,6 +137,7 @@ impl Daemon {
             pid: std::process::id(),
             state_dir: self.state.display().to_string(),
             http: Some(self.http.to_string()),
+            https: self.https.map(|a| a.to_string()),
             admin: self.admin.map(|a| a.to_string()),
         }
     }
@@ -443,12 +456,17 @@ impl Daemon {
                     path: r.path.clone(),
                     strip_prefix: r.strip_prefix,
                     max_body: Some(r.max_body.unwrap_or(release.spec.proxy.max_body)),
-                    https_redirect: false,
+                    https_redirect: self.https.is_some() && release.spec.tls.is_some(),
                     target,
                 });
             }
         }
         self.proxy.publish(RouteTable { routes });
+        self.certs.sync(
+            running
+                .iter()
+                .map(|(app, r)| (app.as_str(), &*r.spec, r.dir.as_path())),
+        );
     }
 
     // ---- status -----------------------------------------------------------------------------
@@ -479,6 +497,9 @@ impl Daemon {
         Ok(api::Status {
             daemon: self.info(),
             apps,
+            certificates: self
+                .certs
+                .status(|app| only.as_deref().is_none_or(|o| o == app)),
         })
     }
 

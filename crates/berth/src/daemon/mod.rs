@@ -13,6 +13,7 @@ mod api;
 mod apps;
 mod body;
 mod build;
+mod certs;
 mod history;
 mod logs;
 mod plan;
@@ -20,6 +21,15 @@ mod rollout;
 mod secrets;
 
 pub use apps::Daemon;
+pub use certs::TlsArgs;
+
+/// The daemon's bound listeners.
+#[derive(Debug, Clone, Copy)]
+pub struct Listen {
+    pub http: SocketAddr,
+    pub https: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+}
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -29,6 +39,8 @@ pub struct ServeArgs {
     /// Address of the admin listener serving /metrics (off unless given).
     #[arg(long)]
     pub admin: Option<SocketAddr>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 pub fn init_tracing() {
@@ -72,18 +84,28 @@ pub async fn serve(state: &Path, args: ServeArgs) -> Result<u8> {
         ),
         None => None,
     };
+    let https = match args.tls.https {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listen for HTTPS on {addr}"))?,
+        ),
+        None => None,
+    };
     let sock_path = crate::client::socket_path(state);
     let control = bind_control_socket(&sock_path).await?;
 
-    let daemon = Daemon::open(
-        state,
-        http.local_addr()?,
-        admin.as_ref().map(|l| l.local_addr()).transpose()?,
-    )?;
+    let listen = Listen {
+        http: http.local_addr()?,
+        https: https.as_ref().map(|l| l.local_addr()).transpose()?,
+        admin: admin.as_ref().map(|l| l.local_addr()).transpose()?,
+    };
+    let daemon = Daemon::open(state, listen, &args.tls)?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         state = %state.display(),
         http = %http.local_addr()?,
+        https = ?listen.https,
         admin = ?admin.as_ref().map(|l| l.local_addr()),
         control = %sock_path.display(),
         "berth daemon started"
@@ -94,6 +116,19 @@ pub async fn serve(state: &Path, args: ServeArgs) -> Result<u8> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let proxy_task = tokio::spawn(daemon.proxy().clone().serve(http, stopped(stop_rx.clone())));
+    let https_task = match https {
+        Some(listener) => {
+            let config = tls::server_config(&daemon.certs.store)
+                .context("set up TLS for the HTTPS listener")?;
+            Some(tokio::spawn(daemon.proxy().clone().serve_tls(
+                listener,
+                config,
+                stopped(stop_rx.clone()),
+            )))
+        }
+        None => None,
+    };
+    let certs_task = tokio::spawn(daemon.certs.manager.clone().run(stopped(stop_rx.clone())));
     let admin_task = admin.map(|l| {
         tokio::spawn(api::serve_admin(
             daemon.clone(),
@@ -114,6 +149,12 @@ pub async fn serve(state: &Path, args: ServeArgs) -> Result<u8> {
     if let Err(err) = proxy_task.await? {
         tracing::warn!(error = %err, "proxy listener ended with an error");
     }
+    if let Some(task) = https_task
+        && let Err(err) = task.await?
+    {
+        tracing::warn!(error = %err, "HTTPS listener ended with an error");
+    }
+    let _ = certs_task.await;
     if let Some(task) = admin_task {
         let _ = task.await;
     }

@@ -77,10 +77,17 @@ pub struct Daemon {
     pub http: SocketAddr,
     /// Extra environment of the daemon process (e.g. `BERTH_TEST_PAUSE_AT`).
     pub env: Vec<(String, String)>,
+    /// Arguments of `berth serve` (default `--http 127.0.0.1:0`).
+    pub args: Vec<String>,
 }
 
 impl Daemon {
     pub fn start() -> Daemon {
+        Daemon::start_with(&["--http", "127.0.0.1:0"], &[])
+    }
+
+    /// `berth serve ARGS` with extra environment `env`.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let state = tempfile::Builder::new()
             .prefix("berth-it-")
             .tempdir()
@@ -89,7 +96,11 @@ impl Daemon {
             state,
             child: None,
             http: "127.0.0.1:1".parse().unwrap(),
-            env: vec![],
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         d.restart();
         d
@@ -107,7 +118,8 @@ impl Daemon {
             .open(self.path().join("daemon.log"))
             .unwrap();
         let child = Command::new(BERTH)
-            .args(["serve", "--http", "127.0.0.1:0"])
+            .arg("serve")
+            .args(&self.args)
             .env("BERTH_STATE", self.path())
             .env("BERTH_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k, v)))

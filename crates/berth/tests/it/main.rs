@@ -7,5 +7,6 @@ mod check;
 mod daemon;
 mod demo;
 mod deploy;
+mod https;
 mod rollout;
 mod secrets;

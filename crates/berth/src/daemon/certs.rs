@@ -1,0 +1,147 @@
+//! Certificates for the apps with `[tls]`: what the [`tls::Manager`] should hold, derived from
+//! the releases that serve, and how it is reported in status.
+//!
+//! The manager keeps one certificate per app (id = the app's instance name, e.g. `shop` or
+//! `shop.staging`) for the app's route hosts. It is told the whole set whenever the route table
+//! is republished; an unchanged set is not passed on, so a republish costs nothing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use spec::{AcmeChallenge, AppSpec, TlsSpec};
+use tls::{CertSource, CertSpec, ChallengeKind, SourceKind};
+
+use crate::api;
+
+/// `berth serve` options about certificates.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// Address of the HTTPS listener (0.0.0.0:443 in production). Without it, apps with [tls]
+    /// get their certificates but are served over plain HTTP only.
+    #[arg(long)]
+    pub https: Option<std::net::SocketAddr>,
+    /// PEM file of a CA to trust for the ACME directory's own HTTPS, besides the public roots
+    /// (a private ACME CA, or pebble in tests).
+    #[arg(long, value_name = "FILE")]
+    pub acme_ca_root: Option<PathBuf>,
+    /// Command run with `sh -c` to set and clear the `_acme-challenge` TXT record for wildcard
+    /// names (DNS-01). It gets BERTH_DNS_ACTION=set|clear, BERTH_DNS_NAME and BERTH_DNS_VALUE.
+    #[arg(long, value_name = "COMMAND")]
+    pub acme_dns_hook: Option<String>,
+}
+
+/// The certificate manager and the last set of certificates it was given.
+pub struct Certs {
+    pub manager: tls::Manager,
+    pub store: tls::CertStore,
+    pub http01: tls::Http01Challenges,
+    wanted: Mutex<Vec<CertSpec>>,
+}
+
+impl Certs {
+    pub fn open(state: &Path, args: &TlsArgs) -> Result<Certs> {
+        let mut config = tls::ManagerConfig::new(state.join("certs"));
+        if let Some(path) = &args.acme_ca_root {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("read --acme-ca-root {}", path.display()))?;
+            config.extra_roots = tls::certs_from_pem(&pem).with_context(|| {
+                format!("--acme-ca-root {}: no PEM certificate", path.display())
+            })?;
+        }
+        config.dns_hook = args.acme_dns_hook.clone();
+        if std::env::var_os("BERTH_TEST_ACME_FAST").is_some() {
+            // Tests: orders back to back, quick retries.
+            config.order_gap = std::time::Duration::from_millis(200);
+            config.retry_min = std::time::Duration::from_secs(2);
+        }
+        let store = tls::CertStore::new();
+        let http01 = tls::Http01Challenges::new();
+        let manager = tls::Manager::new(config, store.clone(), http01.clone())
+            .context("open the certificate directory")?;
+        Ok(Certs {
+            manager,
+            store,
+            http01,
+            wanted: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Make the manager hold exactly the certificates of `apps` (app name, spec, release dir).
+    pub fn sync<'a>(&self, apps: impl Iterator<Item = (&'a str, &'a AppSpec, &'a Path)>) {
+        let specs: Vec<CertSpec> = apps
+            .filter_map(|(app, spec, dir)| cert_spec(app, spec, dir))
+            .collect();
+        let mut wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+        if *wanted == specs {
+            return;
+        }
+        *wanted = specs.clone();
+        drop(wanted);
+        for (id, err) in self.manager.set_certs(specs) {
+            tracing::warn!(app = id, error = %err, "certificate not loaded; see `berth status`");
+        }
+    }
+
+    /// Status of the certificates of the apps `only` lets through.
+    pub fn status(&self, only: impl Fn(&str) -> bool) -> Vec<api::CertificateStatus> {
+        let now = SystemTime::now();
+        let time = supervisor::logs::format_time;
+        self.manager
+            .status()
+            .into_iter()
+            .filter(|s| only(&s.id))
+            .map(|s| api::CertificateStatus {
+                source: match s.source {
+                    SourceKind::Acme => "acme",
+                    SourceKind::SelfSigned => "self-signed",
+                    SourceKind::Files => "files",
+                }
+                .to_owned(),
+                names: s.names,
+                serving: s.serving,
+                issuer: s.issuer,
+                expires_in_days: s.not_after.map(|t| match t.duration_since(now) {
+                    Ok(left) => (left.as_secs() / 86_400) as i64,
+                    Err(past) => -((past.duration().as_secs() / 86_400) as i64) - 1,
+                }),
+                not_after: s.not_after.map(time),
+                serial: s.serial,
+                last_attempt: s.last_attempt.map(time),
+                last_error: s.last_error,
+                next_attempt: s.next_attempt.map(time),
+                app: s.id,
+            })
+            .collect()
+    }
+}
+
+/// The certificate of one app, from its `[tls]` and route hosts; `None` without `[tls]`.
+fn cert_spec(app: &str, spec: &AppSpec, release_dir: &Path) -> Option<CertSpec> {
+    let names = spec::certificate_names(&spec.routes);
+    let source = match spec.tls.as_ref()? {
+        TlsSpec::Acme {
+            email,
+            directory,
+            challenge,
+        } => CertSource::Acme {
+            email: email.clone(),
+            directory: directory.clone(),
+            names,
+            challenge: match challenge {
+                AcmeChallenge::Http01 => ChallengeKind::Http01,
+                AcmeChallenge::TlsAlpn01 => ChallengeKind::TlsAlpn01,
+            },
+        },
+        TlsSpec::SelfSigned => CertSource::SelfSigned { names },
+        TlsSpec::Files { cert, key } => CertSource::Files {
+            cert: release_dir.join(cert),
+            key: release_dir.join(key),
+        },
+    };
+    Some(CertSpec {
+        id: app.to_owned(),
+        source,
+    })
+}

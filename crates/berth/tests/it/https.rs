@@ -1,0 +1,325 @@
+//! Automatic HTTPS through the daemon: real certificates from a real ACME CA (pebble) by
+//! HTTP-01 and TLS-ALPN-01 against berth's own listeners, pages fetched with curl over h2, the
+//! HTTP → HTTPS redirect, certificates surviving a restart, and status.
+//!
+//! pebble resolves every name through `pebble-challtestsrv` (DNS only), which answers
+//! 127.0.0.1; pebble's `httpPort`/`tlsPort` are the daemon's HTTP and HTTPS listeners.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+/// A port nobody listens on right now (TCP and UDP), for programs told a port in advance.
+fn free_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// pebble and its DNS server, killed on drop.
+struct Pebble {
+    dir: tempfile::TempDir,
+    directory: String,
+    /// PEM: the CA of pebble's own HTTPS (give to `--acme-ca-root`).
+    https_root: PathBuf,
+    /// PEM: the root of the certificates pebble issues (clients trust it).
+    issuer_root: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Pebble {
+    fn start(http_port: u16, tls_port: u16) -> Pebble {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "berth test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let https_root = dir.path().join("https-root.pem");
+        std::fs::write(&https_root, ca.pem()).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+
+        let (listen, management, dns, challtest) =
+            (free_port(), free_port(), free_port(), free_port());
+        let config = serde_json::json!({
+            "pebble": {
+                "listenAddress": format!("127.0.0.1:{listen}"),
+                "managementListenAddress": format!("127.0.0.1:{management}"),
+                "certificate": dir.path().join("cert.pem"),
+                "privateKey": dir.path().join("key.pem"),
+                "httpPort": http_port,
+                "tlsPort": tls_port,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": false,
+                "certificateValidityPeriod": 3600,
+            }
+        });
+        let config_path = dir.path().join("pebble.json");
+        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+        let dns_server = Command::new("pebble-challtestsrv")
+            .args(["-dns01", &format!("127.0.0.1:{dns}")])
+            .args(["-management", &format!("127.0.0.1:{challtest}")])
+            .args([
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-defaultIPv6",
+                "",
+            ])
+            .args(["-defaultIPv4", "127.0.0.1"])
+            .stdout(log("challtestsrv.log"))
+            .stderr(log("challtestsrv.err"))
+            .spawn()
+            .expect("pebble-challtestsrv (Debian package pebble) must be installed");
+        let pebble = Command::new("pebble")
+            .arg("-config")
+            .arg(&config_path)
+            .args(["-dnsserver", &format!("127.0.0.1:{dns}"), "-strict=false"])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_VA_ALWAYS_VALID", "0")
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .stdout(log("pebble.log"))
+            .stderr(log("pebble.err"))
+            .spawn()
+            .expect("pebble (Debian package pebble) must be installed");
+        let mut p = Pebble {
+            directory: format!("https://127.0.0.1:{listen}/dir"),
+            issuer_root: dir.path().join("issuer-root.pem"),
+            https_root,
+            dir,
+            children: vec![dns_server, pebble],
+        };
+        let roots_url = format!("https://127.0.0.1:{management}/roots/0");
+        let pem = wait_for("pebble to come up", Duration::from_secs(20), || {
+            let dir_up = curl(&["--cacert", p.https_root.to_str()?, &p.directory]).ok()?;
+            let pem = curl(&["--cacert", p.https_root.to_str()?, &roots_url]).ok()?;
+            (dir_up.contains("newOrder") && pem.contains("BEGIN CERTIFICATE")).then_some(pem)
+        });
+        std::fs::write(&p.issuer_root, pem).unwrap();
+        p.children.shrink_to_fit();
+        p
+    }
+
+    fn logs(&self) -> String {
+        ["pebble.log", "pebble.err"]
+            .iter()
+            .map(|n| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default())
+            .collect()
+    }
+}
+
+/// `curl -sS ARGS`: stdout, or stderr as the error.
+fn curl(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl must be installed");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// An app on `host` answering `release rN`, with `[tls]` lines `tls`.
+fn site(name: &str, host: &str, tls: &str) -> tempfile::TempDir {
+    app(&[
+        (
+            "berth.toml",
+            &format!(
+                "[app]\nname = \"{name}\"\n\n[services.web]\ncommand = \"python3 -u web.py\"\nhealth = {{ path = \"/health\", interval = \"100ms\", timeout = \"100ms\" }}\n\n[[routes]]\nhost = \"{host}\"\npath = \"/\"\nservice = \"web\"\n\n[tls]\n{tls}\n"
+            ),
+        ),
+        ("web.py", PY_WS_WEB),
+    ])
+}
+
+fn certificate(d: &Daemon, app: &str) -> Value {
+    let status = d.status();
+    status["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["app"] == app)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn wait_serving(d: &Daemon, app: &str, pebble: &Pebble) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let c = certificate(d, app);
+        if c["serving"] == true {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no certificate for {app}: {c}\ndaemon log:\n{}\npebble:\n{}",
+            d.log(),
+            pebble.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn acme_certificates_by_http01_and_tls_alpn01_served_over_h2_and_kept_across_restarts() {
+    let (http, https) = (free_port(), free_port());
+    let pebble = Pebble::start(http, https);
+    let (http_addr, https_addr) = (format!("127.0.0.1:{http}"), format!("127.0.0.1:{https}"));
+    let mut d = Daemon::start_with(
+        &[
+            "--http",
+            &http_addr,
+            "--https",
+            &https_addr,
+            "--acme-ca-root",
+            pebble.https_root.to_str().unwrap(),
+        ],
+        &[("BERTH_TEST_ACME_FAST", "1")],
+    );
+    let acme = |challenge: &str| {
+        format!(
+            "acme = {{ email = \"ops@berth.test\", directory = \"{}\", challenge = \"{challenge}\" }}",
+            pebble.directory
+        )
+    };
+    let shop = site("shop", "shop.berth.test", &acme("http-01"));
+    let api = site("api", "api.berth.test", &acme("tls-alpn-01"));
+    for dir in [&shop, &api] {
+        let run = d.berth(&["deploy", dir.path().to_str().unwrap()]);
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+
+    let shop_cert = wait_serving(&d, "shop", &pebble);
+    let api_cert = wait_serving(&d, "api", &pebble);
+    for (c, name) in [
+        (&shop_cert, "shop.berth.test"),
+        (&api_cert, "api.berth.test"),
+    ] {
+        assert_eq!(c["source"], "acme");
+        assert_eq!(c["names"], serde_json::json!([name]));
+        assert!(c["issuer"].as_str().unwrap().contains("Pebble"), "{c}");
+        assert!(c["last_error"].is_null(), "{c}");
+        assert!(c["expires_in_days"].as_i64().unwrap() >= 0, "{c}");
+    }
+
+    // A client that trusts pebble's root gets the page over h2, with SNI picking each name.
+    let root = pebble.issuer_root.to_str().unwrap();
+    for name in ["shop.berth.test", "api.berth.test"] {
+        let resolve = format!("{name}:{https}:127.0.0.1");
+        let url = format!("https://{name}:{https}/");
+        let out = curl(&[
+            "--http2",
+            "--cacert",
+            root,
+            "--resolve",
+            &resolve,
+            "-w",
+            " %{http_version}",
+            &url,
+        ])
+        .unwrap_or_else(|e| panic!("{url}: {e}\n{}", d.log()));
+        assert_eq!(out, "release r1\n 2", "{url}");
+    }
+
+    // Plain HTTP is redirected to HTTPS; ACME's own path is not (pebble validated through it).
+    let out = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        "-H",
+        "Host: shop.berth.test",
+        &format!("http://{http_addr}/cart?x=1"),
+    ])
+    .unwrap();
+    assert_eq!(out, format!("308 https://shop.berth.test:{https}/cart?x=1"));
+
+    // Account key and certificates are private and survive a restart: no new order.
+    let certs = d.path().join("certs");
+    let files: Vec<PathBuf> = std::fs::read_dir(&certs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(files.len() >= 4, "{files:?}");
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    assert_eq!(mode(&certs), 0o700);
+    assert_eq!(d.terminate(), 0);
+    d.restart();
+    let again = wait_serving(&d, "shop", &pebble);
+    assert_eq!(again["serial"], shop_cert["serial"]);
+    let text = d.berth(&["status"]);
+    assert!(
+        text.stdout.contains("certificates")
+            && text.stdout.contains("shop.berth.test")
+            && text.stdout.contains("Pebble"),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn self_signed_for_development() {
+    let https = free_port();
+    let https_addr = format!("127.0.0.1:{https}");
+    let d = Daemon::start_with(&["--http", "127.0.0.1:0", "--https", &https_addr], &[]);
+    let dev = site("dev", "dev.localhost", "self_signed = true");
+    let run = d.berth(&["deploy", dev.path().to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let c = certificate(&d, "dev");
+    assert_eq!(
+        (c["source"].as_str(), c["serving"].as_bool()),
+        (Some("self-signed"), Some(true)),
+        "{c}"
+    );
+    // Kept under certs/, so a restart serves the same certificate.
+    let pem = d.path().join("certs/dev.self-signed.crt");
+    assert_eq!(mode(&pem), 0o600);
+    let out = curl(&[
+        "--cacert",
+        pem.to_str().unwrap(),
+        "--resolve",
+        &format!("dev.localhost:{https}:127.0.0.1"),
+        &format!("https://dev.localhost:{https}/"),
+    ])
+    .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    assert_eq!(out, "release r1\n");
+}
