@@ -38,6 +38,7 @@ pub struct Certs {
     pub store: tls::CertStore,
     pub http01: tls::Http01Challenges,
     wanted: Mutex<Vec<CertSpec>>,
+    dns_hook: bool,
 }
 
 impl Certs {
@@ -65,6 +66,7 @@ impl Certs {
             store,
             http01,
             wanted: Mutex::new(Vec::new()),
+            dns_hook: args.acme_dns_hook.is_some(),
         })
     }
 
@@ -81,6 +83,35 @@ impl Certs {
         drop(wanted);
         for (id, err) in self.manager.set_certs(specs) {
             tracing::warn!(app = id, error = %err, "certificate not loaded; see `berth status`");
+        }
+    }
+
+    /// What would keep a release's `[tls]` from working on this server, found before the
+    /// release starts: certificate files that do not load, wildcard names without a DNS hook.
+    pub fn check(&self, spec: &AppSpec, release_dir: &Path) -> Result<(), String> {
+        match &spec.tls {
+            Some(TlsSpec::Files { cert, key }) => {
+                let (cert, key) = (release_dir.join(cert), release_dir.join(key));
+                let read = |p: &Path, what: &str| {
+                    std::fs::read(p).map_err(|e| format!("[tls] {what} {}: {e}", p.display()))
+                };
+                let (chain, pem) = (read(&cert, "cert")?, read(&key, "key")?);
+                tls::certified_key_from_pem(&cert.display().to_string(), &chain, &pem)
+                    .map(drop)
+                    .map_err(|e| format!("[tls] cert/key: {e}"))
+            }
+            Some(TlsSpec::Acme { .. }) if !self.dns_hook => {
+                match spec::certificate_names(&spec.routes)
+                    .into_iter()
+                    .find(|n| n.starts_with("*."))
+                {
+                    Some(wild) => Err(format!(
+                        "[tls] acme: `{wild}` is a wildcard name, which only DNS-01 can validate, and the daemon has no DNS hook; start `berth serve` with --acme-dns-hook COMMAND, or list the names one by one"
+                    )),
+                    None => Ok(()),
+                }
+            }
+            _ => Ok(()),
         }
     }
 

@@ -580,6 +580,15 @@ impl Daemon {
             })?;
         }
 
+        self.certs
+            .check(&r.spec, &r.dir)
+            .map_err(|reason| Failure {
+                gate: "tls",
+                reason,
+                hint: Some(self.serving(&r.app)),
+                tail: Vec::new(),
+            })?;
+
         // start: routed services first; everything when nothing runs yet.
         self.step(r, "start").await;
         let has_old = self

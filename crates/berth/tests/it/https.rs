@@ -155,11 +155,19 @@ fn curl(args: &[&str]) -> Result<String, String> {
 
 /// An app on `host` answering `release rN`, with `[tls]` lines `tls`.
 fn site(name: &str, host: &str, tls: &str) -> tempfile::TempDir {
+    site_on(name, &[host], tls)
+}
+
+fn site_on(name: &str, hosts: &[&str], tls: &str) -> tempfile::TempDir {
+    let routes: String = hosts
+        .iter()
+        .map(|h| format!("[[routes]]\nhost = \"{h}\"\npath = \"/\"\nservice = \"web\"\n\n"))
+        .collect();
     app(&[
         (
             "berth.toml",
             &format!(
-                "[app]\nname = \"{name}\"\n\n[services.web]\ncommand = \"python3 -u web.py\"\nhealth = {{ path = \"/health\", interval = \"100ms\", timeout = \"100ms\" }}\n\n[[routes]]\nhost = \"{host}\"\npath = \"/\"\nservice = \"web\"\n\n[tls]\n{tls}\n"
+                "[app]\nname = \"{name}\"\n\n[services.web]\ncommand = \"python3 -u web.py\"\nhealth = {{ path = \"/health\", interval = \"100ms\", timeout = \"100ms\" }}\n\n{routes}[tls]\n{tls}\n"
             ),
         ),
         ("web.py", PY_WS_WEB),
@@ -294,6 +302,86 @@ fn acme_certificates_by_http01_and_tls_alpn01_served_over_h2_and_kept_across_res
             && text.stdout.contains("Pebble"),
         "{text:?}"
     );
+
+    // Port 80 no longer reaches berth (the daemon moved; pebble still validates on the old
+    // port): a new name cannot be validated. The failure shows in status, and the certificate
+    // already issued keeps serving.
+    assert_eq!(d.terminate(), 0);
+    d.args[1] = format!("127.0.0.1:{}", free_port());
+    d.restart();
+    let www = site_on(
+        "shop",
+        &["shop.berth.test", "www.shop.berth.test"],
+        &acme("http-01"),
+    );
+    let run = d.berth(&["deploy", www.path().to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let failed = wait_for("the order to fail", Duration::from_secs(60), || {
+        let c = certificate(&d, "shop");
+        c["last_error"].is_string().then_some(c)
+    });
+    assert_eq!(failed["serving"], true, "{failed}");
+    assert_eq!(failed["serial"], shop_cert["serial"], "{failed}");
+    assert!(failed["next_attempt"].is_string(), "{failed}");
+    let resolve = format!("shop.berth.test:{https}:127.0.0.1");
+    let out = curl(&[
+        "--cacert",
+        root,
+        "--resolve",
+        &resolve,
+        &format!("https://shop.berth.test:{https}/"),
+    ])
+    .unwrap();
+    assert_eq!(out, "release r2\n");
+    let text = d.berth(&["status", "shop"]);
+    assert!(
+        text.stdout.contains("failed:") && text.stdout.contains("keeps serving"),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn certificate_files_are_checked_before_start_and_served() {
+    let https = free_port();
+    let https_addr = format!("127.0.0.1:{https}");
+    let d = Daemon::start_with(&["--http", "127.0.0.1:0", "--https", &https_addr], &[]);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["files.berth.test".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let tls = "cert = \"tls/site.pem\"\nkey = \"tls/site.key\"";
+    let good = site("files", "files.berth.test", tls);
+    std::fs::create_dir_all(good.path().join("tls")).unwrap();
+    std::fs::write(good.path().join("tls/site.pem"), cert.pem()).unwrap();
+    std::fs::write(good.path().join("tls/site.key"), key.serialize_pem()).unwrap();
+    let run = d.berth(&["deploy", good.path().to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let ca = good.path().join("tls/site.pem");
+    let get = || {
+        curl(&[
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--resolve",
+            &format!("files.berth.test:{https}:127.0.0.1"),
+            &format!("https://files.berth.test:{https}/"),
+        ])
+    };
+    assert_eq!(get().unwrap(), "release r1\n");
+
+    // The key is missing from the next release: refused before anything starts.
+    std::fs::remove_file(good.path().join("tls/site.key")).unwrap();
+    let run = d.berth(&["deploy", good.path().to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("failed at the tls gate")
+            && run.stderr.contains("[tls] key")
+            && run.stderr.contains("tls/site.key")
+            && run.stderr.contains("release r1 keeps serving"),
+        "{run:?}"
+    );
+    assert_eq!(get().unwrap(), "release r1\n");
+    assert_eq!(certificate(&d, "files")["source"], "files");
 }
 
 #[test]
