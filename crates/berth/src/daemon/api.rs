@@ -338,7 +338,9 @@ fn metrics(daemon: &Shared) -> Response<ApiBody> {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )
-        .body(full(daemon.proxy().metrics_text()))
+        .body(full(
+            daemon.proxy().metrics_text() + &daemon.certs.metrics_text(),
+        ))
         .unwrap_or_else(|_| Response::new(full("")))
 }
 

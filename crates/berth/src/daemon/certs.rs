@@ -115,6 +115,40 @@ impl Certs {
         }
     }
 
+    /// `berth_certificate_expiry_timestamp_seconds{app}` and
+    /// `berth_certificate_renewal_failing{app}`, in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        use std::fmt::Write;
+        let status = self.manager.status();
+        let mut out = String::new();
+        if status.is_empty() {
+            return out;
+        }
+        out.push_str("# HELP berth_certificate_expiry_timestamp_seconds When the served certificate expires (Unix time).\n# TYPE berth_certificate_expiry_timestamp_seconds gauge\n");
+        for s in &status {
+            if let Some(at) = s.not_after {
+                let secs = at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let _ = writeln!(
+                    out,
+                    "berth_certificate_expiry_timestamp_seconds{{app=\"{}\"}} {secs}",
+                    s.id
+                );
+            }
+        }
+        out.push_str("# HELP berth_certificate_renewal_failing Whether the last order or reload of the certificate failed.\n# TYPE berth_certificate_renewal_failing gauge\n");
+        for s in &status {
+            let _ = writeln!(
+                out,
+                "berth_certificate_renewal_failing{{app=\"{}\"}} {}",
+                s.id,
+                u8::from(s.last_error.is_some())
+            );
+        }
+        out
+    }
+
     /// Status of the certificates of the apps `only` lets through.
     pub fn status(&self, only: impl Fn(&str) -> bool) -> Vec<api::CertificateStatus> {
         let now = SystemTime::now();

@@ -385,10 +385,20 @@ fn certificate_files_are_checked_before_start_and_served() {
 }
 
 #[test]
-fn self_signed_for_development() {
+fn self_signed_for_development_with_expiry_in_metrics() {
     let https = free_port();
     let https_addr = format!("127.0.0.1:{https}");
-    let d = Daemon::start_with(&["--http", "127.0.0.1:0", "--https", &https_addr], &[]);
+    let d = Daemon::start_with(
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--https",
+            &https_addr,
+            "--admin",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
     let dev = site("dev", "dev.localhost", "self_signed = true");
     let run = d.berth(&["deploy", dev.path().to_str().unwrap()]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -410,4 +420,33 @@ fn self_signed_for_development() {
     ])
     .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     assert_eq!(out, "release r1\n");
+
+    // The admin listener's /metrics has the certificate's expiry, and promtool accepts it all.
+    let admin: std::net::SocketAddr = d.status()["daemon"]["admin"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (status, metrics) = http_get(admin, "localhost", "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("berth_certificate_expiry_timestamp_seconds{app=\"dev\"} ")
+            && metrics.contains("berth_certificate_renewal_failing{app=\"dev\"} 0"),
+        "{metrics}"
+    );
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) must be installed");
+    std::io::Write::write_all(check.stdin.as_mut().unwrap(), metrics.as_bytes()).unwrap();
+    let checked = check.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
 }
