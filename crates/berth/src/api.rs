@@ -130,6 +130,9 @@ pub struct Plan {
     pub routes_removed: Vec<String>,
     /// `+KEY`, `-KEY`, `~KEY` (value changed).
     pub env_changed: Vec<String>,
+    /// `tls: none -> acme (shop.example.com)`, `[proxy] changed`, `[deploy] changed`.
+    #[serde(default)]
+    pub settings_changed: Vec<String>,
     /// Instances that would run after the deploy, per service.
     pub instances: Vec<(String, u32)>,
 }

@@ -174,6 +174,7 @@ fn print_plan(p: &Plan) {
     section("+ route  ", &p.routes_added);
     section("- route  ", &p.routes_removed);
     section("~ env    ", &p.env_changed);
+    section("~ setting", &p.settings_changed);
     let instances: Vec<String> = p
         .instances
         .iter()

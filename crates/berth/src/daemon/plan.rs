@@ -1,7 +1,7 @@
 //! `berth deploy --dry-run`: what a deploy would change, computed from two specs. Never shows
 //! env values, only which keys change.
 
-use spec::{AppSpec, RouteSpec, RouteTarget, ServiceSpec};
+use spec::{AppSpec, RouteSpec, RouteTarget, ServiceSpec, TlsSpec};
 
 use crate::api::Plan;
 
@@ -10,6 +10,7 @@ pub fn plan(new: &AppSpec, old: Option<&AppSpec>, current: Option<String>) -> Pl
         services: Default::default(),
         routes: vec![],
         env: Default::default(),
+        tls: None,
         ..new.clone()
     };
     let old = old.unwrap_or(&empty);
@@ -69,12 +70,42 @@ pub fn plan(new: &AppSpec, old: Option<&AppSpec>, current: Option<String>) -> Pl
             .cloned()
             .collect(),
         env_changed,
+        settings_changed: settings_changes(old, new),
         instances: new
             .services
             .iter()
             .map(|(n, s)| (n.clone(), s.instances))
             .collect(),
     }
+}
+
+fn settings_changes(old: &AppSpec, new: &AppSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    let names = spec::certificate_names(&new.routes);
+    if old.tls != new.tls || (new.tls.is_some() && spec::certificate_names(&old.routes) != names) {
+        out.push(format!(
+            "tls: {} -> {}",
+            tls_line(old.tls.as_ref(), &spec::certificate_names(&old.routes)),
+            tls_line(new.tls.as_ref(), &names)
+        ));
+    }
+    if old.proxy != new.proxy {
+        out.push("[proxy] changed".to_owned());
+    }
+    if old.deploy != new.deploy {
+        out.push("[deploy] changed".to_owned());
+    }
+    out
+}
+
+fn tls_line(tls: Option<&TlsSpec>, names: &[String]) -> String {
+    let source = match tls {
+        None => return "none".to_owned(),
+        Some(TlsSpec::Acme { .. }) => "acme",
+        Some(TlsSpec::SelfSigned) => "self-signed",
+        Some(TlsSpec::Files { .. }) => "files",
+    };
+    format!("{source} ({})", names.join(", "))
 }
 
 fn service_changes(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
@@ -138,6 +169,21 @@ mod tests {
         assert_eq!(p.env_changed, ["+ADDED", "~CHANGED", "-GONE"]);
         let json = serde_json::to_string(&p).unwrap();
         assert!(!json.contains("secretish"), "{json}");
+    }
+
+    #[test]
+    fn tls_and_settings() {
+        let base = "[app]\nname = \"a\"\n[services.web]\ncommand = \"run\"\n[[routes]]\nhost = \"a.example.com\"\nservice = \"web\"\n";
+        let old = spec(base);
+        let new = spec(&format!(
+            "{base}[tls]\nacme = {{ email = \"ops@example.com\" }}\n[deploy]\nwatch = \"5s\"\n"
+        ));
+        let p = plan(&new, Some(&old), Some("r1".to_owned()));
+        assert_eq!(
+            p.settings_changed,
+            ["tls: none -> acme (a.example.com)", "[deploy] changed"]
+        );
+        assert!(plan(&new, Some(&new), None).settings_changed.is_empty());
     }
 
     #[test]
