@@ -45,6 +45,13 @@ pub struct ProxyConfig {
     pub max_concurrent_streams: u32,
     /// Access log destination.
     pub access_log: AccessLog,
+    /// Open connections one client address (IPv6: one /64) may have; a connection over the
+    /// limit is closed at once. 0: no limit. Behind a load balancer every connection comes
+    /// from its address: raise this or set 0 there.
+    pub max_connections_per_ip: u32,
+    /// Client keys each rate-limit zone remembers (the quietest are evicted beyond it); at
+    /// least 16.
+    pub rate_limit_max_keys: usize,
 }
 
 impl Default for ProxyConfig {
@@ -61,6 +68,8 @@ impl Default for ProxyConfig {
             upstream_max_idle: 256,
             max_concurrent_streams: 256,
             access_log: AccessLog::default(),
+            max_connections_per_ip: 256,
+            rate_limit_max_keys: 100_000,
         }
     }
 }

@@ -14,8 +14,10 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use crate::body::{Limited, Record, Tracked};
+use crate::clientip::client_ip;
 use crate::error::ProxyError;
 use crate::forward::{self, X_REQUEST_ID};
+use crate::ratelimit::retry_after_secs;
 use crate::server::{ConnShared, Proxy};
 use crate::table::{Entry, Target};
 use crate::upstream::{ConnectError, InflightGuard, Pool, Upstream, WebSocketGuard};
@@ -68,11 +70,15 @@ impl Proxy {
             host.as_ref().and_then(|h| h.to_str().ok()),
             req.uri().path(),
         );
+        if let Some(entry) = entry {
+            record.metrics = Some(entry.metrics.clone());
+            record.route = Some(entry.label.clone());
+        }
+        let retry_after = entry.and_then(|e| rate_limited(e, &conn, req.headers()));
         let result = match entry {
             None => Err(ProxyError::NoRoute),
+            Some(_) if retry_after.is_some() => Err(ProxyError::RateLimited),
             Some(entry) => {
-                record.metrics = Some(entry.metrics.clone());
-                record.route = Some(entry.label.clone());
                 let accept_encoding = req.headers().get(header::ACCEPT_ENCODING).cloned();
                 let resp = match &entry.route.target {
                     Target::Service(pool) => {
@@ -97,7 +103,18 @@ impl Proxy {
             }
         };
         record.status = resp.status().as_u16();
-        resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+        let headers = resp.headers_mut();
+        if let Some(secs) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(entry) = entry
+            && record.status >= 200
+        {
+            entry.route.headers.apply(headers, conn.proto == "https");
+        }
+        // Never the upstream's name and version.
+        headers.insert(header::SERVER, HeaderValue::from_static("berth"));
+        headers.insert(X_REQUEST_ID.clone(), request_id);
         resp.map(|inner| Tracked {
             inner,
             record: Some(record),
@@ -450,6 +467,13 @@ impl Proxy {
         }
         Ok(finish_response(resp, false))
     }
+}
+
+/// `Retry-After` seconds when the route's rate-limit zone has no token for the client.
+fn rate_limited(entry: &Entry, conn: &ConnShared, headers: &http::HeaderMap) -> Option<u64> {
+    let zone = entry.zone.as_ref()?;
+    let ip = client_ip(conn.client.ip, headers, &entry.route.trusted_proxies);
+    zone.check(ip).err().map(retry_after_secs)
 }
 
 /// A connection for one request: hyper's client or the inline one.

@@ -57,6 +57,7 @@ pub(crate) struct Global {
     pub websockets: AtomicU64,
     pub access_log_dropped: AtomicU64,
     pub table_swaps: AtomicU64,
+    pub connections_over_ip_limit: AtomicU64,
 }
 
 /// Upstream failures by service and kind.
@@ -193,7 +194,7 @@ impl Registry {
             );
         }
         let g = &self.global;
-        let simple: [(&str, &str, &str, &AtomicU64); 7] = [
+        let simple: [(&str, &str, &str, &AtomicU64); 8] = [
             (
                 "berth_proxy_unrouted_requests_total",
                 "counter",
@@ -236,6 +237,12 @@ impl Registry {
                 "Route tables published.",
                 &g.table_swaps,
             ),
+            (
+                "berth_proxy_connections_over_ip_limit_total",
+                "counter",
+                "Client connections closed at once: their address had max_connections_per_ip open.",
+                &g.connections_over_ip_limit,
+            ),
         ];
         for (name, kind, help, v) in simple {
             header(&mut out, name, kind, help);
@@ -250,7 +257,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// Escape a label value for the text exposition format.
-fn esc(v: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn esc(v: &str) -> std::borrow::Cow<'_, str> {
     if v.contains(['\\', '"', '\n']) {
         v.replace('\\', "\\\\")
             .replace('"', "\\\"")

@@ -15,6 +15,7 @@ pub async fn run(listen: SocketAddr, to: SocketAddr) -> Result<u8> {
         listener,
         to,
         proxy::ProxyConfig::default(),
+        proxy::SingleOptions::default(),
         crate::daemon::shutdown_signal(),
     )
     .await

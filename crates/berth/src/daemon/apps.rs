@@ -444,6 +444,9 @@ impl Daemon {
                     strip_prefix: r.strip_prefix,
                     max_body: Some(r.max_body.unwrap_or(release.spec.proxy.max_body)),
                     target,
+                    headers: Arc::default(),
+                    rate_limit: None,
+                    trusted_proxies: Arc::new([]),
                 });
             }
         }
