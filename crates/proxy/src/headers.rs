@@ -52,8 +52,7 @@ impl Default for HeaderPolicy {
 const HSTS_BASIC: &str = "max-age=31536000";
 const HSTS_STRICT: &str = "max-age=31536000; includeSubDomains";
 const CSP_STRICT: &str = "default-src 'self'; frame-ancestors 'none'; base-uri 'self'; object-src 'none'; form-action 'self'";
-const PERMISSIONS_STRICT: &str =
-    "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()";
+const PERMISSIONS_STRICT: &str = "camera=(), microphone=(), geolocation=(), payment=(), usb=()";
 
 impl HeaderPolicy {
     /// The headers of `preset`:

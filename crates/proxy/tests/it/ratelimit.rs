@@ -57,7 +57,7 @@ async fn burst_then_429_with_retry_after_then_refill() {
             limited(
                 "/fast",
                 &p,
-                limit("fast", 2, Duration::from_secs(1), 1),
+                limit("fast", 1, Duration::from_secs(1), 1),
                 &[],
             ),
             route("/", HostPattern::Any, "/", &p),
