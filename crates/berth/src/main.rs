@@ -123,6 +123,16 @@ enum Command {
         listen: SocketAddr,
         #[arg(long)]
         to: SocketAddr,
+        /// Security headers on every response: strict, basic or off.
+        #[arg(long, default_value = "basic", value_parser = cli::proxy::parse_preset)]
+        headers: spec::HeaderPreset,
+        /// Rate-limit every request by client address: "REQUESTS/s|m|h [burst N]",
+        /// e.g. "1000/s burst 2000".
+        #[arg(long, value_name = "RATE", value_parser = spec::parse_rate)]
+        rate_limit: Option<spec::RateSpec>,
+        /// Open connections one client address may have (0: no limit).
+        #[arg(long, default_value_t = proxy::ProxyConfig::default().max_connections_per_ip)]
+        max_connections_per_ip: u32,
     },
 }
 
@@ -177,7 +187,19 @@ fn main() -> ExitCode {
                 .await
             }
             Command::Demo { http } => cli::demo::run(http).await,
-            Command::Proxy { listen, to } => cli::proxy::run(listen, to).await,
+            Command::Proxy {
+                listen,
+                to,
+                headers,
+                rate_limit,
+                max_connections_per_ip,
+            } => {
+                let config = proxy::ProxyConfig {
+                    max_connections_per_ip,
+                    ..proxy::ProxyConfig::default()
+                };
+                cli::proxy::run(listen, to, config, headers, rate_limit).await
+            }
         }
     });
     match result {

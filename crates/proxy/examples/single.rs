@@ -51,6 +51,13 @@ fn main() -> std::io::Result<()> {
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        proxy::run_single(listener, to, proxy::ProxyConfig::default(), shutdown).await
+        proxy::run_single(
+            listener,
+            to,
+            proxy::ProxyConfig::default(),
+            proxy::SingleOptions::default(),
+            shutdown,
+        )
+        .await
     })
 }

@@ -51,6 +51,13 @@ pub struct ProxyConfig {
     /// Port of the HTTPS listener, for the `Location` of HTTP → HTTPS redirects (left out of
     /// the URL when 443). `None`: no HTTPS listener, routes are never redirected.
     pub https_port: Option<u16>,
+    /// Open connections one client address (IPv6: one /64) may have; a connection over the
+    /// limit is closed at once. 0: no limit. Behind a load balancer every connection comes
+    /// from its address: raise this or set 0 there.
+    pub max_connections_per_ip: u32,
+    /// Client keys each rate-limit zone remembers (the quietest are evicted beyond it); at
+    /// least 16.
+    pub rate_limit_max_keys: usize,
 }
 
 impl Default for ProxyConfig {
@@ -69,6 +76,8 @@ impl Default for ProxyConfig {
             access_log: AccessLog::default(),
             http01: None,
             https_port: None,
+            max_connections_per_ip: 256,
+            rate_limit_max_keys: 100_000,
         }
     }
 }

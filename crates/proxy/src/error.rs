@@ -26,6 +26,8 @@ pub enum ProxyError {
     StaticUnavailable,
     /// The request is malformed (bad Content-Length) or its body broke off (400).
     BadRequest,
+    /// The client exceeded the route's rate-limit zone (429, with `Retry-After`).
+    RateLimited,
 }
 
 impl ProxyError {
@@ -38,6 +40,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::StaticUnavailable => StatusCode::NOT_IMPLEMENTED,
             ProxyError::BadRequest => StatusCode::BAD_REQUEST,
+            ProxyError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -52,6 +55,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge => "body too large",
             ProxyError::StaticUnavailable => "static files unavailable",
             ProxyError::BadRequest => "bad request",
+            ProxyError::RateLimited => "rate-limited",
         }
     }
 
@@ -69,6 +73,7 @@ impl ProxyError {
                 "501 not implemented: static files are not served by this build\n"
             }
             ProxyError::BadRequest => "400 bad request\n",
+            ProxyError::RateLimited => "429 too many requests: slow down and retry later\n",
         }
     }
 

@@ -15,6 +15,8 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 /// Per-connection values computed once: the client address as header text.
 pub(crate) struct ClientAddr {
+    /// The peer's address (IPv4-mapped IPv6 as IPv4).
+    pub ip: IpAddr,
     /// `1.2.3.4` / `::1`
     pub xff: HeaderValue,
     /// `for=1.2.3.4` / `for="[::1]"`
@@ -30,6 +32,7 @@ impl ClientAddr {
             IpAddr::V6(_) => format!("for=\"[{text}]\""),
         };
         ClientAddr {
+            ip,
             xff: HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("unknown")),
             forwarded_for,
         }

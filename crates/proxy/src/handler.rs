@@ -14,8 +14,10 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use crate::body::{Limited, Record, Tracked};
+use crate::clientip::client_ip;
 use crate::error::ProxyError;
 use crate::forward::{self, X_REQUEST_ID};
+use crate::ratelimit::retry_after_secs;
 use crate::server::{ConnShared, Proxy};
 use crate::table::{Entry, Target};
 use crate::upstream::{ConnectError, InflightGuard, Pool, Upstream, WebSocketGuard};
@@ -69,39 +71,35 @@ impl Proxy {
             req.uri().path(),
         );
         let on_http = conn.proto == "http";
-        let challenge = on_http && tls::Http01Challenges::is_challenge_path(req.uri().path());
+        let path = req.uri().path();
+        let challenge = on_http && tls::Http01Challenges::is_challenge_path(path);
         let key_authorization = match (&self.config.http01, challenge) {
-            (Some(pending), true) => pending.response(req.uri().path()),
+            (Some(pending), true) => pending.response(path),
             _ => None,
         };
+        if let Some(entry) = entry {
+            record.metrics = Some(entry.metrics.clone());
+            record.route = Some(entry.label.clone());
+        }
+        let mut retry_after = None;
         let result = match (key_authorization, entry) {
             (Some(key_authorization), _) => Ok(acme_answer(key_authorization)),
             (None, None) => Err(ProxyError::NoRoute),
-            (None, Some(entry)) => {
-                record.metrics = Some(entry.metrics.clone());
-                record.route = Some(entry.label.clone());
-                match self.config.https_port {
-                    Some(port) if on_http && !challenge && entry.route.https_redirect => {
-                        self.metrics.global.https_redirects.fetch_add(1, Relaxed);
-                        https_redirect(host.as_ref(), req.uri(), port)
-                    }
-                    _ => {
-                        let accept_encoding = req.headers().get(header::ACCEPT_ENCODING).cloned();
-                        let resp = match &entry.route.target {
-                            Target::Service(pool) => {
-                                self.forward(pool, entry, req, &conn, &mut record, host.as_ref())
-                                    .await
-                            }
-                            Target::Static { root, spa } => {
-                                let (parts, _body) = req.into_parts();
-                                let rel = rel_path(parts.uri.path(), entry.strip_len);
-                                Ok(files::serve(root, *spa, &rel, &parts).await)
-                            }
-                        };
-                        resp.map(|r| compress::maybe_compress(accept_encoding.as_ref(), r))
+            (None, Some(entry)) => match self.config.https_port {
+                Some(port) if on_http && !challenge && entry.route.https_redirect => {
+                    self.metrics.global.https_redirects.fetch_add(1, Relaxed);
+                    https_redirect(host.as_ref(), req.uri(), port)
+                }
+                _ => {
+                    retry_after = rate_limited(entry, &conn, req.headers());
+                    if retry_after.is_some() {
+                        Err(ProxyError::RateLimited)
+                    } else {
+                        self.serve_route(entry, req, &conn, &mut record, host.as_ref())
+                            .await
                     }
                 }
-            }
+            },
         };
         record.host = host;
         let mut resp = match result {
@@ -112,11 +110,44 @@ impl Proxy {
             }
         };
         record.status = resp.status().as_u16();
-        resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+        let headers = resp.headers_mut();
+        if let Some(secs) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(entry) = entry
+            && record.status >= 200
+        {
+            entry.route.headers.apply(headers, conn.proto == "https");
+        }
+        // Never the upstream's name and version.
+        headers.insert(header::SERVER, HeaderValue::from_static("berth"));
+        headers.insert(X_REQUEST_ID.clone(), request_id);
         resp.map(|inner| Tracked {
             inner,
             record: Some(record),
         })
+    }
+
+    /// The route's answer: forwarded to an instance, or a static file; compressed when the
+    /// client accepts it.
+    async fn serve_route(
+        &self,
+        entry: &Entry,
+        req: Request<Incoming>,
+        conn: &ConnShared,
+        record: &mut Record,
+        host: Option<&HeaderValue>,
+    ) -> Result<Response<Body>> {
+        let accept_encoding = req.headers().get(header::ACCEPT_ENCODING).cloned();
+        let resp = match &entry.route.target {
+            Target::Service(pool) => self.forward(pool, entry, req, conn, record, host).await,
+            Target::Static { root, spa } => {
+                let (parts, _body) = req.into_parts();
+                let rel = rel_path(parts.uri.path(), entry.strip_len);
+                Ok(files::serve(root, *spa, &rel, &parts).await)
+            }
+        };
+        resp.map(|r| compress::maybe_compress(accept_encoding.as_ref(), r))
     }
 
     async fn forward(
@@ -465,6 +496,13 @@ impl Proxy {
         }
         Ok(finish_response(resp, false))
     }
+}
+
+/// `Retry-After` seconds when the route's rate-limit zone has no token for the client.
+fn rate_limited(entry: &Entry, conn: &ConnShared, headers: &http::HeaderMap) -> Option<u64> {
+    let zone = entry.zone.as_ref()?;
+    let ip = client_ip(conn.client.ip, headers, &entry.route.trusted_proxies);
+    zone.check(ip).err().map(retry_after_secs)
 }
 
 /// A connection for one request: hyper's client or the inline one.

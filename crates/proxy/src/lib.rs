@@ -18,6 +18,9 @@
 //! - `files`: static files (ETag/304, Range, precompressed siblings, SPA fallback, no escapes).
 //! - `compress`: streaming gzip/brotli of responses the client accepts.
 //! - `error`: the typed responses berth itself generates (`x-berth-error`).
+//! - `headers`: security-header presets and overrides ([`HeaderPolicy`]), `Server: berth`.
+//! - `ratelimit`: rate-limit zones (token bucket per client, bounded) and the per-address
+//!   connection limit; `clientip`: the client behind trusted proxies ([`Cidr`]).
 //! - `metrics`, `accesslog`: counters/histograms and the off-hot-path access log.
 
 use std::future::Future;
@@ -29,6 +32,7 @@ use tokio::net::TcpListener;
 
 mod accesslog;
 mod body;
+mod clientip;
 pub mod compress;
 mod config;
 mod error;
@@ -36,13 +40,18 @@ pub mod files;
 mod forward;
 mod h1;
 mod handler;
+mod headers;
 mod metrics;
+mod ratelimit;
 mod server;
 mod table;
 mod upstream;
 
+pub use clientip::Cidr;
 pub use config::{AccessLog, ProxyConfig};
 pub use error::ProxyError;
+pub use headers::{HeaderEntry, HeaderPolicy, Preset};
+pub use ratelimit::RateLimit;
 pub use server::Proxy;
 pub use table::{HostPattern, Route, RouteTable, Target};
 pub use upstream::{Balance, DrainOutcome, Pool, Upstream};
@@ -68,12 +77,22 @@ pub fn full_body(bytes: impl Into<bytes::Bytes>) -> Body {
         .boxed_unsync()
 }
 
+/// What `berth proxy` adds to its one route.
+#[derive(Clone, Debug, Default)]
+pub struct SingleOptions {
+    /// Security headers (default `basic`, like an app that says nothing).
+    pub headers: HeaderPolicy,
+    /// A rate-limit zone for every request, keyed by the TCP peer.
+    pub rate_limit: Option<RateLimit>,
+}
+
 /// `berth proxy --listen ADDR --to ADDR`: the proxy alone in front of one upstream, with the
 /// daemon's defaults (access log and metrics on).
 pub async fn run_single(
     listener: TcpListener,
     upstream: SocketAddr,
     config: ProxyConfig,
+    options: SingleOptions,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let proxy = Proxy::new(config);
@@ -84,14 +103,15 @@ pub async fn run_single(
     );
     proxy.publish(RouteTable {
         routes: vec![Route {
-            id: "single:/".into(),
-            app: "single".into(),
-            host: HostPattern::Any,
-            path: "/".into(),
-            strip_prefix: false,
-            max_body: None,
-            https_redirect: false,
-            target: Target::Service(Arc::new(pool)),
+            headers: Arc::new(options.headers),
+            rate_limit: options.rate_limit,
+            ..Route::new(
+                "single:/",
+                "single",
+                HostPattern::Any,
+                "/",
+                Target::Service(Arc::new(pool)),
+            )
         }],
     });
     tracing::info!(listen = %listener.local_addr()?, to = %upstream, "berth proxy started");

@@ -59,6 +59,7 @@ pub(crate) struct Global {
     pub table_swaps: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
     pub https_redirects: AtomicU64,
+    pub connections_over_ip_limit: AtomicU64,
 }
 
 /// Upstream failures by service and kind.
@@ -195,7 +196,7 @@ impl Registry {
             );
         }
         let g = &self.global;
-        let simple: [(&str, &str, &str, &AtomicU64); 9] = [
+        let simple: [(&str, &str, &str, &AtomicU64); 10] = [
             (
                 "berth_proxy_unrouted_requests_total",
                 "counter",
@@ -250,6 +251,12 @@ impl Registry {
                 "Plain HTTP requests redirected to HTTPS (308).",
                 &g.https_redirects,
             ),
+            (
+                "berth_proxy_connections_over_ip_limit_total",
+                "counter",
+                "Client connections closed at once: their address had max_connections_per_ip open.",
+                &g.connections_over_ip_limit,
+            ),
         ];
         for (name, kind, help, v) in simple {
             header(&mut out, name, kind, help);
@@ -264,7 +271,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// Escape a label value for the text exposition format.
-fn esc(v: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn esc(v: &str) -> std::borrow::Cow<'_, str> {
     if v.contains(['\\', '"', '\n']) {
         v.replace('\\', "\\\\")
             .replace('"', "\\\"")

@@ -23,6 +23,7 @@ use crate::body::Tracked;
 use crate::config::ProxyConfig;
 use crate::forward::{ClientAddr, RequestIds};
 use crate::metrics::Registry;
+use crate::ratelimit::{ConnLimit, Zones};
 use crate::table::{Compiled, RouteTable};
 use crate::upstream::{DrainOutcome, Upstream};
 use crate::{accesslog, upstream};
@@ -36,6 +37,10 @@ pub struct Proxy {
     pub(crate) access_log: Option<accesslog::Sender>,
     pub(crate) ids: RequestIds,
     builder: auto::Builder<TokioExecutor>,
+    /// Rate-limit zones by (app, zone): outlive route tables.
+    zones: Zones,
+    /// Open connections per client address.
+    conn_limit: ConnLimit,
 }
 
 /// One `serve` call: its connections and upgraded streams, and how to stop them.
@@ -139,6 +144,7 @@ impl Proxy {
             .max_concurrent_streams(config.max_concurrent_streams)
             .keep_alive_interval(Some(Duration::from_secs(20)))
             .keep_alive_timeout(Duration::from_secs(20));
+        let conn_limit = ConnLimit::new(config.max_connections_per_ip);
         Arc::new(Proxy {
             config,
             table: ArcSwap::from_pointee(Compiled::default()),
@@ -146,6 +152,8 @@ impl Proxy {
             access_log,
             ids: RequestIds::new(),
             builder,
+            zones: Zones::default(),
+            conn_limit,
         })
     }
 
@@ -155,7 +163,13 @@ impl Proxy {
 
     /// Replace the route table. Requests already routed finish on the table they loaded.
     pub fn publish(&self, table: RouteTable) {
-        let compiled = Compiled::new(table, &self.metrics);
+        let compiled = Compiled::new(
+            table,
+            &self.metrics,
+            &self.zones,
+            self.config.rate_limit_max_keys,
+        );
+        self.zones.retain(&compiled);
         self.table.store(Arc::new(compiled));
         self.metrics.global.table_swaps.fetch_add(1, Relaxed);
     }
@@ -172,7 +186,15 @@ impl Proxy {
 
     /// Counters and histograms in the Prometheus text format.
     pub fn metrics_text(&self) -> String {
-        self.metrics.render()
+        let mut text = self.metrics.render();
+        self.zones.render(&mut text);
+        text
+    }
+
+    /// Client keys the rate-limit zone `zone` of `app` holds now (`None`: no such zone in the
+    /// published table).
+    pub fn rate_limit_keys(&self, app: &str, zone: &str) -> Option<usize> {
+        self.zones.get(app, zone).map(|z| z.keys())
     }
 
     /// Accept plain HTTP connections until `shutdown` resolves; then stop accepting, let
@@ -301,6 +323,11 @@ impl Proxy {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let g = &self.metrics.global;
+        let Some(_per_ip) = self.conn_limit.acquire(peer.ip()) else {
+            g.connections_over_ip_limit.fetch_add(1, Relaxed);
+            tracing::debug!(%peer, "connection closed: max_connections_per_ip reached");
+            return;
+        };
         g.connections.fetch_add(1, Relaxed);
         g.connections_total.fetch_add(1, Relaxed);
         let shared = Arc::new(ConnShared {

@@ -9,7 +9,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::clientip::Cidr;
+use crate::headers::HeaderPolicy;
 use crate::metrics::{Registry, RouteMetrics, UpstreamErrors};
+use crate::ratelimit::{RateLimit, Zone, Zones};
 use crate::upstream::Pool;
 
 /// Everything the proxy routes, published as one value by [`crate::Proxy::publish`].
@@ -37,6 +40,39 @@ pub struct Route {
     /// proxy has an HTTPS listener), except ACME HTTP-01 challenges.
     pub https_redirect: bool,
     pub target: Target,
+    /// Security headers added to every response of the route.
+    pub headers: Arc<HeaderPolicy>,
+    /// The rate-limit zone requests count against; `None`: unlimited.
+    pub rate_limit: Option<RateLimit>,
+    /// Peers whose `X-Forwarded-For` names the client (for rate limiting); empty: the TCP peer
+    /// is always the client.
+    pub trusted_proxies: Arc<[Cidr]>,
+}
+
+impl Route {
+    /// A route with the defaults: no prefix stripping, the proxy's body limit, `basic`
+    /// headers, no rate limit, no trusted proxies.
+    pub fn new(
+        id: impl Into<String>,
+        app: impl Into<String>,
+        host: HostPattern,
+        path: impl Into<String>,
+        target: Target,
+    ) -> Route {
+        Route {
+            id: id.into(),
+            app: app.into(),
+            host,
+            path: path.into(),
+            strip_prefix: false,
+            max_body: None,
+            https_redirect: false,
+            target,
+            headers: Arc::default(),
+            rate_limit: None,
+            trusted_proxies: Arc::new([]),
+        }
+    }
 }
 
 /// Which `Host` a route answers.
@@ -75,6 +111,8 @@ pub(crate) struct Entry {
     pub label: Arc<str>,
     pub metrics: Arc<RouteMetrics>,
     pub errors: Arc<UpstreamErrors>,
+    /// The route's rate-limit zone (state shared across tables).
+    pub zone: Option<Arc<Zone>>,
     /// Length of the prefix to strip from the path (0 when not stripping).
     pub strip_len: usize,
 }
@@ -90,7 +128,14 @@ pub(crate) struct Compiled {
 }
 
 impl Compiled {
-    pub fn new(table: RouteTable, registry: &Registry) -> Compiled {
+    /// Indexes `table`; route metrics and rate-limit zones come from `registry` and `zones`
+    /// (created there when new), so they outlive this table.
+    pub fn new(
+        table: RouteTable,
+        registry: &Registry,
+        zones: &Zones,
+        zone_max_keys: usize,
+    ) -> Compiled {
         let mut c = Compiled::default();
         for route in table.routes {
             let idx = c.entries.len();
@@ -123,11 +168,16 @@ impl Compiled {
             let metrics = registry.route(&route.id, service);
             let errors = registry.upstream_errors(service);
             let label = Arc::from(route.id.as_str());
+            let zone = route
+                .rate_limit
+                .as_ref()
+                .map(|limit| zones.zone(&route.app, limit, zone_max_keys));
             c.entries.push(Entry {
                 route,
                 label,
                 metrics,
                 errors,
+                zone,
                 strip_len,
             });
         }
@@ -206,19 +256,20 @@ mod tests {
     use super::*;
 
     fn route(id: &str, host: HostPattern, path: &str) -> Route {
-        Route {
-            id: id.into(),
-            app: "a".into(),
-            host,
-            path: path.into(),
-            strip_prefix: false,
-            max_body: None,
-            https_redirect: false,
-            target: Target::Static {
-                root: PathBuf::new(),
-                spa: false,
-            },
-        }
+        let target = Target::Static {
+            root: PathBuf::new(),
+            spa: false,
+        };
+        Route::new(id, "a", host, path, target)
+    }
+
+    fn compile(routes: Vec<Route>) -> Compiled {
+        Compiled::new(
+            RouteTable { routes },
+            &Registry::default(),
+            &Zones::default(),
+            100,
+        )
     }
 
     fn check(table: &Compiled, host: Option<&str>, path: &str, expected: Option<&str>) {
@@ -228,40 +279,35 @@ mod tests {
 
     #[test]
     fn precedence() {
-        let t = Compiled::new(
-            RouteTable {
-                routes: vec![
-                    route("any", HostPattern::Any, "/"),
-                    route("wild", HostPattern::Wildcard("*.example.com".into()), "/"),
-                    route(
-                        "deep",
-                        HostPattern::Wildcard("*.shop.example.com".into()),
-                        "/",
-                    ),
-                    route(
-                        "shop-root",
-                        HostPattern::Exact("shop.example.com".into()),
-                        "/",
-                    ),
-                    route(
-                        "shop-api",
-                        HostPattern::Exact("shop.example.com".into()),
-                        "/api",
-                    ),
-                    route(
-                        "shop-apiv2",
-                        HostPattern::Exact("shop.example.com".into()),
-                        "/api/v2/",
-                    ),
-                    route(
-                        "only-api",
-                        HostPattern::Exact("api.example.org".into()),
-                        "/api/",
-                    ),
-                ],
-            },
-            &Registry::default(),
-        );
+        let t = compile(vec![
+            route("any", HostPattern::Any, "/"),
+            route("wild", HostPattern::Wildcard("*.example.com".into()), "/"),
+            route(
+                "deep",
+                HostPattern::Wildcard("*.shop.example.com".into()),
+                "/",
+            ),
+            route(
+                "shop-root",
+                HostPattern::Exact("shop.example.com".into()),
+                "/",
+            ),
+            route(
+                "shop-api",
+                HostPattern::Exact("shop.example.com".into()),
+                "/api",
+            ),
+            route(
+                "shop-apiv2",
+                HostPattern::Exact("shop.example.com".into()),
+                "/api/v2/",
+            ),
+            route(
+                "only-api",
+                HostPattern::Exact("api.example.org".into()),
+                "/api/",
+            ),
+        ]);
         check(&t, Some("shop.example.com"), "/", Some("shop-root"));
         check(&t, Some("SHOP.example.com:8080"), "/api", Some("shop-api"));
         check(&t, Some("shop.example.com"), "/api/x", Some("shop-api"));
@@ -287,16 +333,11 @@ mod tests {
 
     #[test]
     fn no_default_site_means_no_route() {
-        let t = Compiled::new(
-            RouteTable {
-                routes: vec![route(
-                    "shop",
-                    HostPattern::Exact("shop.example.com".into()),
-                    "/",
-                )],
-            },
-            &Registry::default(),
-        );
+        let t = compile(vec![route(
+            "shop",
+            HostPattern::Exact("shop.example.com".into()),
+            "/",
+        )]);
         check(&t, Some("evil.example.com"), "/", None);
         check(&t, None, "/", None);
     }

@@ -12,6 +12,7 @@
 mod deploy;
 mod diagnostic;
 mod overlay;
+mod proxy;
 mod routes;
 mod schema;
 mod secrets;
@@ -20,13 +21,14 @@ mod units;
 mod walk;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::ops::Range;
 use std::time::Duration;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use secrets::{SecretKind, SecretSpec, expand};
 pub use tls::certificate_names;
-pub use units::{parse_duration, parse_size};
+pub use units::{parse_duration, parse_rate, parse_size};
 
 /// Parses and validates a berth.toml. `file` is the name shown in diagnostics
 /// (e.g. `"examples/hello/berth.toml"`).
@@ -255,6 +257,17 @@ pub struct RouteSpec {
     pub strip_prefix: bool,
     /// Request body limit in bytes; `None` means `[proxy] max_body`.
     pub max_body: Option<u64>,
+    /// `rate_limit = "api"`: a zone of `[proxy] rate_limits` the route's requests count
+    /// against. None: no limit.
+    pub rate_limit: Option<String>,
+    /// `headers = "strict"`: this route's preset instead of `[proxy] headers`.
+    pub headers: Option<HeaderPreset>,
+    /// `set_headers = { NAME = "value" }`: applied after `[proxy] set_headers`; `None` (written
+    /// `""` or `false`) removes the header.
+    pub set_headers: BTreeMap<String, Option<String>>,
+    /// `force_headers = true`: the route's headers replace (or remove) the ones the app sets
+    /// itself. Default false: the app's own header wins.
+    pub force_headers: bool,
     /// Where this route is written in berth.toml, for later diagnostics.
     pub span: SourceSpan,
 }
@@ -278,6 +291,16 @@ pub struct ProxySpec {
     /// Time for an instance to start its response. Default 60s.
     pub response_timeout: Duration,
     pub balance: Balance,
+    /// `headers = "strict" | "basic" | "off"`: security headers on every response. Default
+    /// `basic`.
+    pub headers: HeaderPreset,
+    /// `[proxy.set_headers]`: `NAME = "value"` sets (or replaces) a header of the preset;
+    /// `NAME = ""` or `NAME = false` (`None` here) removes one. Names as written.
+    pub set_headers: BTreeMap<String, Option<String>>,
+    /// `rate_limits = { api = "50/s burst 100" }`: named zones routes refer to.
+    pub rate_limits: BTreeMap<String, RateSpec>,
+    /// `trusted_proxies = ["10.0.0.0/8"]`: peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for ProxySpec {
@@ -287,8 +310,40 @@ impl Default for ProxySpec {
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(60),
             balance: Balance::RoundRobin,
+            headers: HeaderPreset::Basic,
+            set_headers: BTreeMap::new(),
+            rate_limits: BTreeMap::new(),
+            trusted_proxies: Vec::new(),
         }
     }
+}
+
+/// A set of security headers (see the proxy's `HeaderPolicy` for the exact values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeaderPreset {
+    /// `"off"`: none.
+    Off,
+    /// `"basic"`: nosniff, X-Frame-Options SAMEORIGIN, Referrer-Policy, HSTS over HTTPS.
+    #[default]
+    Basic,
+    /// `"strict"`: basic tightened, plus a same-origin CSP, Permissions-Policy and COOP.
+    Strict,
+}
+
+/// `"20/s burst 40"`: on average `requests` per `per`, up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateSpec {
+    pub requests: u32,
+    /// One second, minute or hour.
+    pub per: Duration,
+    pub burst: u32,
+}
+
+/// `"10.0.0.0/8"` or `"127.0.0.1"` (a `/32`); host bits are zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix: u8,
 }
 
 /// How the proxy picks an instance.

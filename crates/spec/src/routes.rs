@@ -8,7 +8,7 @@ use toml::de::DeValue;
 use crate::walk::{
     Problem, Table, Value, Walker, backticked, did_you_mean, optional, or_default, type_name,
 };
-use crate::{Diagnostic, RouteSpec, RouteTarget, SourceSpan};
+use crate::{Diagnostic, RouteSpec, RouteTarget, SourceSpan, proxy};
 
 const ROUTE_KEYS: &[&str] = &[
     "host",
@@ -18,9 +18,19 @@ const ROUTE_KEYS: &[&str] = &[
     "spa",
     "strip_prefix",
     "max_body",
+    "rate_limit",
+    "headers",
+    "set_headers",
+    "force_headers",
 ];
 
-pub(crate) fn routes(w: &mut Walker<'_>, value: &Value<'_>, services: &[String]) -> Vec<RouteSpec> {
+/// `zones`: the names of all rate-limit zones written in [proxy].
+pub(crate) fn routes(
+    w: &mut Walker<'_>,
+    value: &Value<'_>,
+    services: &[String],
+    zones: &[String],
+) -> Vec<RouteSpec> {
     let mut out = Vec::new();
     let DeValue::Array(items) = value.get_ref() else {
         w.report(
@@ -45,7 +55,7 @@ pub(crate) fn routes(w: &mut Walker<'_>, value: &Value<'_>, services: &[String])
             );
             continue;
         };
-        let Some(route) = route(w, &t, services) else {
+        let Some(route) = route(w, &t, services, zones) else {
             continue;
         };
         let key = (route.host.clone(), route.path.clone());
@@ -75,7 +85,12 @@ pub(crate) fn routes(w: &mut Walker<'_>, value: &Value<'_>, services: &[String])
     out
 }
 
-fn route(w: &mut Walker<'_>, t: &Table<'_, '_>, services: &[String]) -> Option<RouteSpec> {
+fn route(
+    w: &mut Walker<'_>,
+    t: &Table<'_, '_>,
+    services: &[String],
+    zones: &[String],
+) -> Option<RouteSpec> {
     let host = or_default(t, "host", "*".to_owned(), |k| {
         w.checked(t, k, "host", check_host)
     });
@@ -85,12 +100,21 @@ fn route(w: &mut Walker<'_>, t: &Table<'_, '_>, services: &[String]) -> Option<R
     let strip_prefix = or_default(t, "strip_prefix", false, |k| w.bool(t, k));
     let max_body = optional(t, "max_body", |k| w.size(t, k).map(|(b, _)| b));
     let target = route_target(w, t, services);
+    let rate_limit = optional(t, "rate_limit", |_| proxy::zone_ref(w, t, zones));
+    let headers = optional(t, "headers", |k| proxy::preset(w, t, k));
+    let set_headers_ctx = format!("`set_headers` of {}", t.ctx);
+    let set_headers = proxy::set_headers(w, t, &set_headers_ctx);
+    let force_headers = or_default(t, "force_headers", false, |k| w.bool(t, k));
     Some(RouteSpec {
         host: host?,
         path: path?,
         target: target?,
         strip_prefix: strip_prefix?,
         max_body: max_body?,
+        rate_limit: rate_limit?,
+        headers: headers?,
+        set_headers,
+        force_headers: force_headers?,
         span: SourceSpan(t.span.clone()),
     })
 }

@@ -7,15 +7,13 @@ use std::ops::Range;
 use toml::de::{DeTable, DeValue};
 
 use crate::overlay;
+use crate::proxy::proxy;
 use crate::routes::routes;
 use crate::secrets::{check_references, secrets};
 use crate::walk::{
     Problem, Table, Value, Walker, backticked, did_you_mean, optional, or_default, type_name,
 };
-use crate::{
-    AppSpec, Balance, BuildSpec, Diagnostic, Diagnostics, HealthSpec, ProxySpec, RouteTarget,
-    ServiceSpec,
-};
+use crate::{AppSpec, BuildSpec, Diagnostic, Diagnostics, HealthSpec, RouteTarget, ServiceSpec};
 
 const ROOT_KEYS: &[&str] = &[
     "app", "build", "env", "secrets", "services", "routes", "proxy", "deploy", "tls",
@@ -38,11 +36,6 @@ const HEALTH_KEYS: &[&str] = &[
     "healthy_after",
     "start_deadline",
     "unhealthy_after",
-];
-const PROXY_KEYS: &[&str] = &["max_body", "connect_timeout", "response_timeout", "balance"];
-const BALANCES: &[(&str, Balance)] = &[
-    ("round_robin", Balance::RoundRobin),
-    ("least_requests", Balance::LeastRequests),
 ];
 
 pub(crate) fn parse(file: &str, source: &str, env: Option<&str>) -> Result<AppSpec, Diagnostics> {
@@ -183,11 +176,11 @@ fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
         .get("services")
         .map(|v| services(w, v))
         .unwrap_or_default();
+    let (proxy, zones) = root.get("proxy").map(|v| proxy(w, v)).unwrap_or_default();
     let routes = root
         .get("routes")
-        .map(|v| routes(w, v, &service_names))
+        .map(|v| routes(w, v, &service_names, &zones))
         .unwrap_or_default();
-    let proxy = root.get("proxy").map(|v| proxy(w, v)).unwrap_or_default();
     let deploy = root
         .get("deploy")
         .map(|v| crate::deploy::deploy(w, v))
@@ -545,50 +538,6 @@ fn health(
         start_deadline: start_deadline?,
         unhealthy_after: unhealthy_after?,
     })
-}
-
-fn proxy(w: &mut Walker<'_>, value: &Value<'_>) -> ProxySpec {
-    let defaults = ProxySpec::default();
-    let Some(t) = w.table(value, "[proxy]", PROXY_KEYS) else {
-        report_not_table(
-            w,
-            "proxy",
-            value,
-            "write [proxy] and one setting per line".to_owned(),
-        );
-        return defaults;
-    };
-    let max_body = w.size(&t, "max_body").map_or(defaults.max_body, |(b, _)| b);
-    let connect_timeout = w
-        .duration(&t, "connect_timeout")
-        .unwrap_or(defaults.connect_timeout);
-    let response_timeout = w
-        .duration(&t, "response_timeout")
-        .unwrap_or(defaults.response_timeout);
-    let balance = match w.string(&t, "balance") {
-        Some((name, span)) => match BALANCES.iter().find(|(n, _)| *n == name) {
-            Some((_, b)) => *b,
-            None => {
-                let names = BALANCES.iter().map(|(n, _)| *n);
-                let mut d = Diagnostic::error(format!("unknown balance `{name}` in [proxy]"));
-                d = match did_you_mean(name, names.clone()) {
-                    Some(close) => d.at(span, format!("did you mean `{close}`?")),
-                    None => d
-                        .at(span, "unknown")
-                        .help(format!("expected one of {}", backticked(names))),
-                };
-                w.report(d);
-                defaults.balance
-            }
-        },
-        None => defaults.balance,
-    };
-    ProxySpec {
-        max_body,
-        connect_timeout,
-        response_timeout,
-        balance,
-    }
 }
 
 fn report_not_table(w: &mut Walker<'_>, key: &str, value: &Value<'_>, help: String) {

@@ -6,6 +6,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::RateSpec;
+
 /// Why a duration or size was rejected: `problem` is short enough for a label under the value,
 /// `help` says what to write instead.
 #[derive(Debug, Clone, PartialEq)]
@@ -310,6 +312,80 @@ fn amount(input: &str, kind: Kind) -> Result<u64, UnitError> {
     Ok(total)
 }
 
+/// The accepted form of a rate, for help texts.
+const RATE_FORM: &str = "the form is \"REQUESTS/s|m|h [burst N]\", e.g. \"20/s burst 40\"";
+
+/// Parses a rate such as `"20/s"`, `"5/m burst 10"` or `"1000/h"`: requests per second,
+/// minute or hour, and optionally how many may come at once (default: the per-unit number).
+pub fn parse_rate(input: &str) -> Result<RateSpec, String> {
+    rate(input).map_err(|e| e.to_string())
+}
+
+pub(crate) fn rate(input: &str) -> Result<RateSpec, UnitError> {
+    let form = || Some(RATE_FORM.to_owned());
+    let mut words = input.split_whitespace();
+    let Some(first) = words.next() else {
+        return Err(UnitError::new("empty rate", form()));
+    };
+    let Some((n, unit)) = first.split_once('/') else {
+        let help = if first.parse::<u32>().is_ok() {
+            Some(format!("per what? write \"{first}/s\" (or /m, /h)"))
+        } else {
+            form()
+        };
+        return Err(UnitError::new("expected REQUESTS/UNIT", help));
+    };
+    let requests = count(n, "requests")?;
+    let per = match unit {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        other => {
+            let help = match Kind::Duration.correct_unit(other) {
+                Some(u @ ("s" | "m" | "h")) => Some(format!("write \"{n}/{u}\"")),
+                _ => Some("a rate is per second (s), minute (m) or hour (h)".to_owned()),
+            };
+            return Err(UnitError::new(format!("unknown unit `{other}`"), help));
+        }
+    };
+    let burst = match (words.next(), words.next()) {
+        (None, _) => requests,
+        (Some("burst"), Some(m)) => count(m, "burst")?,
+        (Some("burst"), None) => {
+            return Err(UnitError::new(
+                "`burst` without a number",
+                Some(format!("write \"{first} burst {requests}\"")),
+            ));
+        }
+        (Some(other), _) => {
+            return Err(UnitError::new(format!("unexpected `{other}`"), form()));
+        }
+    };
+    if let Some(extra) = words.next() {
+        return Err(UnitError::new(format!("unexpected `{extra}`"), form()));
+    }
+    Ok(RateSpec {
+        requests,
+        per,
+        burst,
+    })
+}
+
+/// A whole number from 1 to 1 000 000 000 (`what`: "requests", "burst").
+fn count(text: &str, what: &str) -> Result<u32, UnitError> {
+    match text.parse::<u32>() {
+        Ok(0) => Err(UnitError::new(
+            format!("{what} must be at least 1"),
+            Some(RATE_FORM.to_owned()),
+        )),
+        Ok(n) if n <= 1_000_000_000 => Ok(n),
+        _ => Err(UnitError::new(
+            format!("`{text}` is not a whole number from 1 to 1000000000"),
+            Some(RATE_FORM.to_owned()),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,5 +476,50 @@ mod tests {
         s("1G512M", Err("use a single unit; write \"1536M\""));
         s("512 M", Err("spaces are not allowed; write \"512M\""));
         s("99999999999G", Err("size is too large"));
+    }
+
+    #[test]
+    fn rates() {
+        let ok = |input: &str, requests: u32, secs: u64, burst: u32| {
+            let expected = RateSpec {
+                requests,
+                per: Duration::from_secs(secs),
+                burst,
+            };
+            assert_eq!(rate(input), Ok(expected), "{input}");
+        };
+        ok("20/s", 20, 1, 20);
+        ok("20/s burst 40", 20, 1, 40);
+        ok("5/m  burst 5", 5, 60, 5);
+        ok("1000/h burst 1", 1000, 3600, 1);
+        let err = |input: &str, problem: &str, help: Option<&str>| {
+            let e = rate(input).unwrap_err();
+            assert_eq!(e.problem, problem, "{input}");
+            if let Some(help) = help {
+                assert_eq!(e.help.as_deref(), Some(help), "{input}");
+            }
+        };
+        err("", "empty rate", None);
+        err(
+            "20",
+            "expected REQUESTS/UNIT",
+            Some("per what? write \"20/s\" (or /m, /h)"),
+        );
+        err("20/sec", "unknown unit `sec`", Some("write \"20/s\""));
+        err("20/d", "unknown unit `d`", None);
+        err("0/s", "requests must be at least 1", None);
+        err(
+            "x/s",
+            "`x` is not a whole number from 1 to 1000000000",
+            None,
+        );
+        err(
+            "20/s burst",
+            "`burst` without a number",
+            Some("write \"20/s burst 20\""),
+        );
+        err("20/s burst 0", "burst must be at least 1", None);
+        err("20/s bust 40", "unexpected `bust`", None);
+        err("20/s burst 40 now", "unexpected `now`", None);
     }
 }

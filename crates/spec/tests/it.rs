@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use spec::{AppSpec, Balance, HealthSpec, RouteTarget};
+use spec::{AppSpec, Balance, HeaderPreset, HealthSpec, IpNet, RateSpec, RouteTarget};
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -246,4 +246,82 @@ fn resolve_env_expands_secrets_and_env() {
     assert_eq!(env["DATABASE_URL"], "postgres://db/shop");
     // Secrets without a value are left out, not injected empty.
     assert!(!env.contains_key("SMTP_PASSWORD"));
+}
+
+#[test]
+fn proxy_security_settings() {
+    let app = fixture("ok_proxy_security");
+    let p = &app.proxy;
+    assert_eq!(p.headers, HeaderPreset::Strict);
+    assert_eq!(
+        p.set_headers,
+        BTreeMap::from([
+            (
+                "Content-Security-Policy".to_owned(),
+                Some("default-src 'self' https://cdn.example.com".to_owned())
+            ),
+            ("Cross-Origin-Opener-Policy".to_owned(), None),
+            ("X-Frame-Options".to_owned(), None),
+            (
+                "X-Robots-Tag".to_owned(),
+                Some("noindex, nofollow".to_owned())
+            ),
+        ])
+    );
+    let rate = |requests, secs, burst| RateSpec {
+        requests,
+        per: Duration::from_secs(secs),
+        burst,
+    };
+    assert_eq!(p.rate_limits["general"], rate(20, 1, 40));
+    assert_eq!(p.rate_limits["api"], rate(50, 1, 100));
+    assert_eq!(p.rate_limits["auth"], rate(5, 60, 5));
+    assert_eq!(p.rate_limits["bulk_upload-2"], rate(1000, 3600, 10));
+    let net = |addr: &str, prefix| IpNet {
+        addr: addr.parse().unwrap(),
+        prefix,
+    };
+    assert_eq!(
+        p.trusted_proxies,
+        [
+            net("10.0.0.0", 8),
+            net("127.0.0.1", 32),
+            net("fd00::", 8),
+            net("::1", 128)
+        ]
+    );
+    let [api, login, site] = &app.routes[..] else {
+        panic!("three routes expected");
+    };
+    assert_eq!(api.rate_limit.as_deref(), Some("api"));
+    assert_eq!(api.headers, Some(HeaderPreset::Basic));
+    assert_eq!(
+        api.set_headers,
+        BTreeMap::from([
+            ("Content-Security-Policy".to_owned(), None),
+            ("X-Robots-Tag".to_owned(), Some("noindex".to_owned())),
+        ])
+    );
+    assert!(!api.force_headers);
+    assert_eq!(login.rate_limit.as_deref(), Some("auth"));
+    assert_eq!(login.headers, None);
+    assert!(login.force_headers);
+    assert_eq!(site.rate_limit.as_deref(), Some("general"));
+    assert!(matches!(site.target, RouteTarget::Static { .. }));
+}
+
+#[test]
+fn rates() {
+    assert_eq!(
+        spec::parse_rate("20/s burst 40"),
+        Ok(RateSpec {
+            requests: 20,
+            per: Duration::from_secs(1),
+            burst: 40
+        })
+    );
+    assert_eq!(
+        spec::parse_rate("20/sec").unwrap_err(),
+        "unknown unit `sec`; write \"20/s\""
+    );
 }

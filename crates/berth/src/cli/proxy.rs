@@ -1,23 +1,51 @@
-//! `berth proxy --listen ADDR --to ADDR`: the proxy alone in front of one upstream, with the
-//! daemon's defaults (access log and metrics on). Used by the benchmarks.
+//! `berth proxy --listen ADDR --to ADDR [--headers PRESET] [--rate-limit RATE]`: the proxy
+//! alone in front of one upstream, with the daemon's defaults (access log and metrics on,
+//! `basic` security headers). Used by the benchmarks.
 
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
+use spec::{HeaderPreset, RateSpec};
 
-pub async fn run(listen: SocketAddr, to: SocketAddr) -> Result<u8> {
+pub async fn run(
+    listen: SocketAddr,
+    to: SocketAddr,
+    config: proxy::ProxyConfig,
+    headers: HeaderPreset,
+    rate_limit: Option<RateSpec>,
+) -> Result<u8> {
     crate::daemon::init_tracing();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listen on {listen}"))?;
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), %listen, upstream = %to, "berth proxy listening");
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), %listen, upstream = %to, ?headers, ?rate_limit, "berth proxy listening");
+    let options = proxy::SingleOptions {
+        headers: proxy::HeaderPolicy::preset(crate::daemon::routes::preset(headers)),
+        rate_limit: rate_limit.map(|r| proxy::RateLimit {
+            zone: "single".into(),
+            requests: r.requests,
+            per: r.per,
+            burst: r.burst,
+        }),
+    };
     proxy::run_single(
         listener,
         to,
-        proxy::ProxyConfig::default(),
+        config,
+        options,
         crate::daemon::shutdown_signal(),
     )
     .await
     .context("serve the proxy")?;
     Ok(0)
+}
+
+/// `--headers strict|basic|off`.
+pub fn parse_preset(s: &str) -> Result<HeaderPreset, String> {
+    match s {
+        "strict" => Ok(HeaderPreset::Strict),
+        "basic" => Ok(HeaderPreset::Basic),
+        "off" => Ok(HeaderPreset::Off),
+        _ => Err("expected strict, basic or off".to_owned()),
+    }
 }

@@ -426,6 +426,8 @@ impl Daemon {
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let mut routes = Vec::new();
         for (app, release) in running.iter() {
+            let settings = &release.spec.proxy;
+            let trusted = super::routes::trusted_proxies(settings);
             for r in &release.spec.routes {
                 let target = match &r.target {
                     RouteTarget::Service(service) => {
@@ -458,6 +460,9 @@ impl Daemon {
                     max_body: Some(r.max_body.unwrap_or(release.spec.proxy.max_body)),
                     https_redirect: self.https.is_some() && release.spec.tls.is_some(),
                     target,
+                    headers: Arc::new(super::routes::header_policy(settings, r)),
+                    rate_limit: super::routes::rate_limit(settings, r),
+                    trusted_proxies: trusted.clone(),
                 });
             }
         }

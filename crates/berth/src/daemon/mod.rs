@@ -18,6 +18,7 @@ mod history;
 mod logs;
 mod plan;
 mod rollout;
+pub(crate) mod routes;
 mod secrets;
 
 pub use apps::Daemon;

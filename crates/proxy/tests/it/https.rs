@@ -92,6 +92,7 @@ fn site(names: &[&str], pool: &Arc<proxy::Pool>, https_redirect: bool) -> Vec<pr
         .iter()
         .map(|n| proxy::Route {
             https_redirect,
+            headers: Arc::new(proxy::HeaderPolicy::preset(proxy::Preset::Strict)),
             ..route(n, HostPattern::Exact(n.to_string()), "/", pool)
         })
         .collect()
@@ -124,6 +125,27 @@ async fn h2_and_http1_by_alpn_with_the_certificate_sni_picks() {
         )
         .await;
     assert_eq!(v, "1.1");
+
+    // Over HTTPS: HSTS (which plain HTTP never gets, see below) and the other strict headers.
+    let head = tp
+        .curl(
+            "shop.berth.test",
+            "/",
+            &["--http2", "-o", "/dev/null", "-D", "-"],
+        )
+        .await;
+    for line in [
+        "strict-transport-security: max-age=",
+        "content-security-policy: ",
+        "x-frame-options: DENY",
+        "x-content-type-options: nosniff",
+        "server: berth",
+    ] {
+        assert!(
+            head.to_lowercase().contains(&line.to_lowercase()),
+            "{line} in {head}"
+        );
+    }
 
     // Over HTTPS the app sees https and the name asked for, and is not redirected.
     let body = tp.curl("shop.berth.test", "/a?b=1", &["--http2"]).await;
@@ -160,8 +182,9 @@ async fn plain_http_redirects_with_308_except_acme_challenges() {
         headers["location"],
         format!("https://shop.berth.test:{}/cart?id=7", tp.https.port())
     );
-    let (status, _, body) = get(tp.http, "plain.berth.test", "/p").await;
+    let (status, headers, body) = get(tp.http, "plain.berth.test", "/p").await;
     assert_eq!((status, echoed(&body).0.as_str()), (200, "GET /p"));
+    assert!(!headers.contains_key("strict-transport-security"));
 
     // A pending challenge is answered by berth; an unknown token goes to the app, not to HTTPS.
     pending.insert("tok123", "tok123.thumbprint");

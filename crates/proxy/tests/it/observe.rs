@@ -67,9 +67,23 @@ async fn metrics_pass_promtool() {
         vec![
             route("shop:/", HostPattern::Any, "/", &p),
             route("shop:/dead\\", HostPattern::Any, "/dead", &weird),
+            proxy::Route {
+                rate_limit: Some(proxy::RateLimit {
+                    zone: "api".into(),
+                    requests: 1,
+                    per: Duration::from_secs(60),
+                    burst: 1,
+                }),
+                ..route("shop:/api", HostPattern::Any, "/api", &p)
+            },
         ],
     )
     .await;
+    assert_eq!(get(proxy.addr, "x", "/api").await.status, StatusCode::OK);
+    assert_eq!(
+        get(proxy.addr, "x", "/api").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
     for _ in 0..3 {
         assert_eq!(get(proxy.addr, "x", "/").await.status, StatusCode::OK);
     }
@@ -95,6 +109,10 @@ async fn metrics_pass_promtool() {
         "{text}"
     );
     assert!(text.contains("class=\"5xx\"} 1"), "{text}");
+    assert!(
+        text.contains("berth_proxy_rate_limited_total{zone=\"app/api\"} 1"),
+        "{text}"
+    );
 
     let Ok(mut child) = std::process::Command::new("promtool")
         .args(["check", "metrics"])

@@ -138,16 +138,7 @@ pub fn pool(service: &str, balance: Balance, ups: Vec<Arc<Upstream>>) -> Arc<Poo
 }
 
 pub fn route(id: &str, host: HostPattern, path: &str, pool: &Arc<Pool>) -> Route {
-    Route {
-        id: id.into(),
-        app: "app".into(),
-        host,
-        path: path.into(),
-        strip_prefix: false,
-        max_body: None,
-        https_redirect: false,
-        target: Target::Service(pool.clone()),
-    }
+    Route::new(id, "app", host, path, Target::Service(pool.clone()))
 }
 
 pub fn config() -> ProxyConfig {
