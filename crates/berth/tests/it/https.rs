@@ -47,6 +47,11 @@ impl Drop for Pebble {
 
 impl Pebble {
     fn start(http_port: u16, tls_port: u16) -> Pebble {
+        Pebble::with_validity(http_port, tls_port, 3600)
+    }
+
+    /// pebble issuing certificates that live `validity` seconds.
+    fn with_validity(http_port: u16, tls_port: u16, validity: u64) -> Pebble {
         let dir = tempfile::tempdir().unwrap();
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -77,7 +82,7 @@ impl Pebble {
                 "tlsPort": tls_port,
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": false,
-                "certificateValidityPeriod": 3600,
+                "certificateValidityPeriod": validity,
             }
         });
         let config_path = dir.path().join("pebble.json");
@@ -338,6 +343,58 @@ fn acme_certificates_by_http01_and_tls_alpn01_served_over_h2_and_kept_across_res
         text.stdout.contains("failed:") && text.stdout.contains("keeps serving"),
         "{text:?}"
     );
+}
+
+/// The serial of the certificate the listener presents for `name`, as openssl prints it.
+fn served_serial(https: u16, name: &str) -> String {
+    let script = format!(
+        "openssl s_client -connect 127.0.0.1:{https} -servername {name} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_short_lived_certificate_is_renewed_and_swapped_in_without_a_restart() {
+    let (http, https) = (free_port(), free_port());
+    // Renewal is due when a third of the lifetime is left: 6 s after issuance.
+    let pebble = Pebble::with_validity(http, https, 9);
+    let d = Daemon::start_with(
+        &[
+            "--http",
+            &format!("127.0.0.1:{http}"),
+            "--https",
+            &format!("127.0.0.1:{https}"),
+            "--acme-ca-root",
+            pebble.https_root.to_str().unwrap(),
+        ],
+        &[("BERTH_TEST_ACME_FAST", "1")],
+    );
+    let tls = format!(
+        "acme = {{ email = \"ops@berth.test\", directory = \"{}\" }}",
+        pebble.directory
+    );
+    let short = site("short", "short.berth.test", &tls);
+    let run = d.berth(&["deploy", short.path().to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let first = wait_serving(&d, "short", &pebble);
+    let served = served_serial(https, "short.berth.test");
+    assert!(served.starts_with("serial="), "{served}");
+    let renewed = wait_for("the renewal", Duration::from_secs(30), || {
+        let c = certificate(&d, "short");
+        (c["serial"] != first["serial"] && c["serving"] == true).then_some(c)
+    });
+    assert!(renewed["last_error"].is_null(), "{renewed}");
+    // The same daemon, no restart: the listener now presents the new certificate.
+    let now = wait_for(
+        "the new certificate on the listener",
+        Duration::from_secs(5),
+        || {
+            let s = served_serial(https, "short.berth.test");
+            (s.starts_with("serial=") && s != served).then_some(s)
+        },
+    );
+    assert_ne!(now, served);
 }
 
 #[test]
