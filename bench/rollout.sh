@@ -25,9 +25,12 @@ for _ in $(seq "$runs"); do
   out=$("$berth" deploy --state "$state" "$repo/examples/hello" 2>&1)
   switch+=("$(echo "$out" | sed -n 's/.*switch: traffic on r[0-9]* in \([0-9.]*\) ms.*/\1/p')")
 done
-for _ in $(seq "$runs"); do
+# Back and forth between the last two releases (only keep_releases stay on disk).
+last=$((runs + 1))
+for i in $(seq "$runs"); do
+  to=r$((i % 2 ? last - 1 : last))
   t0=$(date +%s.%N)
-  out=$("$berth" rollback --state "$state" hello 2>&1)
+  out=$("$berth" rollback --state "$state" hello --to "$to" 2>&1)
   t1=$(date +%s.%N)
   rb_wall+=("$(echo "$t1 - $t0" | bc)")
   rb_ready+=("$(echo "$out" | sed -n 's/^ *\[ *\([0-9.]*\)s\] web\.[0-9]* ready.*/\1/p' | sort -n | tail -1)")
