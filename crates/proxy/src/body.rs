@@ -93,7 +93,10 @@ impl Drop for Record {
         }
         proxy.metrics.global.inflight.fetch_sub(1, Relaxed);
         self.conn.request_done();
-        if let Some(g) = &self.upstream {
+        // Status 0: the client left before an answer; neither a success nor the app's error.
+        if let Some(g) = &self.upstream
+            && self.status != 0
+        {
             g.0.count_outcome(self.status);
         }
         if let Some(log) = &proxy.access_log {

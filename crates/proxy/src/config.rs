@@ -51,6 +51,9 @@ pub struct ProxyConfig {
     /// Port of the HTTPS listener, for the `Location` of HTTP → HTTPS redirects (left out of
     /// the URL when 443). `None`: no HTTPS listener, routes are never redirected.
     pub https_port: Option<u16>,
+    /// The certificates the HTTPS listener serves: a route is redirected to HTTPS only for a
+    /// host that has one (never to a listener that cannot complete the handshake).
+    pub certs: Option<tls::CertStore>,
     /// Open connections one client address (IPv6: one /64) may have; a connection over the
     /// limit is closed at once. 0: no limit. Behind a load balancer every connection comes
     /// from its address: raise this or set 0 there.
@@ -76,6 +79,7 @@ impl Default for ProxyConfig {
             access_log: AccessLog::default(),
             http01: None,
             https_port: None,
+            certs: None,
             max_connections_per_ip: 256,
             rate_limit_max_keys: 100_000,
         }

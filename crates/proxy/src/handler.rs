@@ -86,7 +86,12 @@ impl Proxy {
             (Some(key_authorization), _) => Ok(acme_answer(key_authorization)),
             (None, None) => Err(ProxyError::NoRoute),
             (None, Some(entry)) => match self.config.https_port {
-                Some(port) if on_http && !challenge && entry.route.https_redirect => {
+                Some(port)
+                    if on_http
+                        && !challenge
+                        && entry.route.https_redirect
+                        && self.has_certificate(host.as_ref()) =>
+                {
                     self.metrics.global.https_redirects.fetch_add(1, Relaxed);
                     https_redirect(host.as_ref(), req.uri(), port)
                 }
@@ -126,6 +131,16 @@ impl Proxy {
             inner,
             record: Some(record),
         })
+    }
+
+    /// Whether the HTTPS listener has a certificate for the request's host.
+    fn has_certificate(&self, host: Option<&HeaderValue>) -> bool {
+        let Some(store) = &self.config.certs else {
+            return false;
+        };
+        host.and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<http::uri::Authority>().ok())
+            .is_some_and(|a| store.lookup(a.host()).is_some())
     }
 
     /// The route's answer: forwarded to an instance, or a static file; compressed when the

@@ -243,11 +243,7 @@ impl Proxy {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         let proxy = self.clone();
-                        let c = ctx.clone();
-                        match &tls {
-                            None => ctx.tracker.spawn(proxy.serve_connection(stream, peer, "http", c)),
-                            Some(acceptor) => ctx.tracker.spawn(proxy.serve_tls_connection(acceptor.clone(), stream, peer, c)),
-                        };
+                        ctx.tracker.spawn(proxy.connection(stream, peer, tls.clone(), ctx.clone()));
                     }
                     Err(err) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -271,6 +267,35 @@ impl Proxy {
         }
         tracing::info!(%addr, "proxy stopped");
         Ok(())
+    }
+
+    /// One accepted connection: within the per-IP limit (checked before any TLS work), then
+    /// served over plain HTTP or after a TLS handshake.
+    async fn connection(
+        self: Arc<Self>,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        serve: Arc<ServeCtx>,
+    ) {
+        let Some(_per_ip) = self.conn_limit.acquire(peer.ip()) else {
+            let g = &self.metrics.global;
+            g.connections_over_ip_limit.fetch_add(1, Relaxed);
+            tracing::debug!(%peer, "connection closed: max_connections_per_ip reached");
+            return;
+        };
+        match tls {
+            None => {
+                self.clone()
+                    .serve_connection(stream, peer, "http", serve)
+                    .await
+            }
+            Some(acceptor) => {
+                self.clone()
+                    .serve_tls_connection(acceptor, stream, peer, serve)
+                    .await
+            }
+        }
     }
 
     async fn serve_tls_connection(
@@ -323,11 +348,6 @@ impl Proxy {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let g = &self.metrics.global;
-        let Some(_per_ip) = self.conn_limit.acquire(peer.ip()) else {
-            g.connections_over_ip_limit.fetch_add(1, Relaxed);
-            tracing::debug!(%peer, "connection closed: max_connections_per_ip reached");
-            return;
-        };
         g.connections.fetch_add(1, Relaxed);
         g.connections_total.fetch_add(1, Relaxed);
         let shared = Arc::new(ConnShared {

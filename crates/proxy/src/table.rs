@@ -36,8 +36,8 @@ pub struct Route {
     pub strip_prefix: bool,
     /// Largest request body in bytes; `None` takes [`crate::ProxyConfig::max_body`].
     pub max_body: Option<u64>,
-    /// The app has TLS: plain HTTP requests get `308` to the same URL on HTTPS (when the
-    /// proxy has an HTTPS listener), except ACME HTTP-01 challenges.
+    /// The app has TLS: plain HTTP requests get `308` to the same URL on HTTPS when the proxy
+    /// has an HTTPS listener and a certificate for the host, except ACME HTTP-01 challenges.
     pub https_redirect: bool,
     pub target: Target,
     /// Security headers added to every response of the route.

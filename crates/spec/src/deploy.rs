@@ -25,6 +25,15 @@ pub(crate) fn deploy(w: &mut Walker<'_>, value: &Value<'_>) -> DeploySpec {
     let max_error_rate = w
         .percent(&t, "max_error_rate")
         .unwrap_or(defaults.max_error_rate);
+    if let Some((key, _)) = t.entry("max_error_rate")
+        && t.get("watch").is_none()
+    {
+        w.report(
+            Diagnostic::error("`max_error_rate` without `watch` in [deploy]")
+                .at(key, "judged only during the watch window")
+                .help("add watch = \"30s\": the new release's 5xx share is watched for that long after the switch"),
+        );
+    }
     let keep_releases = w
         .int(&t, "keep_releases", 1, 100)
         .unwrap_or(defaults.keep_releases);

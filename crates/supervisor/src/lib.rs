@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, mpsc};
 
 pub use instance::Instance;
-pub use probe::http_status;
+pub use probe::{http_status, http_status_on};
 pub use spawn::base_env;
 pub use types::{
     Event, EventKind, Exit, InstanceKey, InstanceState, InstanceStatus, Probe, ProcessSpec,

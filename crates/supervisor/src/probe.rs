@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Probe `http://127.0.0.1:{port}{path}` once. `Ok` on a 2xx status; `Err` says what went wrong
@@ -36,9 +36,18 @@ pub async fn http_status(
     host: &str,
     path: &str,
 ) -> Result<u16, String> {
-    let mut stream = TcpStream::connect(addr)
+    let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    http_status_on(stream, host, path).await
+}
+
+/// [`http_status`] on a connected stream (e.g. TLS to the proxy's HTTPS listener).
+pub async fn http_status_on<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    host: &str,
+    path: &str,
+) -> Result<u16, String> {
     let path = if path.starts_with('/') {
         path.to_owned()
     } else {

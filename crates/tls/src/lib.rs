@@ -31,7 +31,7 @@ pub use manager::{
     CertSource, CertSpec, CertStatus, ChallengeKind, Manager, ManagerConfig, SourceKind,
 };
 pub use parse::{CertInfo, Pem, certified_key_from_pem, certs_from_pem, self_signed};
-pub use provider::{ACME_TLS_ALPN, client_config, provider, server_config};
+pub use provider::{ACME_TLS_ALPN, client_config, pinned_client_config, provider, server_config};
 pub use store::CertStore;
 
 /// rustls itself, so callers use the same version and features (ring, no aws-lc-rs).

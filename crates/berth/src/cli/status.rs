@@ -75,13 +75,19 @@ fn certificates(certs: &[CertificateStatus], has_https: bool) {
         let expiry = match (&c.not_after, c.expires_in_days) {
             (Some(at), Some(days)) if days < 0 => format!("EXPIRED {at}"),
             (Some(at), Some(days)) => format!("expires {at} ({days} days)"),
+            _ if c.source == "files" => "not loaded".to_owned(),
             _ => "not issued yet".to_owned(),
+        };
+        let names = if c.names.is_empty() {
+            "-".to_owned()
+        } else {
+            c.names.join(", ")
         };
         output::line(format!(
             "  {:<16} {:<11} {}  {}{}",
             c.app,
             c.source,
-            c.names.join(", "),
+            names,
             expiry,
             c.issuer
                 .as_deref()

@@ -29,7 +29,7 @@ pub struct Daemon {
     pub(super) supervisor: Supervisor,
     pub(super) proxy: Arc<Proxy>,
     pub(super) http: SocketAddr,
-    https: Option<SocketAddr>,
+    pub(super) https: Option<SocketAddr>,
     admin: Option<SocketAddr>,
     /// Certificates of the apps with `[tls]`.
     pub(super) certs: super::certs::Certs,
@@ -105,6 +105,8 @@ impl Daemon {
             access_log: proxy::AccessLog::File(state.join("logs").join("access.log")),
             http01: Some(certs.http01.clone()),
             https_port: listen.https.map(|a| a.port()),
+            certs: Some(certs.store.clone()),
+            max_connections_per_ip: listen.max_connections_per_ip,
             ..ProxyConfig::default()
         });
         Ok(Arc::new(Daemon {
@@ -458,7 +460,10 @@ impl Daemon {
                     path: r.path.clone(),
                     strip_prefix: r.strip_prefix,
                     max_body: Some(r.max_body.unwrap_or(release.spec.proxy.max_body)),
-                    https_redirect: self.https.is_some() && release.spec.tls.is_some(),
+                    // `*` answers any name, and no certificate has every name.
+                    https_redirect: self.https.is_some()
+                        && release.spec.tls.is_some()
+                        && r.host != "*",
                     target,
                     headers: Arc::new(super::routes::header_policy(settings, r)),
                     rate_limit: super::routes::rate_limit(settings, r),

@@ -39,6 +39,7 @@ pub struct Certs {
     pub http01: tls::Http01Challenges,
     wanted: Mutex<Vec<CertSpec>>,
     dns_hook: bool,
+    https: bool,
 }
 
 impl Certs {
@@ -67,6 +68,7 @@ impl Certs {
             http01,
             wanted: Mutex::new(Vec::new()),
             dns_hook: args.acme_dns_hook.is_some(),
+            https: args.https.is_some(),
         })
     }
 
@@ -91,15 +93,28 @@ impl Certs {
     pub fn check(&self, spec: &AppSpec, release_dir: &Path) -> Result<(), String> {
         match &spec.tls {
             Some(TlsSpec::Files { cert, key }) => {
-                let (cert, key) = (release_dir.join(cert), release_dir.join(key));
-                let read = |p: &Path, what: &str| {
-                    std::fs::read(p).map_err(|e| format!("[tls] {what} {}: {e}", p.display()))
+                let read = |given: &str, what: &str| {
+                    let path = release_dir.join(given);
+                    std::fs::read(&path).map_err(|e| {
+                        let shipped = if Path::new(given).is_relative() {
+                            " (a relative path is read from the deployed release, which leaves out what .gitignore and .berthignore list; an absolute path reads the server's own file)"
+                        } else {
+                            ""
+                        };
+                        format!("[tls] {what} {}: {e}{shipped}", path.display())
+                    })
                 };
-                let (chain, pem) = (read(&cert, "cert")?, read(&key, "key")?);
-                tls::certified_key_from_pem(&cert.display().to_string(), &chain, &pem)
+                let (chain, pem) = (read(cert, "cert")?, read(key, "key")?);
+                tls::certified_key_from_pem(cert, &chain, &pem)
                     .map(drop)
                     .map_err(|e| format!("[tls] cert/key: {e}"))
             }
+            Some(TlsSpec::Acme {
+                challenge: AcmeChallenge::TlsAlpn01,
+                ..
+            }) if !self.https => Err(
+                "[tls] acme: challenge = \"tls-alpn-01\" is answered by the HTTPS listener, and the daemon has none; start `berth serve` with --https ADDR (port 443 in production), or use challenge = \"http-01\"".to_owned(),
+            ),
             Some(TlsSpec::Acme { .. }) if !self.dns_hook => {
                 match spec::certificate_names(&spec.routes)
                     .into_iter()

@@ -30,6 +30,8 @@ pub struct Listen {
     pub http: SocketAddr,
     pub https: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    /// [`proxy::ProxyConfig::max_connections_per_ip`].
+    pub max_connections_per_ip: u32,
 }
 
 #[derive(clap::Args)]
@@ -40,6 +42,10 @@ pub struct ServeArgs {
     /// Address of the admin listener serving /metrics (off unless given).
     #[arg(long)]
     pub admin: Option<SocketAddr>,
+    /// Open connections one client address (IPv6: one /64) may have; 0 for no limit. Behind
+    /// a load balancer every connection comes from its address: raise this or use 0.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections_per_ip: u32,
     #[command(flatten)]
     pub tls: TlsArgs,
 }
@@ -100,6 +106,7 @@ pub async fn serve(state: &Path, args: ServeArgs) -> Result<u8> {
         http: http.local_addr()?,
         https: https.as_ref().map(|l| l.local_addr()).transpose()?,
         admin: admin.as_ref().map(|l| l.local_addr()).transpose()?,
+        max_connections_per_ip: args.max_connections_per_ip,
     };
     let daemon = Daemon::open(state, listen, &args.tls)?;
     tracing::info!(

@@ -709,9 +709,9 @@ impl Daemon {
         failure.map_or(Ok(()), Err)
     }
 
-    /// Smoke checks through the proxy, as a client would see them.
+    /// Smoke checks through the proxy, as a client would see them: over HTTPS when the app's
+    /// host is served there (plain HTTP would only answer the redirect).
     async fn smoke(&self, r: &Rollout<'_>, checks: &[(String, u16)]) -> Result<(), Failure> {
-        let addr = loopback(self.http);
         let host = r
             .spec
             .routes
@@ -719,14 +719,27 @@ impl Daemon {
             .map(|route| route.host.as_str())
             .find(|h| !h.contains('*'))
             .unwrap_or("localhost");
+        let https = match (self.https, &r.spec.tls) {
+            (Some(addr), Some(_)) => self
+                .certs
+                .store
+                .lookup(host)
+                .map(|key| (loopback(addr), key.cert[0].clone())),
+            _ => None,
+        };
+        let over = if https.is_some() { ", HTTPS" } else { "" };
         for (path, want) in checks {
-            let got =
-                tokio::time::timeout(SMOKE_TIMEOUT, supervisor::http_status(addr, host, path))
-                    .await;
+            let probe = async {
+                match &https {
+                    Some((addr, leaf)) => https_status(*addr, leaf.clone(), host, path).await,
+                    None => supervisor::http_status(loopback(self.http), host, path).await,
+                }
+            };
+            let got = tokio::time::timeout(SMOKE_TIMEOUT, probe).await;
             let problem = match got {
                 Ok(Ok(status)) if status == *want => {
                     r.progress
-                        .phase("smoke", format!("GET {path} answered {status}"));
+                        .phase("smoke", format!("GET {path}{over} answered {status}"));
                     continue;
                 }
                 Ok(Ok(status)) => format!("answered {status}, expected {want}"),
@@ -736,7 +749,7 @@ impl Daemon {
             return Err(Failure {
                 gate: "smoke",
                 reason: format!(
-                    "smoke check: GET {path} (Host: {host}) on {} {}: {problem}",
+                    "smoke check: GET {path} (Host: {host}{over}) on {} {}: {problem}",
                     r.app, r.release
                 ),
                 hint: Some(format!("see `berth logs {}`", r.app)),
@@ -1094,6 +1107,27 @@ fn loopback(addr: SocketAddr) -> SocketAddr {
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
+}
+
+/// `GET path` over TLS to berth's own HTTPS listener, which must present `leaf` (the
+/// certificate berth serves for `host`).
+async fn https_status(
+    addr: SocketAddr,
+    leaf: tls::rustls::pki_types::CertificateDer<'static>,
+    host: &str,
+    path: &str,
+) -> Result<u16, String> {
+    let config = tls::pinned_client_config(leaf).map_err(|e| format!("TLS setup: {e}"))?;
+    let name = tls::rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("server name {host}: {e}"))?;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+    supervisor::http_status_on(stream, host, path).await
 }
 
 /// `0.053` → `"5.3%"`.

@@ -456,9 +456,17 @@ fn self_signed_for_development_with_expiry_in_metrics() {
         ],
         &[],
     );
-    let dev = site("dev", "dev.localhost", "self_signed = true");
-    let run = d.berth(&["deploy", dev.path().to_str().unwrap()]);
-    assert_eq!(run.code, 0, "{run:?}");
+    // Smoke checks go to the HTTPS listener: plain HTTP would only answer the redirect.
+    let dev = site(
+        "dev",
+        "dev.localhost",
+        "self_signed = true\n\n[deploy]\nsmoke = [{ path = \"/\" }]",
+    );
+    for _ in 0..2 {
+        let run = d.berth(&["deploy", dev.path().to_str().unwrap()]);
+        assert_eq!(run.code, 0, "{run:?}");
+        assert!(run.stderr.contains("GET /, HTTPS answered 200"), "{run:?}");
+    }
     let c = certificate(&d, "dev");
     assert_eq!(
         (c["source"].as_str(), c["serving"].as_bool()),
@@ -476,7 +484,7 @@ fn self_signed_for_development_with_expiry_in_metrics() {
         &format!("https://dev.localhost:{https}/"),
     ])
     .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
-    assert_eq!(out, "release r1\n");
+    assert_eq!(out, "release r2\n");
 
     // The admin listener's /metrics has the certificate's expiry, and promtool accepts it all.
     let admin: std::net::SocketAddr = d.status()["daemon"]["admin"]

@@ -220,16 +220,18 @@ fn a_crash_in_the_watch_window_rolls_back() {
     );
 }
 
-#[test]
-fn errors_above_the_threshold_in_the_watch_window_roll_back() {
+/// Deploys r2 of `name`, which answers 500 on `/api`, while a client sends one request in four
+/// there: a 25% error rate in the watch window, against `max_error_rate`.
+fn deploy_under_errors(name: &str, max_error_rate: &str) -> (Daemon, Run) {
     let d = Daemon::start();
-    let gates = "[deploy]\nsmoke = [{ path = \"/\" }]\nwatch = \"4s\"\nmax_error_rate = \"20%\"\n";
-    let good = ws_app("flaky", "", gates);
+    let gates = format!(
+        "[deploy]\nsmoke = [{{ path = \"/\" }}]\nwatch = \"4s\"\nmax_error_rate = \"{max_error_rate}\"\n"
+    );
+    let good = ws_app(name, "", &gates);
     assert_eq!(
         made_live(&d.berth(&["deploy", good.path().to_str().unwrap()])),
         "r1"
     );
-    // Traffic as users send it: most to `/`, one in four to `/api`, which r2 breaks.
     let stop = Arc::new(AtomicBool::new(false));
     let load = {
         let (stop, addr) = (stop.clone(), d.http);
@@ -243,14 +245,16 @@ fn errors_above_the_threshold_in_the_watch_window_roll_back() {
             }
         })
     };
-    let bad = ws_app(
-        "flaky",
-        "",
-        &format!("{gates}[env]\nFAIL_PATH = \"/api\"\n"),
-    );
+    let bad = ws_app(name, "", &format!("{gates}[env]\nFAIL_PATH = \"/api\"\n"));
     let run = d.berth(&["deploy", bad.path().to_str().unwrap()]);
     stop.store(true, Ordering::Relaxed);
     load.join().unwrap();
+    (d, run)
+}
+
+#[test]
+fn errors_above_the_threshold_in_the_watch_window_roll_back() {
+    let (d, run) = deploy_under_errors("flaky", "20%");
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("failed at the watch gate"), "{run:?}");
     assert!(
@@ -263,6 +267,14 @@ fn errors_above_the_threshold_in_the_watch_window_roll_back() {
         "{run:?}"
     );
     assert_eq!(d.get("/api").unwrap(), (200, "release r1\n".to_owned()));
+}
+
+#[test]
+fn errors_below_the_threshold_keep_the_release() {
+    let (d, run) = deploy_under_errors("tolerant", "50%");
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(d.get("/").unwrap(), (200, "release r2\n".to_owned()));
+    assert_eq!(d.get("/api").unwrap().0, 500);
 }
 
 #[test]
