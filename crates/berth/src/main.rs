@@ -124,7 +124,7 @@ enum Command {
         #[arg(long)]
         to: SocketAddr,
         /// Security headers on every response: strict, basic or off.
-        #[arg(long, default_value = "basic", value_parser = cli::proxy::parse_preset)]
+        #[arg(long, default_value = "basic", value_parser = <spec::HeaderPreset as std::str::FromStr>::from_str)]
         headers: spec::HeaderPreset,
         /// Rate-limit every request by client address: "REQUESTS/s|m|h [burst N]",
         /// e.g. "1000/s burst 2000".

@@ -30,6 +30,19 @@ const PRESETS: &[(&str, HeaderPreset)] = &[
     ("basic", HeaderPreset::Basic),
     ("off", HeaderPreset::Off),
 ];
+impl std::str::FromStr for HeaderPreset {
+    type Err = String;
+
+    /// `"strict"`, `"basic"` or `"off"` (also for `berth proxy --headers`).
+    fn from_str(s: &str) -> Result<HeaderPreset, String> {
+        PRESETS
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, p)| *p)
+            .ok_or_else(|| "expected strict, basic or off".to_owned())
+    }
+}
+
 /// Headers berth itself owns: message framing, connection handling, and `Server`.
 const MANAGED_HEADERS: &[&str] = &[
     "connection",

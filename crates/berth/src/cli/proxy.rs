@@ -39,13 +39,3 @@ pub async fn run(
     .context("serve the proxy")?;
     Ok(0)
 }
-
-/// `--headers strict|basic|off`.
-pub fn parse_preset(s: &str) -> Result<HeaderPreset, String> {
-    match s {
-        "strict" => Ok(HeaderPreset::Strict),
-        "basic" => Ok(HeaderPreset::Basic),
-        "off" => Ok(HeaderPreset::Off),
-        _ => Err("expected strict, basic or off".to_owned()),
-    }
-}
