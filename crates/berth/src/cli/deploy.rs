@@ -180,5 +180,10 @@ fn print_plan(p: &Plan) {
         .iter()
         .map(|(s, n)| format!("{s} x{n}"))
         .collect();
-    output::line(format!("  instances after: {}", instances.join(", ")));
+    let instances = if instances.is_empty() {
+        "none (static routes only)".to_owned()
+    } else {
+        instances.join(", ")
+    };
+    output::line(format!("  instances after: {instances}"));
 }

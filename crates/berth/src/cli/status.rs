@@ -30,10 +30,14 @@ pub async fn run(state: &Path, app: Option<&str>, json: bool) -> Result<u8> {
             .map(|r| format!(" (deploying {r})"))
             .unwrap_or_default();
         output::line(format!("{}  release {release}{deploying}", app.name));
-        output::line(format!(
-            "  {:<16} {:<8} {:>8} {:>6} {:<11} {:>8} {:>9} {:>8}",
-            "INSTANCE", "RELEASE", "PID", "PORT", "STATE", "RESTARTS", "UPTIME", "MEMORY"
-        ));
+        if app.instances.is_empty() {
+            output::line("  no processes (static routes only, or nothing running)");
+        } else {
+            output::line(format!(
+                "  {:<16} {:<8} {:>8} {:>6} {:<11} {:>8} {:>9} {:>8}",
+                "INSTANCE", "RELEASE", "PID", "PORT", "STATE", "RESTARTS", "UPTIME", "MEMORY"
+            ));
+        }
         let mut warnings: Vec<&str> = Vec::new();
         for i in &app.instances {
             output::line(format!(
