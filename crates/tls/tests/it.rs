@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -140,34 +140,6 @@ async fn handshake(
     })
 }
 
-/// GET over HTTPS (HTTP/1.1, `connection: close`): status and body.
-async fn https_get(
-    addr: SocketAddr,
-    path: &str,
-    roots: &[CertificateDer<'static>],
-) -> std::io::Result<(u16, String)> {
-    let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from("localhost").unwrap();
-    let mut stream = tokio_rustls::TlsConnector::from(client(roots, &[b"http/1.1"]))
-        .connect(name, tcp)
-        .await?;
-    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response).await; // Go closes without close_notify
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
-}
-
 async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
@@ -185,137 +157,33 @@ fn status_of(manager: &Manager, id: &str) -> CertStatus {
 
 // ---------------------------------------------------------------- pebble
 
-/// A port nobody listens on right now (TCP and UDP), for programs that cannot report the port
-/// they bound.
-fn free_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
+/// pebble (see `testkit::Pebble`), with its roots as rustls wants them.
 struct Pebble {
-    dir: tempfile::TempDir,
-    directory: String,
+    kit: testkit::Pebble,
     /// Trusted for pebble's own HTTPS (our test CA signed its server certificate).
     https_root: CertificateDer<'static>,
     /// pebble's CA for the certificates it issues.
     issuer_root: CertificateDer<'static>,
-    /// `pebble-challtestsrv` management API (set-txt / clear-txt).
-    challtest: u16,
-    _children: Vec<tokio::process::Child>,
 }
 
 impl Pebble {
     /// pebble with its validation ports pointed at `http` and `tls`; issued certificates live
     /// `validity` seconds.
     async fn start(http: SocketAddr, tls: SocketAddr, validity: u64) -> Pebble {
-        let dir = tempfile::tempdir().unwrap();
-        // A CA of our own for pebble's HTTPS (the Debian package ships no test certificate).
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "berth test CA");
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "localhost");
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
-
-        let (listen, management, dns, challtest) =
-            (free_port(), free_port(), free_port(), free_port());
-        let config = serde_json::json!({
-            "pebble": {
-                "listenAddress": format!("127.0.0.1:{listen}"),
-                "managementListenAddress": format!("127.0.0.1:{management}"),
-                "certificate": dir.path().join("cert.pem"),
-                "privateKey": dir.path().join("key.pem"),
-                "httpPort": http.port(),
-                "tlsPort": tls.port(),
-                "ocspResponderURL": "",
-                "externalAccountBindingRequired": false,
-                "certificateValidityPeriod": validity,
-            }
-        });
-        let config_path = dir.path().join("pebble-config.json");
-        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-
-        let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
-        let dns_server = tokio::process::Command::new("pebble-challtestsrv")
-            .args(["-dns01", &format!("127.0.0.1:{dns}")])
-            .args(["-management", &format!("127.0.0.1:{challtest}")])
-            .args([
-                "-http01",
-                "",
-                "-https01",
-                "",
-                "-tlsalpn01",
-                "",
-                "-defaultIPv6",
-                "",
-            ])
-            .args(["-defaultIPv4", "127.0.0.1"])
-            .stdout(log("challtestsrv.log"))
-            .stderr(log("challtestsrv.err"))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("pebble-challtestsrv (Debian package pebble) must be installed");
-        let pebble = tokio::process::Command::new("pebble")
-            .arg("-config")
-            .arg(&config_path)
-            .args(["-dnsserver", &format!("127.0.0.1:{dns}"), "-strict=false"])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_VA_ALWAYS_VALID", "0")
-            .env("PEBBLE_AUTHZREUSE", "0")
-            .stdout(log("pebble.log"))
-            .stderr(log("pebble.err"))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("pebble (Debian package pebble) must be installed");
-
-        let https_root = ca.der().clone();
-        let directory = format!("https://127.0.0.1:{listen}/dir");
-        let mgmt: SocketAddr = ([127, 0, 0, 1], management).into();
-        let acme: SocketAddr = ([127, 0, 0, 1], listen).into();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let issuer_pem = loop {
-            let roots = std::slice::from_ref(&https_root);
-            if let (Ok((200, _)), Ok((200, pem))) = (
-                https_get(acme, "/dir", roots).await,
-                https_get(mgmt, "/roots/0", roots).await,
-            ) {
-                break pem;
-            }
-            let up = TcpStream::connect(("127.0.0.1", challtest)).await.is_ok();
-            assert!(
-                Instant::now() < deadline,
-                "pebble did not come up (challtestsrv up: {up}); logs in {}",
-                dir.path().display()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let kit = tokio::task::spawn_blocking(move || {
+            testkit::Pebble::start(http.port(), tls.port(), validity)
+        })
+        .await
+        .unwrap();
+        let root = |path: &Path| {
+            tls::certs_from_pem(&std::fs::read(path).unwrap())
+                .unwrap()
+                .remove(0)
         };
-        let issuer_root = tls::certs_from_pem(issuer_pem.as_bytes())
-            .unwrap()
-            .remove(0);
         Pebble {
-            dir,
-            directory,
-            https_root,
-            issuer_root,
-            challtest,
-            _children: vec![dns_server, pebble],
+            https_root: root(&kit.https_root),
+            issuer_root: root(&kit.issuer_root),
+            kit,
         }
     }
 
@@ -333,14 +201,10 @@ impl Pebble {
     fn acme(&self, names: &[&str], challenge: ChallengeKind) -> CertSource {
         CertSource::Acme {
             email: "ops@berth.test".into(),
-            directory: self.directory.clone(),
+            directory: self.kit.directory.clone(),
             names: names.iter().map(|n| n.to_string()).collect(),
             challenge,
         }
-    }
-
-    fn logs(&self) -> PathBuf {
-        self.dir.path().to_owned()
     }
 }
 
@@ -406,12 +270,9 @@ async fn wait_serving(
             return status;
         }
         if Instant::now() > deadline {
-            let log =
-                |name: &str| std::fs::read_to_string(pebble.logs().join(name)).unwrap_or_default();
             panic!(
-                "timed out waiting for certificate {id}: {status:?}\npebble:\n{}{}",
-                log("pebble.log"),
-                log("pebble.err")
+                "timed out waiting for certificate {id}: {status:?}\npebble:\n{}",
+                pebble.kit.logs()
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -579,7 +440,7 @@ else
   curl -sf -d "{{\"host\":\"$BERTH_DNS_NAME.\"}}" http://127.0.0.1:{port}/clear-txt
 fi"#,
         log = hook_log.display(),
-        port = pebble.challtest
+        port = pebble.kit.challtest
     ));
     let spec = CertSpec {
         id: "wild".into(),

@@ -7,141 +7,14 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use testkit::{Pebble, free_port};
+
 use crate::harness::*;
-
-/// A port nobody listens on right now (TCP and UDP), for programs told a port in advance.
-fn free_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-/// pebble and its DNS server, killed on drop.
-struct Pebble {
-    dir: tempfile::TempDir,
-    directory: String,
-    /// PEM: the CA of pebble's own HTTPS (give to `--acme-ca-root`).
-    https_root: PathBuf,
-    /// PEM: the root of the certificates pebble issues (clients trust it).
-    issuer_root: PathBuf,
-    children: Vec<Child>,
-}
-
-impl Drop for Pebble {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Pebble {
-    fn start(http_port: u16, tls_port: u16) -> Pebble {
-        Pebble::with_validity(http_port, tls_port, 3600)
-    }
-
-    /// pebble issuing certificates that live `validity` seconds.
-    fn with_validity(http_port: u16, tls_port: u16, validity: u64) -> Pebble {
-        let dir = tempfile::tempdir().unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "berth test CA");
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params =
-            rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        let https_root = dir.path().join("https-root.pem");
-        std::fs::write(&https_root, ca.pem()).unwrap();
-        std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
-
-        let (listen, management, dns, challtest) =
-            (free_port(), free_port(), free_port(), free_port());
-        let config = serde_json::json!({
-            "pebble": {
-                "listenAddress": format!("127.0.0.1:{listen}"),
-                "managementListenAddress": format!("127.0.0.1:{management}"),
-                "certificate": dir.path().join("cert.pem"),
-                "privateKey": dir.path().join("key.pem"),
-                "httpPort": http_port,
-                "tlsPort": tls_port,
-                "ocspResponderURL": "",
-                "externalAccountBindingRequired": false,
-                "certificateValidityPeriod": validity,
-            }
-        });
-        let config_path = dir.path().join("pebble.json");
-        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-        let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
-        let dns_server = Command::new("pebble-challtestsrv")
-            .args(["-dns01", &format!("127.0.0.1:{dns}")])
-            .args(["-management", &format!("127.0.0.1:{challtest}")])
-            .args([
-                "-http01",
-                "",
-                "-https01",
-                "",
-                "-tlsalpn01",
-                "",
-                "-defaultIPv6",
-                "",
-            ])
-            .args(["-defaultIPv4", "127.0.0.1"])
-            .stdout(log("challtestsrv.log"))
-            .stderr(log("challtestsrv.err"))
-            .spawn()
-            .expect("pebble-challtestsrv (Debian package pebble) must be installed");
-        let pebble = Command::new("pebble")
-            .arg("-config")
-            .arg(&config_path)
-            .args(["-dnsserver", &format!("127.0.0.1:{dns}"), "-strict=false"])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_VA_ALWAYS_VALID", "0")
-            .env("PEBBLE_AUTHZREUSE", "0")
-            .stdout(log("pebble.log"))
-            .stderr(log("pebble.err"))
-            .spawn()
-            .expect("pebble (Debian package pebble) must be installed");
-        let mut p = Pebble {
-            directory: format!("https://127.0.0.1:{listen}/dir"),
-            issuer_root: dir.path().join("issuer-root.pem"),
-            https_root,
-            dir,
-            children: vec![dns_server, pebble],
-        };
-        let roots_url = format!("https://127.0.0.1:{management}/roots/0");
-        let pem = wait_for("pebble to come up", Duration::from_secs(20), || {
-            let dir_up = curl(&["--cacert", p.https_root.to_str()?, &p.directory]).ok()?;
-            let pem = curl(&["--cacert", p.https_root.to_str()?, &roots_url]).ok()?;
-            (dir_up.contains("newOrder") && pem.contains("BEGIN CERTIFICATE")).then_some(pem)
-        });
-        std::fs::write(&p.issuer_root, pem).unwrap();
-        p.children.shrink_to_fit();
-        p
-    }
-
-    fn logs(&self) -> String {
-        ["pebble.log", "pebble.err"]
-            .iter()
-            .map(|n| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default())
-            .collect()
-    }
-}
 
 /// `curl -sS ARGS`: stdout, or stderr as the error.
 fn curl(args: &[&str]) -> Result<String, String> {
@@ -214,7 +87,7 @@ fn mode(path: &Path) -> u32 {
 #[test]
 fn acme_certificates_by_http01_and_tls_alpn01_served_over_h2_and_kept_across_restarts() {
     let (http, https) = (free_port(), free_port());
-    let pebble = Pebble::start(http, https);
+    let pebble = Pebble::start(http, https, 3600);
     let (http_addr, https_addr) = (format!("127.0.0.1:{http}"), format!("127.0.0.1:{https}"));
     let mut d = Daemon::start_with(
         &[
@@ -358,7 +231,7 @@ fn served_serial(https: u16, name: &str) -> String {
 fn a_short_lived_certificate_is_renewed_and_swapped_in_without_a_restart() {
     let (http, https) = (free_port(), free_port());
     // Renewal is due when a third of the lifetime is left: 6 s after issuance.
-    let pebble = Pebble::with_validity(http, https, 9);
+    let pebble = Pebble::start(http, https, 9);
     let d = Daemon::start_with(
         &[
             "--http",
