@@ -84,14 +84,7 @@ fn broken_deploy(name: &str, broken: &[(&str, &str)], expect: &[&str]) {
         run.stderr.contains("release r1 keeps serving") || expect.contains(&"build"),
         "{run:?}"
     );
-    assert_eq!(d.get("/").unwrap(), (200, "release r1\n".to_owned()));
-    let status = d.status();
-    assert_eq!(status["apps"][0]["release"], "r1");
-    assert!(
-        instances(&status, name)
-            .iter()
-            .all(|i| i["release"] == "r1")
-    );
+    assert_serves(&d, name, "r1");
 }
 
 #[test]

@@ -271,6 +271,26 @@ pub fn instances(status: &Value, app: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// `release` of `app` answers `/` and is the app's only release running, every instance ready:
+/// what a failed deploy or a rollback must leave behind.
+pub fn assert_serves(d: &Daemon, app: &str, release: &str) {
+    assert_eq!(d.get("/").unwrap(), (200, format!("release {release}\n")));
+    let status = d.status();
+    let live = status["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == app)
+        .map(|a| a["release"].clone());
+    assert_eq!(live, Some(Value::from(release)), "{status}");
+    assert!(
+        instances(&status, app)
+            .iter()
+            .all(|i| i["release"] == release && i["state"] == "ready"),
+        "{status}"
+    );
+}
+
 /// Like [`PY_WEB`], plus a WebSocket echo on `/ws` that prefixes each message with the release,
 /// and `CRASH_AFTER` (seconds) / `STATUS` (for every path but /health) to make broken releases.
 pub const PY_WS_WEB: &str = r#"

@@ -180,14 +180,7 @@ fn rolled_back(name: &str, env: &str, gate: &str, expect: &str) {
         run.stderr.contains("rolled back to r1, which serves again"),
         "{run:?}"
     );
-    assert_eq!(d.get("/").unwrap(), (200, "release r1\n".to_owned()));
-    let status = d.status();
-    assert_eq!(status["apps"][0]["release"], "r1");
-    assert!(
-        instances(&status, name)
-            .iter()
-            .all(|i| i["release"] == "r1" && i["state"] == "ready")
-    );
+    assert_serves(&d, name, "r1");
     let history: Value =
         serde_json::from_str(&d.berth(&["history", name, "--json"]).stdout).unwrap();
     let last = &history["deploys"][0];

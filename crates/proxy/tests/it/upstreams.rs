@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
-use proxy::{Balance, HostPattern, ProxyConfig, Upstream};
+use proxy::{Balance, HostPattern, Pool, ProxyConfig, Upstream};
 
 use crate::support::*;
 
@@ -58,12 +58,7 @@ async fn slow_upstream_is_504() {
 #[tokio::test]
 async fn idempotent_request_retried_on_another_instance() {
     let alive = TestUpstream::echo("alive").await;
-    // Round-robin starts at the first instance: the dead one.
-    let p = pool(
-        "web",
-        Balance::RoundRobin,
-        vec![Upstream::new("dead", dead_addr().await), alive.upstream()],
-    );
+    let p = dead_then(&alive).await;
     let proxy = TestProxy::start(config(), vec![route("r", HostPattern::Any, "/", &p)]).await;
     for _ in 0..4 {
         let r = get(proxy.addr, "x", "/").await;
@@ -81,11 +76,7 @@ async fn idempotent_request_retried_on_another_instance() {
 #[tokio::test]
 async fn post_is_never_retried() {
     let alive = TestUpstream::echo("alive").await;
-    let p = pool(
-        "web",
-        Balance::RoundRobin,
-        vec![Upstream::new("dead", dead_addr().await), alive.upstream()],
-    );
+    let p = dead_then(&alive).await;
     let proxy = TestProxy::start(config(), vec![route("r", HostPattern::Any, "/", &p)]).await;
     let req = Request::post("/orders")
         .header("host", "x")
@@ -162,4 +153,14 @@ async fn keep_alive_connections_are_reused() {
         conns <= 3,
         "{conns} upstream connections for 20 sequential requests"
     );
+}
+
+/// A round-robin pool whose first instance (where round-robin starts) refuses connections and
+/// whose second is `alive`.
+async fn dead_then(alive: &TestUpstream) -> Arc<Pool> {
+    pool(
+        "web",
+        Balance::RoundRobin,
+        vec![Upstream::new("dead", dead_addr().await), alive.upstream()],
+    )
 }
