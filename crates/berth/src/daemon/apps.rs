@@ -472,6 +472,8 @@ impl Daemon {
             }
         }
         self.proxy.publish(RouteTable { routes });
+        // Still under `running`, so two republishes cannot hand the manager their sets in the
+        // wrong order. It only does work (file reads, a self-signed key) when the set changed.
         self.certs.sync(
             running
                 .iter()
