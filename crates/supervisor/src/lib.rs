@@ -115,11 +115,65 @@ impl Supervisor {
     }
 }
 
-/// A free TCP port on 127.0.0.1 right now (bind port 0, read it, release it).
+/// A free TCP port on 127.0.0.1 for an instance's `PORT`, chosen outside the kernel's
+/// ephemeral range: a port from that range (what binding port 0 gives) can be taken as the
+/// source port of any outgoing connection, the proxy's own to the upstreams included, in the
+/// moment between choosing it and the app binding it. Ports are handed out in turn from a
+/// random start, so two instances started together never get the same one.
 pub fn free_port() -> io::Result<u16> {
-    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
-        .local_addr()?
-        .port())
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(usize::MAX);
+    let (low, high) = ephemeral_range();
+    // 10000 up to the ephemeral range, and above it.
+    let below = usize::from(low.saturating_sub(10_000));
+    let above = usize::from(u16::MAX - high);
+    let count = below + above;
+    if count < 1000 {
+        // The ephemeral range covers (nearly) everything: fall back to the kernel's choice.
+        return Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+            .local_addr()?
+            .port());
+    }
+    let _ = NEXT.compare_exchange(
+        usize::MAX,
+        random_start(count),
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..count {
+        let i = NEXT.fetch_add(1, Ordering::Relaxed) % count;
+        let port = if i < below {
+            10_000 + i as u16
+        } else {
+            high + 1 + (i - below) as u16
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "no free port on 127.0.0.1 outside the ephemeral range",
+    ))
+}
+
+/// `net.ipv4.ip_local_port_range`, or Linux's default.
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .filter(|(low, high)| low <= high)
+        .unwrap_or((32_768, 60_999))
+}
+
+fn random_start(count: usize) -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    (h.finish() % count as u64) as usize
 }
 
 /// SIGKILL process group `pgid` if it still exists. For the daemon's start-up sweep of groups

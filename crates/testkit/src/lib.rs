@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port nobody listens on right now (TCP and UDP), for programs told their port in advance.
+/// A port nobody listens on right now (TCP and UDP), for programs told their port in advance;
+/// outside the ephemeral range, like the ports the supervisor gives instances.
 pub fn free_port() -> u16 {
     loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
-        let port = udp.local_addr().expect("local address").port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let port = supervisor::free_port().expect("a free port");
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
