@@ -9,11 +9,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod api;
 mod cli;
-mod client;
-mod daemon;
 mod output;
+mod serve;
 
 /// Exit codes: 0 ok, 1 the operation failed, 2 bad usage or bad input.
 pub const EXIT_FAILED: u8 = 1;
@@ -41,7 +39,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: supervise apps, serve the proxy and the control API.
-    Serve(daemon::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Validate berth.toml and change nothing.
     Check {
         /// App directory holding berth.toml.
@@ -150,7 +148,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => daemon::serve(&cli.state, args).await,
+            Command::Serve(args) => serve::run(&cli.state, args).await,
             Command::Check { dir, env } => cli::check::run(&dir, env.as_deref()),
             Command::Deploy {
                 dir,

@@ -12,10 +12,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod db;
 mod migrations;
 mod secrets;
+pub use api::{DeployKind, DeployResult, Gate, ReleaseStatus, SecretOrigin, Step};
+pub use db::Db;
 pub use migrations::MIGRATIONS;
-pub use secrets::{SecretMeta, SecretOrigin};
+pub use secrets::SecretMeta;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -31,6 +34,9 @@ pub enum Error {
     TooNew { found: i64, known: i64 },
     #[error(transparent)]
     Sql(#[from] rusqlite::Error),
+    /// The blocking task that ran a call panicked or was cancelled (a bug, or shutdown).
+    #[error("state database task failed: {0}")]
+    Task(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -46,37 +52,6 @@ pub struct Release {
     pub status: ReleaseStatus,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReleaseStatus {
-    /// Unpacked, being built or started.
-    Pending,
-    /// Has served traffic (it is or was current).
-    Live,
-    /// Build or start failed; never served.
-    Failed,
-    /// Its tree was deleted to keep only the newest releases.
-    Pruned,
-}
-
-impl ReleaseStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReleaseStatus::Pending => "pending",
-            ReleaseStatus::Live => "live",
-            ReleaseStatus::Failed => "failed",
-            ReleaseStatus::Pruned => "pruned",
-        }
-    }
-    fn parse(s: &str) -> Self {
-        match s {
-            "live" => ReleaseStatus::Live,
-            "failed" => ReleaseStatus::Failed,
-            "pruned" => ReleaseStatus::Pruned,
-            _ => ReleaseStatus::Pending,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct App {
     pub name: String,
@@ -88,8 +63,7 @@ pub struct App {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deploy {
     pub id: i64,
-    /// `deploy` or `rollback`.
-    pub kind: String,
+    pub kind: DeployKind,
     pub app: String,
     /// The release being deployed or rolled back to.
     pub release: String,
@@ -98,18 +72,17 @@ pub struct Deploy {
     pub user: String,
     pub started_at: SystemTime,
     pub finished_at: Option<SystemTime>,
-    /// The step reached: `unpack`, `build`, `start`, `switch`, `smoke`, `watch`, `drain`, `done`.
-    pub step: String,
-    /// `running`, `ok`, `failed`, `rolled-back`, `interrupted`.
-    pub result: String,
-    /// The gate that failed: `build`, `start`, `smoke`, `watch`.
-    pub gate: Option<String>,
+    /// The step reached.
+    pub step: Step,
+    pub result: DeployResult,
+    /// The gate that failed.
+    pub gate: Option<Gate>,
     pub reason: Option<String>,
 }
 
 /// What a new deploy record starts with.
 pub struct NewDeploy<'a> {
-    pub kind: &'a str,
+    pub kind: DeployKind,
     pub app: &'a str,
     pub release: &'a str,
     pub from_release: Option<&'a str>,
@@ -212,8 +185,8 @@ impl Store {
         )?;
         let id = format!("r{seq}");
         tx.execute(
-            "INSERT INTO releases (app, id, seq, created_at, digest, status) VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
-            params![app, id, seq, now, digest],
+            "INSERT INTO releases (app, id, seq, created_at, digest, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![app, id, seq, now, digest, ReleaseStatus::Pending],
         )?;
         tx.commit()?;
         Ok(Release {
@@ -228,7 +201,7 @@ impl Store {
     pub fn set_release_status(&self, app: &str, id: &str, status: ReleaseStatus) -> Result<()> {
         self.conn.execute(
             "UPDATE releases SET status = ?3 WHERE app = ?1 AND id = ?2",
-            params![app, id, status.as_str()],
+            params![app, id, status],
         )?;
         Ok(())
     }
@@ -237,8 +210,8 @@ impl Store {
     pub fn set_current(&mut self, app: &str, id: &str) -> Result<()> {
         let tx = self.conn.transaction()?;
         tx.execute(
-            "UPDATE releases SET status = 'live' WHERE app = ?1 AND id = ?2",
-            params![app, id],
+            "UPDATE releases SET status = ?3 WHERE app = ?1 AND id = ?2",
+            params![app, id, ReleaseStatus::Live],
         )?;
         tx.execute(
             "UPDATE apps SET current_release = ?2 WHERE name = ?1",
@@ -268,7 +241,7 @@ impl Store {
                 id: r.get(1)?,
                 created_at: from_millis(r.get(2)?),
                 digest: r.get(3)?,
-                status: ReleaseStatus::parse(&r.get::<_, String>(4)?),
+                status: r.get(4)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -279,21 +252,23 @@ impl Store {
     pub fn begin_deploy(&self, d: &NewDeploy<'_>) -> Result<i64> {
         self.conn.execute(
             "INSERT INTO deploys (kind, app, release, from_release, user, started_at, step, result)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'start', 'running')",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 d.kind,
                 d.app,
                 d.release,
                 d.from_release,
                 d.user,
-                to_millis(SystemTime::now())
+                to_millis(SystemTime::now()),
+                Step::Start,
+                DeployResult::Running,
             ],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
 
     /// Record the step a running deploy has reached.
-    pub fn set_deploy_step(&self, id: i64, step: &str) -> Result<()> {
+    pub fn set_deploy_step(&self, id: i64, step: Step) -> Result<()> {
         self.conn.execute(
             "UPDATE deploys SET step = ?2 WHERE id = ?1",
             params![id, step],
@@ -304,8 +279,8 @@ impl Store {
     pub fn finish_deploy(
         &self,
         id: i64,
-        result: &str,
-        gate: Option<&str>,
+        result: DeployResult,
+        gate: Option<Gate>,
         reason: Option<&str>,
     ) -> Result<()> {
         self.conn.execute(
@@ -320,15 +295,19 @@ impl Store {
     pub fn interrupt_running_deploys(&mut self) -> Result<usize> {
         let tx = self.conn.transaction()?;
         let n = tx.execute(
-            "UPDATE deploys SET finished_at = ?1, result = 'interrupted',
+            "UPDATE deploys SET finished_at = ?1, result = ?2,
              reason = 'the daemon stopped during step ' || step || '; the last switched-to release serves'
-             WHERE result = 'running'",
-            [to_millis(SystemTime::now())],
+             WHERE result = ?3",
+            params![
+                to_millis(SystemTime::now()),
+                DeployResult::Interrupted,
+                DeployResult::Running
+            ],
         )?;
         tx.execute(
-            "UPDATE releases SET status = 'failed' WHERE status = 'pending'
+            "UPDATE releases SET status = ?1 WHERE status = ?2
              AND NOT EXISTS (SELECT 1 FROM apps WHERE apps.name = releases.app AND apps.current_release = releases.id)",
-            [],
+            params![ReleaseStatus::Failed, ReleaseStatus::Pending],
         )?;
         tx.commit()?;
         Ok(n)

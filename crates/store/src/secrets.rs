@@ -5,32 +5,7 @@ use std::time::SystemTime;
 
 use rusqlite::{OptionalExtension, params};
 
-use crate::{Result, Store, from_millis, to_millis};
-
-/// How a secret got its value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecretOrigin {
-    /// Made by berth from `generate = "KIND:LEN"`.
-    Generated,
-    /// Given by the operator (`berth secrets set`).
-    Set,
-}
-
-impl SecretOrigin {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SecretOrigin::Generated => "generated",
-            SecretOrigin::Set => "set",
-        }
-    }
-
-    fn parse(s: &str) -> SecretOrigin {
-        match s {
-            "generated" => SecretOrigin::Generated,
-            _ => SecretOrigin::Set,
-        }
-    }
-}
+use crate::{Result, SecretOrigin, Store, from_millis, to_millis};
 
 /// What `berth secrets list` shows: everything but the value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,13 +32,13 @@ impl Store {
         let replaced = tx.execute(
             "UPDATE secrets SET ciphertext = ?3, origin = ?4, rotated_at = ?5
              WHERE app = ?1 AND name = ?2",
-            params![app, name, ciphertext, origin.as_str(), now],
+            params![app, name, ciphertext, origin, now],
         )? > 0;
         if !replaced {
             tx.execute(
                 "INSERT INTO secrets (app, name, ciphertext, origin, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![app, name, ciphertext, origin.as_str(), now],
+                params![app, name, ciphertext, origin, now],
             )?;
         }
         tx.commit()?;
@@ -109,7 +84,7 @@ impl Store {
         let rows = stmt.query_map([app], |r| {
             Ok(SecretMeta {
                 name: r.get(0)?,
-                origin: SecretOrigin::parse(&r.get::<_, String>(1)?),
+                origin: r.get(1)?,
                 created_at: from_millis(r.get(2)?),
                 rotated_at: r.get::<_, Option<i64>>(3)?.map(from_millis),
             })

@@ -63,21 +63,21 @@ fn running_deploys_become_interrupted() {
     let mut s = Store::open_in_memory().unwrap();
     s.create_release("shop", "d").unwrap();
     let new = NewDeploy {
-        kind: "deploy",
+        kind: DeployKind::Deploy,
         app: "shop",
         release: "r1",
         from_release: None,
         user: "ops",
     };
     let done = s.begin_deploy(&new).unwrap();
-    s.finish_deploy(done, "ok", None, None).unwrap();
+    s.finish_deploy(done, DeployResult::Ok, None, None).unwrap();
     let cut = s.begin_deploy(&new).unwrap();
-    s.set_deploy_step(cut, "build").unwrap();
+    s.set_deploy_step(cut, Step::Build).unwrap();
     assert_eq!(s.interrupt_running_deploys().unwrap(), 1);
     let list = s.deploys(Some("shop"), 10).unwrap();
-    let results: Vec<_> = list.iter().map(|d| d.result.as_str()).collect();
-    assert_eq!(results, ["interrupted", "ok"]);
-    assert_eq!(list[0].step, "build");
+    let results: Vec<_> = list.iter().map(|d| d.result).collect();
+    assert_eq!(results, [DeployResult::Interrupted, DeployResult::Ok]);
+    assert_eq!(list[0].step, Step::Build);
     assert!(
         list[0]
             .reason

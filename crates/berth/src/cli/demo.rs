@@ -3,13 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
 
-use crate::api::DaemonInfo;
-use crate::client::Client;
 use crate::output;
 
 pub async fn run(http: SocketAddr) -> Result<u8> {
@@ -17,40 +14,26 @@ pub async fn run(http: SocketAddr) -> Result<u8> {
     let state = std::env::temp_dir().join(format!("berth-demo-{}", std::process::id()));
     std::fs::create_dir_all(&state).with_context(|| format!("create {}", state.display()))?;
     output::progress(format!("==> state directory {}", state.display()));
+    crate::serve::init_tracing();
 
-    let exe = std::env::current_exe().context("find the berth binary")?;
-    let mut daemon = tokio::process::Command::new(exe)
-        .arg("serve")
-        .arg("--state")
-        .arg(&state)
-        .arg("--http")
-        .arg(http.to_string())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("start the berth daemon")?;
-
-    let client = Client::new(&state);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let info: DaemonInfo = loop {
-        match client.get_json("/v1/daemon").await {
-            Ok(info) => break info,
-            Err(_) if Instant::now() < deadline => {
-                if let Some(status) = daemon.try_wait()? {
-                    bail!("the berth daemon exited at start ({status}); is {http} already in use?");
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(err) => return Err(err.context("wait for the berth daemon")),
-        }
+    // The daemon runs in this process, on its own task, until the demo ends.
+    let daemon = daemon::Daemon::open(daemon::Config::new(&state))?;
+    let listeners = daemon::Listeners {
+        http: TcpListener::bind(http)
+            .await
+            .with_context(|| format!("listen on {http}; is it already in use?"))?,
+        https: None,
+        admin: None,
+        control: daemon.bind_control()?,
     };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut served = tokio::spawn(daemon.run(listeners, async {
+        let _ = stopped.await;
+    }));
 
-    let code = super::deploy::run(&state, &example, None, false, false).await?;
-    if code == 0 {
-        let url = format!(
-            "http://{}/",
-            info.http.as_deref().unwrap_or("127.0.0.1:8080")
-        );
+    let deployed = super::deploy::run(&state, &example, None, false, false).await;
+    if let Ok(0) = deployed {
+        let url = format!("http://{http}/");
         output::line(format!("\nberth demo is serving {url}"));
         output::line(format!("  try:    curl {url}"));
         output::line(format!(
@@ -63,28 +46,16 @@ pub async fn run(http: SocketAddr) -> Result<u8> {
         ));
         output::line("Ctrl-C stops the demo.");
         tokio::select! {
-            _ = crate::daemon::shutdown_signal() => {}
-            status = daemon.wait() => output::progress(format!("the daemon exited: {status:?}")),
+            () = daemon::shutdown_signal() => {}
+            ended = &mut served => output::progress(format!("the daemon ended: {ended:?}")),
         }
     }
-    stop(&mut daemon).await;
+    let _ = stop.send(());
+    if !served.is_finished() {
+        served.await.context("stop the daemon")??;
+    }
     let _ = std::fs::remove_dir_all(&state);
-    Ok(code)
-}
-
-async fn stop(daemon: &mut tokio::process::Child) {
-    if let Some(pid) = daemon.id() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    }
-    if tokio::time::timeout(Duration::from_secs(15), daemon.wait())
-        .await
-        .is_err()
-    {
-        let _ = daemon.kill().await;
-    }
+    deployed
 }
 
 /// `examples/hello` next to the current directory (the README runs the demo from the repo

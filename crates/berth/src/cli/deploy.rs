@@ -5,12 +5,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use api::client::{Client, for_each_line, read_json};
+use api::{DeployEvent, DeployQuery, Plan, RollbackQuery};
 use bytes::Bytes;
 use http::Method;
 use hyper::body::Incoming;
 
-use crate::api::{DeployEvent, Plan};
-use crate::client::{Client, for_each_line};
 use crate::{EXIT_BAD_INPUT, EXIT_FAILED, output};
 
 pub async fn run(
@@ -38,44 +38,41 @@ pub async fn run(
         &packed.digest[..12]
     ));
     let client = Client::new(state);
-    let env_q = env.map(|e| format!("&env={e}")).unwrap_or_default();
-    if dry_run {
-        let resp = client
-            .send(
-                Method::POST,
-                &format!("/v1/deploy?dry_run=1{env_q}"),
-                Bytes::from(packed.bytes),
-            )
-            .await
-            .with_context(|| format!("plan a deploy of {}", spec.instance_name()))?;
-        let bytes = http_body_util::BodyExt::collect(resp.into_body())
-            .await?
-            .to_bytes();
-        let plan: Plan = serde_json::from_slice(&bytes).context("read the plan")?;
-        print_plan(&plan);
-        return Ok(0);
-    }
-    let path = format!("/v1/deploy?wait={}{env_q}", u8::from(wait));
+    let query = DeployQuery {
+        dry_run,
+        wait,
+        env: env.map(str::to_owned),
+    };
+    let path = api::path(&["v1", "deploy"], &query);
     let resp = client
         .send(Method::POST, &path, Bytes::from(packed.bytes))
         .await
-        .with_context(|| format!("deploy {}", spec.instance_name()))?;
+        .with_context(|| {
+            let what = if dry_run {
+                "plan a deploy of"
+            } else {
+                "deploy"
+            };
+            format!("{what} {}", spec.instance_name())
+        })?;
+    if dry_run {
+        let plan: Plan = read_json(resp.into_body()).await.context("read the plan")?;
+        print_plan(&plan);
+        return Ok(0);
+    }
     follow(resp.into_body(), &spec.instance_name(), "deployed", started).await
 }
 
 pub async fn rollback(state: &Path, app: &str, to: Option<&str>, wait: bool) -> Result<u8> {
     let started = Instant::now();
-    let mut query = Vec::new();
-    if let Some(to) = to {
-        query.push(format!("to={to}"));
-    }
-    if wait {
-        query.push("wait=1".to_owned());
-    }
+    let query = RollbackQuery {
+        to: to.map(str::to_owned),
+        wait,
+    };
     let resp = Client::new(state)
         .send(
             Method::POST,
-            &format!("/v1/apps/{app}/rollback?{}", query.join("&")),
+            &api::path(&["v1", "apps", app, "rollback"], &query),
             Bytes::new(),
         )
         .await
@@ -104,7 +101,7 @@ pub async fn follow(body: Incoming, app: &str, verb: &str, started: Instant) -> 
             )),
             DeployEvent::Done(done) => outcome = Some(done),
         }
-        Ok(())
+        Ok::<_, anyhow::Error>(())
     })
     .await?;
 
@@ -134,7 +131,7 @@ pub async fn follow(body: Incoming, app: &str, verb: &str, started: Instant) -> 
         } else {
             "rollback"
         },
-        done.gate.as_deref().unwrap_or("?"),
+        done.gate.map_or("?", |g| g.as_str()),
         done.reason.as_deref().unwrap_or("no reason given")
     ));
     if !done.log_tail.is_empty() {
@@ -186,4 +183,15 @@ fn print_plan(p: &Plan) {
         instances.join(", ")
     };
     output::line(format!("  instances after: {instances}"));
+    let steps = [
+        ("start before the switch", &p.start),
+        ("replace one at a time  ", &p.replace),
+        ("stop                   ", &p.stop),
+        ("drain after the checks ", &p.drain),
+    ];
+    for (what, slots) in steps {
+        if !slots.is_empty() {
+            output::line(format!("  {what}: {}", slots.join(", ")));
+        }
+    }
 }

@@ -4,13 +4,14 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::api::{History, Releases};
-use crate::client::Client;
+use api::client::Client;
+use api::{AppQuery, History, NoQuery, Releases};
+
 use crate::output;
 
 pub async fn releases(state: &Path, app: &str, json: bool) -> Result<u8> {
     let r: Releases = Client::new(state)
-        .get_json(&format!("/v1/apps/{app}/releases"))
+        .get(&api::path(&["v1", "apps", app, "releases"], &NoQuery {}))
         .await?;
     if json {
         output::json(&r);
@@ -34,8 +35,12 @@ pub async fn releases(state: &Path, app: &str, json: bool) -> Result<u8> {
 }
 
 pub async fn history(state: &Path, app: Option<&str>, json: bool) -> Result<u8> {
-    let path = app.map_or("/v1/history".to_owned(), |a| format!("/v1/history?app={a}"));
-    let h: History = Client::new(state).get_json(&path).await?;
+    let query = AppQuery {
+        app: app.map(str::to_owned),
+    };
+    let h: History = Client::new(state)
+        .get(&api::path(&["v1", "history"], &query))
+        .await?;
     if json {
         output::json(&h);
         return Ok(0);

@@ -6,7 +6,9 @@ use anyhow::Result;
 use bytes::Bytes;
 use http::Method;
 
-use crate::client::{Client, for_each_line};
+use api::LogsQuery;
+use api::client::{Client, for_each_line};
+
 use crate::output;
 
 pub async fn run(
@@ -17,28 +19,27 @@ pub async fn run(
     since: Option<&str>,
     redact: bool,
 ) -> Result<u8> {
-    let mut query = Vec::new();
-    if let Some(service) = service {
-        query.push(format!("service={service}"));
-    }
-    if let Some(since) = since {
-        let dur = spec::parse_duration(since)
-            .map_err(|e| super::BadInput(format!("--since {since}: {e}")))?;
-        query.push(format!("since_ms={}", dur.as_millis()));
-    }
-    if follow {
-        query.push("follow=1".to_owned());
-    }
-    if !redact {
-        query.push("redact=0".to_owned());
-    }
-    let path = format!("/v1/apps/{app}/logs?{}", query.join("&"));
+    let since_ms = match since {
+        Some(since) => Some(
+            spec::parse_duration(since)
+                .map_err(|e| super::BadInput(format!("--since {since}: {e}")))?
+                .as_millis() as u64,
+        ),
+        None => None,
+    };
+    let query = LogsQuery {
+        service: service.map(str::to_owned),
+        since_ms,
+        follow,
+        redact,
+    };
+    let path = api::path(&["v1", "apps", app, "logs"], &query);
     let resp = Client::new(state)
         .send(Method::GET, &path, Bytes::new())
         .await?;
     for_each_line(resp.into_body(), |line| {
         output::line(line);
-        Ok(())
+        Ok::<_, api::client::Error>(())
     })
     .await?;
     Ok(0)

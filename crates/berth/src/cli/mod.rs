@@ -2,7 +2,6 @@
 
 use anyhow::Error;
 
-use crate::client::DaemonError;
 use crate::{EXIT_BAD_INPUT, EXIT_FAILED, output};
 
 pub mod check;
@@ -29,11 +28,13 @@ impl std::error::Error for BadInput {}
 /// Print an error with its hint and return the exit code it deserves.
 pub fn report(err: &Error) -> u8 {
     output::error(err);
-    if let Some(daemon) = err.downcast_ref::<DaemonError>() {
-        if let Some(hint) = &daemon.body.hint {
+    if let Some(api::client::Error::Daemon { status, body }) =
+        err.downcast_ref::<api::client::Error>()
+    {
+        if let Some(hint) = &body.hint {
             output::hint(hint);
         }
-        return if daemon.status.is_client_error() {
+        return if status.is_client_error() {
             EXIT_BAD_INPUT
         } else {
             EXIT_FAILED

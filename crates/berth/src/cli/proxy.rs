@@ -14,13 +14,13 @@ pub async fn run(
     headers: HeaderPreset,
     rate_limit: Option<RateSpec>,
 ) -> Result<u8> {
-    crate::daemon::init_tracing();
+    crate::serve::init_tracing();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listen on {listen}"))?;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), %listen, upstream = %to, ?headers, ?rate_limit, "berth proxy listening");
     let options = proxy::SingleOptions {
-        headers: proxy::HeaderPolicy::preset(crate::daemon::routes::preset(headers)),
+        headers: proxy::HeaderPolicy::preset(daemon::header_preset(headers)),
         rate_limit: rate_limit.map(|r| proxy::RateLimit {
             zone: "single".into(),
             requests: r.requests,
@@ -28,14 +28,8 @@ pub async fn run(
             burst: r.burst,
         }),
     };
-    proxy::run_single(
-        listener,
-        to,
-        config,
-        options,
-        crate::daemon::shutdown_signal(),
-    )
-    .await
-    .context("serve the proxy")?;
+    proxy::run_single(listener, to, config, options, daemon::shutdown_signal())
+        .await
+        .context("serve the proxy")?;
     Ok(0)
 }

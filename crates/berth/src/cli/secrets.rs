@@ -8,12 +8,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use api::client::{Client, read_json};
+use api::{ImportKeyQuery, NoQuery, SecretInfo, SecretSet};
 use bytes::Bytes;
 use http::Method;
 use http_body_util::BodyExt;
 
-use crate::api::SecretInfo;
-use crate::client::Client;
 use crate::output;
 
 #[derive(clap::Subcommand)]
@@ -47,7 +47,7 @@ pub async fn run(state: &Path, cmd: SecretsCommand) -> Result<u8> {
     let client = Client::new(state);
     match cmd {
         SecretsCommand::List { app, json } => {
-            let list: Vec<SecretInfo> = client.get_json(&format!("/v1/apps/{app}/secrets")).await?;
+            let list: Vec<SecretInfo> = client.get(&secrets_path(&app, &[])).await?;
             if json {
                 output::json(&list);
             } else if list.is_empty() {
@@ -77,19 +77,10 @@ pub async fn run(state: &Path, cmd: SecretsCommand) -> Result<u8> {
         SecretsCommand::Set { app, name } => {
             let value = read_value(&format!("value for {app} {name}"))?;
             let resp = client
-                .send(
-                    Method::PUT,
-                    &format!("/v1/apps/{app}/secrets/{name}"),
-                    value,
-                )
+                .send(Method::PUT, &secrets_path(&app, &[&name]), value)
                 .await?;
-            let answer: serde_json::Value =
-                serde_json::from_slice(&resp.into_body().collect().await?.to_bytes())?;
-            let verb = if answer["replaced"] == true {
-                "replaced"
-            } else {
-                "set"
-            };
+            let answer: SecretSet = read_json(resp.into_body()).await?;
+            let verb = if answer.replaced { "replaced" } else { "set" };
             output::line(format!(
                 "{verb} {app} {name}; running instances see it after their next restart or deploy"
             ));
@@ -98,12 +89,11 @@ pub async fn run(state: &Path, cmd: SecretsCommand) -> Result<u8> {
             let resp = client
                 .send(
                     Method::POST,
-                    &format!("/v1/apps/{app}/secrets/generate"),
+                    &secrets_path(&app, &["generate"]),
                     Bytes::new(),
                 )
                 .await?;
-            let list: Vec<SecretInfo> =
-                serde_json::from_slice(&resp.into_body().collect().await?.to_bytes())?;
+            let list: Vec<SecretInfo> = read_json(resp.into_body()).await?;
             let missing: Vec<&str> = list
                 .iter()
                 .filter(|s| s.declared && !s.set)
@@ -123,11 +113,7 @@ pub async fn run(state: &Path, cmd: SecretsCommand) -> Result<u8> {
             };
             let started = Instant::now();
             let resp = client
-                .send(
-                    Method::POST,
-                    &format!("/v1/apps/{app}/secrets/{name}/rotate"),
-                    value,
-                )
+                .send(Method::POST, &secrets_path(&app, &[&name, "rotate"]), value)
                 .await
                 .with_context(|| format!("rotate {app} {name}"))?;
             output::progress(format!(
@@ -137,17 +123,17 @@ pub async fn run(state: &Path, cmd: SecretsCommand) -> Result<u8> {
         }
         SecretsCommand::Unset { app, name } => {
             client
-                .send(
-                    Method::DELETE,
-                    &format!("/v1/apps/{app}/secrets/{name}"),
-                    Bytes::new(),
-                )
+                .send(Method::DELETE, &secrets_path(&app, &[&name]), Bytes::new())
                 .await?;
             output::line(format!("removed {app} {name}"));
         }
         SecretsCommand::ExportKey => {
             let resp = client
-                .send(Method::GET, "/v1/secrets/key", Bytes::new())
+                .send(
+                    Method::GET,
+                    &api::path(&["v1", "secrets", "key"], &NoQuery {}),
+                    Bytes::new(),
+                )
                 .await?;
             output::line(
                 String::from_utf8_lossy(&resp.into_body().collect().await?.to_bytes()).trim_end(),
@@ -155,16 +141,19 @@ pub async fn run(state: &Path, cmd: SecretsCommand) -> Result<u8> {
         }
         SecretsCommand::ImportKey { force } => {
             let key = read_value("secrets key")?;
-            let path = if force {
-                "/v1/secrets/key?force=1"
-            } else {
-                "/v1/secrets/key"
-            };
-            client.send(Method::PUT, path, key).await?;
+            let path = api::path(&["v1", "secrets", "key"], &ImportKeyQuery { force });
+            client.send(Method::PUT, &path, key).await?;
             output::line("key imported");
         }
     }
     Ok(0)
+}
+
+/// `/v1/apps/APP/secrets[/REST...]`
+fn secrets_path(app: &str, rest: &[&str]) -> String {
+    let mut segments = vec!["v1", "apps", app, "secrets"];
+    segments.extend_from_slice(rest);
+    api::path(&segments, &NoQuery {})
 }
 
 /// A value from stdin; on a terminal, prompted for without echo.

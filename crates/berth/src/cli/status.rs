@@ -4,16 +4,18 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::api::{CertificateStatus, Status};
-use crate::client::Client;
+use api::client::Client;
+use api::{AppQuery, CertSource, CertificateStatus, Status};
+
 use crate::output;
 
 pub async fn run(state: &Path, app: Option<&str>, json: bool) -> Result<u8> {
-    let path = match app {
-        Some(app) => format!("/v1/status?app={app}"),
-        None => "/v1/status".to_owned(),
+    let query = AppQuery {
+        app: app.map(str::to_owned),
     };
-    let status: Status = Client::new(state).get_json(&path).await?;
+    let status: Status = Client::new(state)
+        .get(&api::path(&["v1", "status"], &query))
+        .await?;
     if json {
         output::json(&status);
         return Ok(0);
@@ -79,7 +81,7 @@ fn certificates(certs: &[CertificateStatus], has_https: bool) {
         let expiry = match (&c.not_after, c.expires_in_days) {
             (Some(at), Some(days)) if days < 0 => format!("EXPIRED {at}"),
             (Some(at), Some(days)) => format!("expires {at} ({days} days)"),
-            _ if c.source == "files" => "not loaded".to_owned(),
+            _ if c.source == CertSource::Files => "not loaded".to_owned(),
             _ => "not issued yet".to_owned(),
         };
         let names = if c.names.is_empty() {

@@ -98,7 +98,7 @@ fn acme_certificates_by_http01_and_tls_alpn01_served_over_h2_and_kept_across_res
             "--acme-ca-root",
             pebble.https_root.to_str().unwrap(),
         ],
-        &[("BERTH_TEST_ACME_FAST", "1")],
+        &[],
     );
     let acme = |challenge: &str| {
         format!(
@@ -241,7 +241,7 @@ fn a_short_lived_certificate_is_renewed_and_swapped_in_without_a_restart() {
             "--acme-ca-root",
             pebble.https_root.to_str().unwrap(),
         ],
-        &[("BERTH_TEST_ACME_FAST", "1")],
+        &[],
     );
     let tls = format!(
         "acme = {{ email = \"ops@berth.test\", directory = \"{}\" }}",

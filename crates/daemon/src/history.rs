@@ -4,16 +4,15 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use api::{AppSummary, DeployKind, DeployRecord, DeployResult};
 use store::Deploy;
-
-use crate::api::{AppSummary, DeployRecord};
 
 const WINDOW: Duration = Duration::from_secs(30 * 86_400);
 
 pub fn record(d: &Deploy) -> DeployRecord {
     DeployRecord {
         id: d.id,
-        kind: d.kind.clone(),
+        kind: d.kind,
         app: d.app.clone(),
         release: d.release.clone(),
         from_release: d.from_release.clone(),
@@ -23,9 +22,9 @@ pub fn record(d: &Deploy) -> DeployRecord {
             .finished_at
             .and_then(|f| f.duration_since(d.started_at).ok())
             .map(|x| x.as_millis() as u64),
-        result: d.result.clone(),
-        step: d.step.clone(),
-        gate: d.gate.clone(),
+        result: d.result,
+        step: d.step,
+        gate: d.gate,
         reason: d.reason.clone(),
     }
 }
@@ -46,10 +45,17 @@ pub fn summarize(deploys: &[Deploy], now: SystemTime) -> Vec<AppSummary> {
 }
 
 fn summary(app: &str, list: &[&Deploy], now: SystemTime) -> AppSummary {
-    let is_failure = |d: &Deploy| d.result == "failed" || d.result == "rolled-back";
-    let is_good = |d: &Deploy| d.result == "ok";
-    let deploys: Vec<&&Deploy> = list.iter().filter(|d| d.kind == "deploy").collect();
-    let rollbacks = list.iter().filter(|d| d.kind == "rollback").count() as u32;
+    let is_failure =
+        |d: &Deploy| matches!(d.result, DeployResult::Failed | DeployResult::RolledBack);
+    let is_good = |d: &Deploy| d.result == DeployResult::Ok;
+    let deploys: Vec<&&Deploy> = list
+        .iter()
+        .filter(|d| d.kind == DeployKind::Deploy)
+        .collect();
+    let rollbacks = list
+        .iter()
+        .filter(|d| d.kind == DeployKind::Rollback)
+        .count() as u32;
 
     let since = now.checked_sub(WINDOW).unwrap_or(SystemTime::UNIX_EPOCH);
     let recent: Vec<_> = deploys.iter().filter(|d| d.started_at >= since).collect();
@@ -77,13 +83,13 @@ fn summary(app: &str, list: &[&Deploy], now: SystemTime) -> AppSummary {
     let mut restores = Vec::new();
     let mut open: Option<SystemTime> = None;
     for d in list {
-        let bad = is_failure(d) || (d.kind == "rollback" && is_good(d));
+        let bad = is_failure(d) || (d.kind == DeployKind::Rollback && is_good(d));
         if bad && open.is_none() {
             open = Some(d.started_at);
         }
         if is_good(d)
             && let (Some(start), Some(end)) = (open, d.finished_at)
-            && (d.kind == "rollback" || !bad)
+            && (d.kind == DeployKind::Rollback || !bad)
         {
             restores.push(end.duration_since(start).unwrap_or_default().as_secs_f64());
             open = None;
@@ -110,15 +116,15 @@ mod tests {
     fn d(id: i64, kind: &str, at: u64, secs: u64, result: &str) -> Deploy {
         Deploy {
             id,
-            kind: kind.to_owned(),
+            kind: kind.parse().unwrap(),
             app: "shop".to_owned(),
             release: format!("r{id}"),
             from_release: None,
             user: "ops".to_owned(),
             started_at: UNIX_EPOCH + Duration::from_secs(at),
             finished_at: Some(UNIX_EPOCH + Duration::from_secs(at + secs)),
-            step: "done".to_owned(),
-            result: result.to_owned(),
+            step: api::Step::Done,
+            result: result.parse().unwrap(),
             gate: None,
             reason: None,
         }

@@ -5,24 +5,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use api::{Gate, SecretInfo, SecretOrigin};
 use spec::{AppSpec, SecretSpec};
-use store::SecretOrigin;
 
-use super::apps::{Daemon, Failure};
-use crate::api::SecretInfo;
+use crate::core::Core;
+use crate::failure::Failure;
+use crate::refusal::Refusal;
 
-impl Daemon {
+impl Core {
     /// Decrypted values of `app`'s secrets, by name.
-    pub(super) async fn secret_values(
-        self: &Arc<Self>,
-        app: &str,
-    ) -> Result<BTreeMap<String, String>> {
-        let a = app.to_owned();
-        let stored = self.with_store(move |s| s.secret_values(&a)).await?;
+    pub(crate) async fn secret_values(&self, app: &str) -> Result<BTreeMap<String, String>> {
+        let stored = self.db.secret_values(app).await?;
         stored
             .into_iter()
             .map(|(name, ct)| {
-                let plain = self.key().decrypt(&ct).with_context(|| {
+                let plain = self.key.load().decrypt(&ct).with_context(|| {
                     format!("decrypt secret {name} of {app}: is this the key it was stored with?")
                 })?;
                 Ok((name, String::from_utf8_lossy(&plain).into_owned()))
@@ -32,12 +29,12 @@ impl Daemon {
 
     /// Before a release starts: create missing generated secrets, and check that every required
     /// one is set and valid. Every problem is listed at once; values are never shown.
-    pub(super) async fn ensure_secrets(self: &Arc<Self>, spec: &AppSpec) -> Result<(), Failure> {
+    pub(crate) async fn ensure_secrets(&self, spec: &AppSpec) -> Result<(), Failure> {
         let app = spec.instance_name();
         let have = self
             .secret_values(&app)
             .await
-            .map_err(|e| Failure::new("secrets", format!("{e:#}")))?;
+            .map_err(|e| Failure::new(Gate::Secrets, format!("{e:#}")))?;
         let mut problems = Vec::new();
         let mut generated = Vec::new();
         for (name, s) in &spec.secrets {
@@ -45,7 +42,8 @@ impl Daemon {
                 (SecretSpec::Generate { kind, len }, None) => {
                     generated.push((
                         name.clone(),
-                        self.key()
+                        self.key
+                            .load()
                             .encrypt(secrets::generate(*kind, *len).as_bytes()),
                     ));
                 }
@@ -67,7 +65,7 @@ impl Daemon {
                 .cloned()
                 .unwrap_or_else(|| "NAME".to_owned());
             return Err(Failure::new(
-                "secrets",
+                Gate::Secrets,
                 format!("secrets of {app}: {}", problems.join("; ")),
             )
             .hint(format!(
@@ -75,16 +73,11 @@ impl Daemon {
             )));
         }
         if !generated.is_empty() {
-            let a = app.clone();
             let names: Vec<String> = generated.iter().map(|(n, _)| n.clone()).collect();
-            self.with_store(move |s| {
-                for (name, ct) in &generated {
-                    s.put_secret(&a, name, ct, SecretOrigin::Generated)?;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| Failure::new("secrets", format!("{e:#}")))?;
+            self.db
+                .put_secrets(&app, generated, SecretOrigin::Generated)
+                .await
+                .map_err(|e| Failure::new(Gate::Secrets, e.to_string()))?;
             tracing::info!(app, secrets = ?names, "generated secrets");
             self.refresh_redactor().await;
         }
@@ -93,15 +86,15 @@ impl Daemon {
 
     /// The complete environment of `app`'s processes in `release`: secrets, `[env]` with
     /// references expanded, and berth's own variables.
-    pub(super) async fn release_env(
-        self: &Arc<Self>,
+    pub(crate) async fn release_env(
+        &self,
         spec: &AppSpec,
         release: &str,
     ) -> Result<BTreeMap<String, String>> {
         let app = spec.instance_name();
         let values = self.secret_values(&app).await?;
         let mut env = spec.resolve_env(|name| values.get(name).cloned());
-        let shared = self.state.join("apps").join(&app).join("shared");
+        let shared = self.dir.shared(&app);
         env.insert("BERTH_SHARED".to_owned(), shared.display().to_string());
         env.insert("BERTH_RELEASE".to_owned(), release.to_owned());
         env.insert("BERTH_APP".to_owned(), app);
@@ -109,46 +102,32 @@ impl Daemon {
     }
 
     /// Rebuild the redactor from every stored secret of every app.
-    pub(super) async fn refresh_redactor(self: &Arc<Self>) {
-        let all = match self.with_store(|s| s.all_secret_values()).await {
+    pub(crate) async fn refresh_redactor(&self) {
+        let all = match self.db.all_secret_values().await {
             Ok(all) => all,
             Err(err) => {
-                tracing::error!(error = %format!("{err:#}"), "read secrets for redaction");
+                tracing::error!(error = %err, "read secrets for redaction");
                 return;
             }
         };
         let pairs: Vec<(String, String)> = all
             .into_iter()
             .filter_map(|(_, name, ct)| {
-                let plain = self.key().decrypt(&ct).ok()?;
+                let plain = self.key.load().decrypt(&ct).ok()?;
                 Some((name, String::from_utf8_lossy(&plain).into_owned()))
             })
             .collect();
-        *self.redactor.lock().unwrap_or_else(|p| p.into_inner()) =
-            Arc::new(secrets::Redactor::new(pairs));
+        self.redactor.store(Arc::new(secrets::Redactor::new(pairs)));
     }
 
     /// `text` with every known secret value replaced by `[redacted NAME]`.
     pub fn redact(&self, text: &str) -> String {
-        let redactor = self
-            .redactor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        redactor.redact(text).into_owned()
-    }
-
-    pub(super) fn redactor(&self) -> Arc<secrets::Redactor> {
-        self.redactor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.redactor.load().redact(text).into_owned()
     }
 
     /// Names, origin and dates of `app`'s secrets, declared or stored; never values.
-    pub async fn list_secrets(self: &Arc<Self>, app: &str) -> Result<Vec<SecretInfo>> {
-        let a = app.to_owned();
-        let stored = self.with_store(move |s| s.secrets(&a)).await?;
+    pub async fn list_secrets(&self, app: &str) -> Result<Vec<SecretInfo>> {
+        let stored = self.db.secrets(app).await?;
         let spec = self.running_spec(app);
         let mut out: BTreeMap<String, SecretInfo> = BTreeMap::new();
         for m in stored {
@@ -156,7 +135,7 @@ impl Daemon {
                 m.name.clone(),
                 SecretInfo {
                     name: m.name,
-                    origin: m.origin.as_str().to_owned(),
+                    origin: m.origin,
                     set: true,
                     created: Some(supervisor::logs::format_time(m.created_at)),
                     rotated: m.rotated_at.map(supervisor::logs::format_time),
@@ -170,8 +149,8 @@ impl Daemon {
                 let e = out.entry(name.clone()).or_insert_with(|| SecretInfo {
                     name: name.clone(),
                     origin: match s {
-                        SecretSpec::Generate { .. } => "generated".to_owned(),
-                        SecretSpec::Required { .. } => "set".to_owned(),
+                        SecretSpec::Generate { .. } => SecretOrigin::Generated,
+                        SecretSpec::Required { .. } => SecretOrigin::Set,
                     },
                     set: false,
                     created: None,
@@ -187,149 +166,135 @@ impl Daemon {
         Ok(out.into_values().collect())
     }
 
+    /// Create every missing generated secret of a running app.
+    pub async fn generate_secrets(&self, app: &str) -> Result<(), Refusal> {
+        let spec = self.running_spec(app).ok_or_else(|| {
+            Refusal::bad_input(format!(
+                "{app} is not running, so berth does not know its [secrets] yet"
+            ))
+            .hint("deploy it: missing generated secrets are created on every deploy")
+        })?;
+        self.ensure_secrets(&spec).await.map_err(|f| Refusal {
+            hint: f.hint,
+            ..Refusal::bad_input(f.reason)
+        })
+    }
+
     /// Store a value the operator gave. Checked against the running spec when there is one.
-    pub async fn set_secret(
-        self: &Arc<Self>,
-        app: &str,
-        name: &str,
-        value: &str,
-    ) -> Result<bool, (String, Option<String>)> {
+    pub async fn set_secret(&self, app: &str, name: &str, value: &str) -> Result<bool, Refusal> {
         if let Some(spec) = self.running_spec(app) {
             match spec.secrets.get(name) {
                 None => {
-                    return Err((
-                        format!("{app} declares no secret {name}"),
-                        Some(format!(
+                    return Err(Refusal::bad_input(format!("{app} declares no secret {name}")).hint(
+                        format!(
                             "add `{name} = {{ required = true }}` to [secrets] in berth.toml, or check the name"
-                        )),
+                        ),
                     ));
                 }
                 Some(s) => s
                     .check_value(value)
-                    .map_err(|why| (format!("{name}: {why}"), None))?,
+                    .map_err(|why| Refusal::bad_input(format!("{name}: {why}")))?,
             }
         }
-        let (a, n, ct) = (
-            app.to_owned(),
-            name.to_owned(),
-            self.key().encrypt(value.as_bytes()),
-        );
+        let ciphertext = self.key.load().encrypt(value.as_bytes());
         let replaced = self
-            .with_store(move |s| s.put_secret(&a, &n, &ct, SecretOrigin::Set))
+            .db
+            .put_secret(app, name, ciphertext, SecretOrigin::Set)
             .await
-            .map_err(|e| (format!("{e:#}"), None))?;
+            .map_err(anyhow::Error::new)?;
         self.refresh_redactor().await;
         Ok(replaced)
     }
 
-    pub async fn unset_secret(self: &Arc<Self>, app: &str, name: &str) -> Result<bool> {
-        let (a, n) = (app.to_owned(), name.to_owned());
-        let existed = self.with_store(move |s| s.delete_secret(&a, &n)).await?;
+    pub async fn unset_secret(&self, app: &str, name: &str) -> Result<bool> {
+        let existed = self.db.delete_secret(app, name).await?;
         self.refresh_redactor().await;
         Ok(existed)
     }
 
     /// A new value for `name`: generated again for a generated secret, else `value`.
     pub async fn rotate_secret(
-        self: &Arc<Self>,
+        &self,
         app: &str,
         name: &str,
         value: Option<String>,
-    ) -> Result<(), (String, Option<String>)> {
+    ) -> Result<(), Refusal> {
         let spec = self.running_spec(app).ok_or_else(|| {
-            (
-                format!("{app} is not running"),
-                Some("deploy it first; `berth status` lists running apps".to_owned()),
-            )
+            Refusal::bad_input(format!("{app} is not running"))
+                .hint("deploy it first; `berth status` lists running apps")
         })?;
-        let new = match (spec.secrets.get(name), value) {
-            (None, _) => return Err((format!("{app} declares no secret {name}"), None)),
-            (Some(SecretSpec::Generate { kind, len }), None) => secrets::generate(*kind, *len),
+        let (new, origin) = match (spec.secrets.get(name), value) {
+            (None, _) => {
+                return Err(Refusal::bad_input(format!(
+                    "{app} declares no secret {name}"
+                )));
+            }
+            (Some(SecretSpec::Generate { kind, len }), None) => {
+                (secrets::generate(*kind, *len), SecretOrigin::Generated)
+            }
             (Some(s), Some(v)) => {
                 s.check_value(&v)
-                    .map_err(|why| (format!("{name}: {why}"), None))?;
-                v
+                    .map_err(|why| Refusal::bad_input(format!("{name}: {why}")))?;
+                let origin = match s {
+                    SecretSpec::Generate { .. } => SecretOrigin::Generated,
+                    SecretSpec::Required { .. } => SecretOrigin::Set,
+                };
+                (v, origin)
             }
             (Some(SecretSpec::Required { .. }), None) => {
-                return Err((
-                    format!("{name} is set by the operator: give the new value on stdin"),
-                    None,
-                ));
+                return Err(Refusal::bad_input(format!(
+                    "{name} is set by the operator: give the new value on stdin"
+                )));
             }
         };
-        let (a, n, ct) = (
-            app.to_owned(),
-            name.to_owned(),
-            self.key().encrypt(new.as_bytes()),
-        );
-        let origin = match spec.secrets.get(name) {
-            Some(SecretSpec::Generate { .. }) => SecretOrigin::Generated,
-            _ => SecretOrigin::Set,
-        };
-        self.with_store(move |s| s.put_secret(&a, &n, &ct, origin))
+        let ciphertext = self.key.load().encrypt(new.as_bytes());
+        self.db
+            .put_secret(app, name, ciphertext, origin)
             .await
-            .map_err(|e| (format!("{e:#}"), None))?;
+            .map_err(anyhow::Error::new)?;
         self.refresh_redactor().await;
         Ok(())
     }
 
-    pub(super) fn key(&self) -> Arc<secrets::Key> {
-        self.key.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
     /// The key, as text an operator keeps somewhere safe (`berth secrets export-key`).
     pub fn export_key(&self) -> String {
-        self.key().export()
+        self.key.load().export()
     }
 
     /// Replace the key (moving a server). Refused when stored secrets do not decrypt with the
     /// new key, unless `force`: they would be lost.
-    pub async fn import_key(
-        self: &Arc<Self>,
-        text: &str,
-        force: bool,
-    ) -> Result<(), (String, Option<String>)> {
+    pub async fn import_key(&self, text: &str, force: bool) -> Result<(), Refusal> {
         let key = secrets::Key::import(text).map_err(|e| {
-            (
-                format!("that is not a berth secrets key: {e}"),
-                Some("pass what `berth secrets export-key` printed".to_owned()),
-            )
+            Refusal::bad_input(format!("that is not a berth secrets key: {e}"))
+                .hint("pass what `berth secrets export-key` printed")
         })?;
         let stored = self
-            .with_store(|s| s.all_secret_values())
+            .db
+            .all_secret_values()
             .await
-            .map_err(|e| (format!("{e:#}"), None))?;
+            .map_err(anyhow::Error::new)?;
         let unreadable: Vec<String> = stored
             .iter()
             .filter(|(_, _, ct)| key.decrypt(ct).is_err())
             .map(|(app, name, _)| format!("{app}/{name}"))
             .collect();
         if !unreadable.is_empty() && !force {
-            return Err((
-                format!(
-                    "{} stored secret(s) do not decrypt with this key: {}",
-                    unreadable.len(),
-                    unreadable.join(", ")
-                ),
-                Some(
-                    "import the key they were stored with, or pass --force and set them again"
-                        .to_owned(),
-                ),
-            ));
+            return Err(Refusal::bad_input(format!(
+                "{} stored secret(s) do not decrypt with this key: {}",
+                unreadable.len(),
+                unreadable.join(", ")
+            ))
+            .hint("import the key they were stored with, or pass --force and set them again"));
         }
-        let path = self.state.join(secrets::KEY_FILE);
+        let path = self.dir.secrets_key();
         key.write(&path)
-            .map_err(|e| (format!("write {}: {e}", path.display()), None))?;
-        *self.key.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
+            .map_err(|e| Refusal::from(anyhow::anyhow!("write {}: {e}", path.display())))?;
+        self.key.store(Arc::new(key));
         self.refresh_redactor().await;
         Ok(())
     }
 
     fn running_spec(&self, app: &str) -> Option<Arc<AppSpec>> {
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(app)
-            .map(|r| r.spec.clone())
+        self.with_running(app, |r| r.spec.clone())
     }
 }

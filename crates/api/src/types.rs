@@ -3,6 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::vocab::{
+    CertSource, DeployKind, DeployResult, Gate, Phase, ReleaseStatus, SecretOrigin, Step,
+};
+
 /// `GET /v1/daemon`
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DaemonInfo {
@@ -31,8 +35,7 @@ pub struct Status {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CertificateStatus {
     pub app: String,
-    /// `acme`, `self-signed` or `files`.
-    pub source: String,
+    pub source: CertSource,
     pub names: Vec<String>,
     /// Whether a certificate is being served for the app now.
     pub serving: bool,
@@ -78,8 +81,8 @@ pub struct InstanceStatus {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum DeployEvent {
-    /// A phase began: `unpack`, `build`, `start`, `switch`, `drain`.
-    Phase { phase: String, detail: String },
+    /// A phase began.
+    Phase { phase: Phase, detail: String },
     /// A line of build output.
     Build { line: String },
     /// An instance passed readiness.
@@ -97,8 +100,8 @@ pub struct DeployOutcome {
     pub ok: bool,
     pub app: String,
     pub release: String,
-    /// The gate that failed: unpack, build, start, smoke, watch, workers.
-    pub gate: Option<String>,
+    /// The gate that failed.
+    pub gate: Option<Gate>,
     /// What went wrong, naming the gate, service and instance.
     pub reason: Option<String>,
     /// What the operator can do about it.
@@ -135,6 +138,16 @@ pub struct Plan {
     pub settings_changed: Vec<String>,
     /// Instances that would run after the deploy, per service.
     pub instances: Vec<(String, u32)>,
+    /// How the rollout would go, instance by instance (`web.0`): started and ready before
+    /// the switch; replaced one at a time after the checks; stopped; drained and stopped.
+    #[serde(default)]
+    pub start: Vec<String>,
+    #[serde(default)]
+    pub replace: Vec<String>,
+    #[serde(default)]
+    pub stop: Vec<String>,
+    #[serde(default)]
+    pub drain: Vec<String>,
 }
 
 /// `GET /v1/apps/APP/releases`
@@ -152,8 +165,7 @@ pub struct ReleaseInfo {
     pub created: String,
     /// sha256 of the source archive.
     pub digest: String,
-    /// pending, live (has served), failed, pruned
-    pub status: String,
+    pub status: ReleaseStatus,
     /// Serving now.
     pub live: bool,
 }
@@ -168,19 +180,17 @@ pub struct History {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DeployRecord {
     pub id: i64,
-    /// deploy or rollback
-    pub kind: String,
+    pub kind: DeployKind,
     pub app: String,
     pub release: String,
     pub from_release: Option<String>,
     pub user: String,
     pub started: String,
     pub duration_ms: Option<u64>,
-    /// running, ok, failed, rolled-back, interrupted
-    pub result: String,
+    pub result: DeployResult,
     /// Step reached.
-    pub step: String,
-    pub gate: Option<String>,
+    pub step: Step,
+    pub gate: Option<Gate>,
     pub reason: Option<String>,
 }
 
@@ -201,8 +211,7 @@ pub struct AppSummary {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SecretInfo {
     pub name: String,
-    /// generated or set
-    pub origin: String,
+    pub origin: SecretOrigin,
     /// A value is stored.
     pub set: bool,
     pub created: Option<String>,
@@ -211,4 +220,23 @@ pub struct SecretInfo {
     pub declared: bool,
     /// Services that receive it.
     pub used_by: Vec<String>,
+}
+
+/// `PUT /v1/apps/APP/secrets/NAME`
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SecretSet {
+    /// A value was stored before and is replaced.
+    pub replaced: bool,
+}
+
+/// `DELETE /v1/apps/APP/secrets/NAME`
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SecretRemoved {
+    pub removed: bool,
+}
+
+/// `PUT /v1/secrets/key`
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeyImported {
+    pub imported: bool,
 }

@@ -18,7 +18,7 @@ pub fn preset(p: HeaderPreset) -> Preset {
 /// The route's headers, in layers: its preset (`headers` of the route, else of `[proxy]`),
 /// then `[proxy.set_headers]`, then the route's `set_headers`; with `force_headers` every one
 /// of them replaces (or removes) the header the app sets itself.
-pub(super) fn header_policy(app: &ProxySpec, route: &RouteSpec) -> HeaderPolicy {
+pub(crate) fn header_policy(app: &ProxySpec, route: &RouteSpec) -> HeaderPolicy {
     let mut policy = HeaderPolicy::preset(preset(route.headers.unwrap_or(app.headers)));
     for (name, value) in app.set_headers.iter().chain(&route.set_headers) {
         // spec has checked both; a failure here is a bug, not worth failing a deploy over
@@ -43,7 +43,7 @@ pub(super) fn header_policy(app: &ProxySpec, route: &RouteSpec) -> HeaderPolicy 
 }
 
 /// The zone the route counts against, with the app's rate for it.
-pub(super) fn rate_limit(app: &ProxySpec, route: &RouteSpec) -> Option<RateLimit> {
+pub(crate) fn rate_limit(app: &ProxySpec, route: &RouteSpec) -> Option<RateLimit> {
     let zone = route.rate_limit.as_ref()?;
     let Some(rate) = app.rate_limits.get(zone) else {
         tracing::warn!(zone = %zone, "route names an undefined rate-limit zone; not limited");
@@ -58,7 +58,7 @@ pub(super) fn rate_limit(app: &ProxySpec, route: &RouteSpec) -> Option<RateLimit
 }
 
 /// `[proxy] trusted_proxies`, shared by all routes of the app.
-pub(super) fn trusted_proxies(app: &ProxySpec) -> Arc<[Cidr]> {
+pub(crate) fn trusted_proxies(app: &ProxySpec) -> Arc<[Cidr]> {
     app.trusted_proxies
         .iter()
         .filter_map(|n| Cidr::new(n.addr, n.prefix))

@@ -5,7 +5,7 @@
 //! `shop.staging`) for the app's route hosts. It is told the whole set whenever the route table
 //! is republished; an unchanged set is not passed on, so a republish costs nothing.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -13,24 +13,9 @@ use anyhow::{Context, Result};
 use spec::{AcmeChallenge, AppSpec, TlsSpec};
 use tls::{CertSource, CertSpec, ChallengeKind, SourceKind};
 
-use crate::api;
-
-/// `berth serve` options about certificates.
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct TlsArgs {
-    /// Address of the HTTPS listener (0.0.0.0:443 in production). Without it, apps with [tls]
-    /// get their certificates but are served over plain HTTP only.
-    #[arg(long)]
-    pub https: Option<std::net::SocketAddr>,
-    /// PEM file of a CA to trust for the ACME directory's own HTTPS, besides the public roots
-    /// (a private ACME CA, or pebble in tests).
-    #[arg(long, value_name = "FILE")]
-    pub acme_ca_root: Option<PathBuf>,
-    /// Command run with `sh -c` to set and clear the `_acme-challenge` TXT record for wildcard
-    /// names (DNS-01). It gets BERTH_DNS_ACTION=set|clear, BERTH_DNS_NAME and BERTH_DNS_VALUE.
-    #[arg(long, value_name = "COMMAND")]
-    pub acme_dns_hook: Option<String>,
-}
+use crate::config::AcmeConfig;
+use crate::lock::lock;
+use crate::paths::StateDir;
 
 /// The certificate manager and the last set of certificates it was given.
 pub struct Certs {
@@ -39,25 +24,19 @@ pub struct Certs {
     pub http01: tls::Http01Challenges,
     wanted: Mutex<Vec<CertSpec>>,
     dns_hook: bool,
-    https: bool,
 }
 
 impl Certs {
-    pub fn open(state: &Path, args: &TlsArgs) -> Result<Certs> {
-        let mut config = tls::ManagerConfig::new(state.join("certs"));
-        if let Some(path) = &args.acme_ca_root {
+    pub fn open(dir: &StateDir, acme: &AcmeConfig) -> Result<Certs> {
+        let mut config = tls::ManagerConfig::new(dir.certs());
+        if let Some(path) = &acme.ca_root {
             let pem = std::fs::read(path)
                 .with_context(|| format!("read --acme-ca-root {}", path.display()))?;
             config.extra_roots = tls::certs_from_pem(&pem).with_context(|| {
                 format!("--acme-ca-root {}: no PEM certificate", path.display())
             })?;
         }
-        config.dns_hook = args.acme_dns_hook.clone();
-        if std::env::var_os("BERTH_TEST_ACME_FAST").is_some() {
-            // Tests: orders back to back, quick retries.
-            config.order_gap = std::time::Duration::from_millis(200);
-            config.retry_min = std::time::Duration::from_secs(2);
-        }
+        config.dns_hook = acme.dns_hook.clone();
         let store = tls::CertStore::new();
         let http01 = tls::Http01Challenges::new();
         let manager = tls::Manager::new(config, store.clone(), http01.clone())
@@ -67,8 +46,7 @@ impl Certs {
             store,
             http01,
             wanted: Mutex::new(Vec::new()),
-            dns_hook: args.acme_dns_hook.is_some(),
-            https: args.https.is_some(),
+            dns_hook: acme.dns_hook.is_some(),
         })
     }
 
@@ -77,7 +55,7 @@ impl Certs {
         let specs: Vec<CertSpec> = apps
             .filter_map(|(app, spec, dir)| cert_spec(app, spec, dir))
             .collect();
-        let mut wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+        let mut wanted = lock(&self.wanted);
         if *wanted == specs {
             return;
         }
@@ -89,8 +67,9 @@ impl Certs {
     }
 
     /// What would keep a release's `[tls]` from working on this server, found before the
-    /// release starts: certificate files that do not load, wildcard names without a DNS hook.
-    pub fn check(&self, spec: &AppSpec, release_dir: &Path) -> Result<(), String> {
+    /// release starts: certificate files that do not load, wildcard names without a DNS hook,
+    /// TLS-ALPN-01 without an HTTPS listener (`https`).
+    pub fn check(&self, spec: &AppSpec, release_dir: &Path, https: bool) -> Result<(), String> {
         match &spec.tls {
             Some(TlsSpec::Files { cert, key }) => {
                 let read = |given: &str, what: &str| {
@@ -112,7 +91,7 @@ impl Certs {
             Some(TlsSpec::Acme {
                 challenge: AcmeChallenge::TlsAlpn01,
                 ..
-            }) if !self.https => Err(
+            }) if !https => Err(
                 "[tls] acme: challenge = \"tls-alpn-01\" is answered by the HTTPS listener, and the daemon has none; start `berth serve` with --https ADDR (port 443 in production), or use challenge = \"http-01\"".to_owned(),
             ),
             Some(TlsSpec::Acme { .. }) if !self.dns_hook => {
@@ -174,11 +153,10 @@ impl Certs {
             .filter(|s| only(&s.id))
             .map(|s| api::CertificateStatus {
                 source: match s.source {
-                    SourceKind::Acme => "acme",
-                    SourceKind::SelfSigned => "self-signed",
-                    SourceKind::Files => "files",
-                }
-                .to_owned(),
+                    SourceKind::Acme => api::CertSource::Acme,
+                    SourceKind::SelfSigned => api::CertSource::SelfSigned,
+                    SourceKind::Files => api::CertSource::Files,
+                },
                 names: s.names,
                 serving: s.serving,
                 issuer: s.issuer,

@@ -1,0 +1,38 @@
+//! berth's control API, shared by the daemon and its clients: the wire types (JSON over HTTP
+//! on `STATE/berth.sock`), the closed vocabularies of rollouts and releases, the typed query
+//! strings, and (feature `client`) the client.
+//!
+//! | method | path                                   | query              | answer                       |
+//! |--------|----------------------------------------|--------------------|------------------------------|
+//! | GET    | /v1/daemon                             |                    | [`DaemonInfo`]               |
+//! | GET    | /v1/status                             | [`AppQuery`]       | [`Status`]                   |
+//! | POST   | /v1/deploy (body: source archive)      | [`DeployQuery`]    | NDJSON [`DeployEvent`]s, or a [`Plan`] with `dry_run` |
+//! | POST   | /v1/apps/APP/rollback                  | [`RollbackQuery`]  | NDJSON [`DeployEvent`]s      |
+//! | GET    | /v1/apps/APP/releases                  |                    | [`Releases`]                 |
+//! | GET    | /v1/history                            | [`AppQuery`]       | [`History`]                  |
+//! | GET    | /v1/apps/APP/logs                      | [`LogsQuery`]      | log lines, streamed          |
+//! | GET    | /v1/metrics                            |                    | Prometheus text              |
+//! | GET    | /v1/apps/APP/secrets                   |                    | [`SecretInfo`]s              |
+//! | PUT    | /v1/apps/APP/secrets/NAME (body: value)|                    | [`SecretSet`]                |
+//! | DELETE | /v1/apps/APP/secrets/NAME              |                    | [`SecretRemoved`]            |
+//! | POST   | /v1/apps/APP/secrets/generate          |                    | [`SecretInfo`]s              |
+//! | POST   | /v1/apps/APP/secrets/NAME/rotate (body: value or empty) | | NDJSON [`DeployEvent`]s |
+//! | GET    | /v1/secrets/key                        |                    | the key, as text             |
+//! | PUT    | /v1/secrets/key (body: key)            | [`ImportKeyQuery`] | [`KeyImported`]              |
+//!
+//! Every non-2xx answer is an [`ApiError`]: 4xx for bad input, 5xx for a failure.
+
+#[cfg(feature = "client")]
+pub mod client;
+mod query;
+mod types;
+mod vocab;
+
+pub use query::{
+    AppQuery, DeployQuery, ImportKeyQuery, LogsQuery, NoQuery, RollbackQuery, parse, path, segments,
+};
+pub use types::*;
+pub use vocab::{
+    CertSource, DeployKind, DeployResult, Gate, Phase, ReleaseStatus, SecretOrigin, Step,
+    UnknownWord,
+};

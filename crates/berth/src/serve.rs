@@ -1,0 +1,74 @@
+//! `berth serve`: bind the listeners, open the daemon on the state directory, and run it until
+//! SIGTERM or SIGINT.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address of the HTTP proxy listener (use 0.0.0.0:80 in production).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+    /// Address of the HTTPS listener (0.0.0.0:443 in production). Without it, apps with [tls]
+    /// get their certificates but are served over plain HTTP only.
+    #[arg(long)]
+    pub https: Option<SocketAddr>,
+    /// Address of the admin listener serving /metrics (off unless given).
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// Open connections one client address (IPv6: one /64) may have; 0 for no limit. Behind
+    /// a load balancer every connection comes from its address: raise this or use 0.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections_per_ip: u32,
+    /// PEM file of a CA to trust for the ACME directory's own HTTPS, besides the public roots
+    /// (a private ACME CA, or pebble in tests).
+    #[arg(long, value_name = "FILE")]
+    pub acme_ca_root: Option<PathBuf>,
+    /// Command run with `sh -c` to set and clear the `_acme-challenge` TXT record for wildcard
+    /// names (DNS-01). It gets BERTH_DNS_ACTION=set|clear, BERTH_DNS_NAME and BERTH_DNS_VALUE.
+    #[arg(long, value_name = "COMMAND")]
+    pub acme_dns_hook: Option<String>,
+}
+
+pub async fn run(state: &Path, args: ServeArgs) -> Result<u8> {
+    init_tracing();
+    let mut config = daemon::Config::new(state);
+    config.max_connections_per_ip = args.max_connections_per_ip;
+    config.acme.ca_root = args.acme_ca_root;
+    config.acme.dns_hook = args.acme_dns_hook;
+    let daemon = daemon::Daemon::open(config)?;
+    let listeners = daemon::Listeners {
+        http: bind(args.http, "HTTP").await?,
+        https: bind_some(args.https, "HTTPS").await?,
+        admin: bind_some(args.admin, "admin").await?,
+        control: daemon.bind_control()?,
+    };
+    daemon.run(listeners, daemon::shutdown_signal()).await?;
+    Ok(0)
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listen for {what} on {addr}"))
+}
+
+async fn bind_some(addr: Option<SocketAddr>, what: &str) -> Result<Option<TcpListener>> {
+    match addr {
+        Some(addr) => bind(addr, what).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Logs to stderr; `BERTH_LOG` filters them (`info` by default).
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

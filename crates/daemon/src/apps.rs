@@ -1,0 +1,240 @@
+//! Which release serves each app, how its instances start and stop, and the route table
+//! derived from that.
+//!
+//! [`Core::switch`] is the commit point of every start-up, deploy, rollback and recovery: the
+//! store records the release as current, then one new route table goes to the proxy. Start-up
+//! is a switch from nothing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proxy::{HostPattern, Pool, Route, RouteTable, Target, Upstream};
+use spec::{AppSpec, RouteTarget};
+use supervisor::{InstanceState, ProcessSpec};
+
+use crate::core::Core;
+use crate::failure::Failure;
+use crate::release::{Member, Release, Slot};
+
+/// How long old instances may finish in-flight requests after a switch before they are stopped.
+const DRAIN_GRACE: Duration = Duration::from_secs(30);
+/// How long an instance without a health check may take to start.
+const DEFAULT_START_DEADLINE: Duration = Duration::from_secs(60);
+
+impl Core {
+    /// Start `slots` of `release` under the supervisor; does not wait for readiness.
+    pub fn start_members(&self, release: &Release, slots: &[Slot]) -> Vec<Member> {
+        let spec = &release.spec;
+        let app = spec.instance_name();
+        slots
+            .iter()
+            .filter_map(|(service, index)| {
+                let s = spec.services.get(service)?;
+                let port = supervisor::free_port().unwrap_or(0);
+                let instance = self.supervisor.start(ProcessSpec {
+                    app: app.clone(),
+                    service: service.clone(),
+                    release: release.id.clone(),
+                    instance: *index,
+                    command: s.command.clone(),
+                    cwd: release.dir.clone(),
+                    env: (*release.env).clone(),
+                    port,
+                    health: s.health.as_ref().map(|h| supervisor::Probe {
+                        path: h.path.clone(),
+                        interval: h.interval,
+                        timeout: h.timeout,
+                        healthy_after: h.healthy_after,
+                        unhealthy_after: h.unhealthy_after,
+                    }),
+                    start_deadline: s
+                        .health
+                        .as_ref()
+                        .map_or(DEFAULT_START_DEADLINE, |h| h.start_deadline),
+                    stop_timeout: s.stop_timeout,
+                    memory_max: s.memory_max,
+                });
+                let upstream = Upstream::new(
+                    format!("{app}/{service}.{index}@{}", release.id),
+                    SocketAddr::from(([127, 0, 0, 1], port)),
+                );
+                Some(Member {
+                    service: service.clone(),
+                    index: *index,
+                    instance,
+                    upstream,
+                })
+            })
+            .collect()
+    }
+
+    /// Stop `members` gracefully and forget their process groups.
+    pub async fn stop_members(&self, members: Vec<Member>) {
+        let stops = members.into_iter().map(|m| async move {
+            m.instance.stop().await;
+            let key = m.instance.key();
+            if let Err(err) = self
+                .db
+                .forget_process(&key.app, &key.service, &key.release, key.instance)
+                .await
+            {
+                tracing::warn!(error = %err, "forget a stopped process group");
+            }
+        });
+        futures_util::future::join_all(stops).await;
+    }
+
+    /// Let `members`, already out of the route table, finish their requests; then stop them.
+    pub async fn drain_and_stop(&self, members: Vec<Member>) {
+        let drains = members
+            .iter()
+            .map(|m| self.proxy.drained(&m.upstream, DRAIN_GRACE));
+        futures_util::future::join_all(drains).await;
+        self.stop_members(members).await;
+    }
+
+    /// Make `new` the release serving its app: commit it in the store, then publish routes.
+    /// Returns the release it replaced, still running, for the caller to drain.
+    pub async fn switch(&self, app: &str, new: Release) -> Option<Release> {
+        if let Err(err) = self.db.set_current(app, &new.id).await {
+            tracing::error!(app, error = %err, "record the current release");
+        }
+        let old = self
+            .apps()
+            .entry(app.to_owned())
+            .or_default()
+            .running
+            .replace(new);
+        self.publish_routes();
+        old
+    }
+
+    /// Take `app` out of service entirely (a first deploy that failed after its switch).
+    pub async fn take_app(&self, app: &str) -> Option<Release> {
+        if let Err(err) = self.db.clear_current(app).await {
+            tracing::error!(app, error = %err, "clear the current release");
+        }
+        let old = self.apps().get_mut(app).and_then(|a| a.running.take());
+        self.publish_routes();
+        old
+    }
+
+    /// Stop every app gracefully (daemon shutdown), and any instance a cut-short rollout left.
+    pub async fn stop_all(&self) {
+        let all: Vec<Release> = self
+            .apps()
+            .values_mut()
+            .filter_map(|a| a.running.take())
+            .collect();
+        self.publish_routes();
+        let stops = all.into_iter().map(|r| self.stop_members(r.members));
+        futures_util::future::join_all(stops).await;
+        self.supervisor.shutdown().await;
+    }
+
+    /// A route of `spec` that another app already serves.
+    pub fn check_route_conflicts(&self, spec: &AppSpec) -> Result<(), Failure> {
+        let name = spec.instance_name();
+        let apps = self.apps();
+        let running = apps
+            .iter()
+            .filter(|(other, _)| **other != name)
+            .filter_map(|(other, a)| Some((other, a.running.as_ref()?)));
+        for (other, release) in running {
+            for r in &spec.routes {
+                if release
+                    .spec
+                    .routes
+                    .iter()
+                    .any(|o| o.host == r.host && o.path == r.path)
+                {
+                    return Err(Failure::new(
+                        api::Gate::Unpack,
+                        format!(
+                            "route host \"{}\" path \"{}\" is already served by app {other}",
+                            r.host, r.path
+                        ),
+                    )
+                    .hint("give this app its own host or path in berth.toml"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Derive the route table from the running releases and publish it. Only ready instances
+    /// receive traffic.
+    pub fn publish_routes(&self) {
+        let apps = self.apps();
+        let running = || {
+            apps.iter()
+                .filter_map(|(name, a)| Some((name, a.running.as_ref()?)))
+        };
+        let mut routes = Vec::new();
+        for (app, release) in running() {
+            let settings = &release.spec.proxy;
+            let trusted = crate::routes::trusted_proxies(settings);
+            for r in &release.spec.routes {
+                let target = match &r.target {
+                    RouteTarget::Service(service) => {
+                        let ready = release
+                            .members
+                            .iter()
+                            .filter(|m| {
+                                &m.service == service
+                                    && m.instance.status().state == InstanceState::Ready
+                            })
+                            .map(|m| m.upstream.clone())
+                            .collect();
+                        Target::Service(Arc::new(Pool::new(
+                            service.clone(),
+                            balance(settings.balance),
+                            ready,
+                        )))
+                    }
+                    RouteTarget::Static { dir, spa } => Target::Static {
+                        root: release.dir.join(dir),
+                        spa: *spa,
+                    },
+                };
+                routes.push(Route {
+                    id: format!("{app}:{}{}", r.host, r.path),
+                    app: app.clone(),
+                    host: host_pattern(&r.host),
+                    path: r.path.clone(),
+                    strip_prefix: r.strip_prefix,
+                    max_body: Some(r.max_body.unwrap_or(settings.max_body)),
+                    // `*` answers any name, and no certificate has every name.
+                    https_redirect: self.addrs.https.is_some()
+                        && release.spec.tls.is_some()
+                        && r.host != "*",
+                    target,
+                    headers: Arc::new(crate::routes::header_policy(settings, r)),
+                    rate_limit: crate::routes::rate_limit(settings, r),
+                    trusted_proxies: trusted.clone(),
+                });
+            }
+        }
+        self.proxy.publish(RouteTable { routes });
+        // Still under the lock, so two republishes cannot hand the manager their sets in the
+        // wrong order. It only does work (file reads, a self-signed key) when the set changed.
+        self.certs
+            .sync(running().map(|(app, r)| (app.as_str(), &*r.spec, r.dir.as_path())));
+    }
+}
+
+fn balance(b: spec::Balance) -> proxy::Balance {
+    match b {
+        spec::Balance::RoundRobin => proxy::Balance::RoundRobin,
+        spec::Balance::LeastRequests => proxy::Balance::LeastOutstanding,
+    }
+}
+
+fn host_pattern(host: &str) -> HostPattern {
+    match host {
+        "*" => HostPattern::Any,
+        h if h.starts_with("*.") => HostPattern::Wildcard(h.to_owned()),
+        h => HostPattern::Exact(h.to_owned()),
+    }
+}

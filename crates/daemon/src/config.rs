@@ -1,0 +1,69 @@
+//! What the daemon is given at start: [`Config`] (with the test [`Hooks`]) and the bound
+//! [`Listeners`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use api::Step;
+use futures_util::future::BoxFuture;
+use tokio::net::{TcpListener, UnixListener};
+
+/// Everything the daemon is told at start.
+pub struct Config {
+    /// The state directory (`/var/lib/berth`): created 0700 if missing.
+    pub state: PathBuf,
+    /// Open connections one client address (IPv6: one /64) may have; 0 for no limit.
+    pub max_connections_per_ip: u32,
+    pub acme: AcmeConfig,
+    pub hooks: Hooks,
+}
+
+impl Config {
+    pub fn new(state: impl Into<PathBuf>) -> Config {
+        Config {
+            state: state.into(),
+            max_connections_per_ip: proxy::ProxyConfig::default().max_connections_per_ip,
+            acme: AcmeConfig::default(),
+            hooks: Hooks::default(),
+        }
+    }
+}
+
+/// How certificates are obtained from an ACME CA.
+#[derive(Debug, Clone, Default)]
+pub struct AcmeConfig {
+    /// PEM file of a CA trusted for the ACME directory's own HTTPS, besides the public roots.
+    pub ca_root: Option<PathBuf>,
+    /// `sh -c HOOK` that sets and clears `_acme-challenge` TXT records (DNS-01).
+    pub dns_hook: Option<String>,
+}
+
+/// Points where a test can hold the daemon. Production passes `Hooks::default()`: none, and
+/// nothing is checked.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Awaited once a rollout has recorded that it reached `step`, before it runs the step:
+    /// a test can hold it there, kill the daemon, or let it go on.
+    pub at_step: Option<Arc<dyn Fn(Step) -> BoxFuture<'static, ()> + Send + Sync>>,
+}
+
+/// The sockets the daemon serves, bound by the caller (tests bind port 0).
+pub struct Listeners {
+    /// The proxy's plain-HTTP listener.
+    pub http: TcpListener,
+    /// The proxy's TLS listener; without it apps with `[tls]` are served over HTTP only.
+    pub https: Option<TcpListener>,
+    /// `GET /metrics` and `GET /health` for the daemon itself.
+    pub admin: Option<TcpListener>,
+    /// The control API; from [`Daemon::bind_control`].
+    pub control: UnixListener,
+}
+
+/// The bound addresses, as the daemon reports them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Addrs {
+    pub http: SocketAddr,
+    pub https: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+}

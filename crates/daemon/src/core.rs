@@ -1,0 +1,110 @@
+//! [`Core`]: what every part of the running daemon shares. The apps' in-memory state (which
+//! release serves, which rollout runs) is one map behind one lock; everything durable goes
+//! through the store's async façade; background work runs on one tracker, so shutdown waits for
+//! it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
+use proxy::{Proxy, ProxyConfig};
+use store::Db;
+use supervisor::{Supervisor, SupervisorOptions};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::certs::Certs;
+use crate::config::{Addrs, Config, Hooks};
+use crate::lock::lock;
+use crate::paths::StateDir;
+use crate::release::Release;
+
+pub(crate) struct Core {
+    pub dir: StateDir,
+    pub db: Db,
+    pub supervisor: Supervisor,
+    pub proxy: Arc<Proxy>,
+    pub certs: Certs,
+    /// Encrypts secrets at rest (`STATE/secrets.key`); replaced by `import-key`.
+    pub key: ArcSwap<secrets::Key>,
+    /// Replaces every known secret value in what berth prints; shared with each rollout's
+    /// progress stream.
+    pub redactor: Arc<ArcSwap<secrets::Redactor>>,
+    pub addrs: Addrs,
+    pub hooks: Hooks,
+    /// Rollouts, recovery and schedules: shutdown cancels, then waits for, them.
+    pub tasks: TaskTracker,
+    pub cancel: CancellationToken,
+    apps: Mutex<BTreeMap<String, AppState>>,
+}
+
+/// One app, in memory.
+#[derive(Default)]
+pub(crate) struct AppState {
+    /// The release serving traffic.
+    pub running: Option<Release>,
+    /// The release a rollout in progress goes to.
+    pub deploying: Option<String>,
+    /// Held by the one rollout of the app that may run.
+    pub slot: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Core {
+    pub fn new(
+        config: Config,
+        dir: StateDir,
+        db: Db,
+        key: secrets::Key,
+        certs: Certs,
+        addrs: Addrs,
+    ) -> Arc<Core> {
+        let supervisor = Supervisor::new(SupervisorOptions::new(dir.logs()));
+        let proxy = Proxy::new(ProxyConfig {
+            access_log: proxy::AccessLog::File(dir.logs().join("access.log")),
+            http01: Some(certs.http01.clone()),
+            https_port: addrs.https.map(|a| a.port()),
+            certs: Some(certs.store.clone()),
+            max_connections_per_ip: config.max_connections_per_ip,
+            ..ProxyConfig::default()
+        });
+        Arc::new(Core {
+            dir,
+            db,
+            supervisor,
+            proxy,
+            certs,
+            key: ArcSwap::from_pointee(key),
+            redactor: Arc::new(ArcSwap::from_pointee(secrets::Redactor::new(Vec::<(
+                String,
+                String,
+            )>::new(
+            )))),
+            addrs,
+            hooks: config.hooks,
+            tasks: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+            apps: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Every app's in-memory state. Never held across an await.
+    pub fn apps(&self) -> MutexGuard<'_, BTreeMap<String, AppState>> {
+        lock(&self.apps)
+    }
+
+    /// `f` on the release serving `app`, if any.
+    pub fn with_running<T>(&self, app: &str, f: impl FnOnce(&Release) -> T) -> Option<T> {
+        self.apps().get(app).and_then(|a| a.running.as_ref()).map(f)
+    }
+
+    pub fn info(&self) -> api::DaemonInfo {
+        api::DaemonInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            state_dir: self.dir.root().display().to_string(),
+            http: Some(self.addrs.http.to_string()),
+            https: self.addrs.https.map(|a| a.to_string()),
+            admin: self.addrs.admin.map(|a| a.to_string()),
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Start-up after a stop or a crash, and the daemon's view of instance events.
+//!
+//! Recovery is the same path as a deploy's switch, from nothing: sweep the process groups the
+//! previous run recorded, mark its unfinished rollouts `interrupted`, then start each app's
+//! current release and switch to it.
+
+use std::sync::Arc;
+
+use store::ProcessRecord;
+use supervisor::{Event, EventKind};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::core::Core;
+use crate::release::{Release, all_slots, environment_of, load_spec};
+
+impl Core {
+    /// Bring every app's current release back up, after sweeping what a previous run of the
+    /// daemon may have left behind (process groups, rollouts cut short).
+    pub async fn recover(self: Arc<Self>) {
+        self.refresh_redactor().await;
+        let leftovers = self.db.take_processes().await.unwrap_or_else(|err| {
+            tracing::error!(error = %err, "read process groups of the previous run");
+            vec![]
+        });
+        for p in &leftovers {
+            supervisor::kill_stale_group(p.pgid);
+        }
+        match self.db.interrupt_running_deploys().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                count = n,
+                "deploys interrupted by the previous stop were marked interrupted"
+            ),
+            Err(err) => tracing::error!(error = %err, "mark interrupted deploys"),
+        }
+        let apps = match self.db.apps().await {
+            Ok(apps) => apps,
+            Err(err) => {
+                tracing::error!(error = %err, "read apps from the state database; nothing started");
+                return;
+            }
+        };
+        for app in apps {
+            let Some(release) = app.current_release else {
+                continue;
+            };
+            let this = self.clone();
+            self.tasks.spawn(async move {
+                match this.restore(&app.name, &release).await {
+                    Ok(()) => tracing::info!(app = %app.name, %release, "app restored"),
+                    Err(err) => {
+                        tracing::error!(app = %app.name, %release, error = %format!("{err:#}"), "could not restore app")
+                    }
+                }
+            });
+        }
+    }
+
+    async fn restore(&self, app: &str, release: &str) -> anyhow::Result<()> {
+        let dir = self.dir.release(app, release);
+        let spec = Arc::new(load_spec(&dir, environment_of(app))?);
+        let env = self.release_env(&spec, release).await?;
+        let mut started = Release::new(release, spec.clone(), &dir, env);
+        started.members = self.start_members(&started, &all_slots(&spec));
+        // Instances that are not ready yet join the route table as soon as they are: the
+        // supervisor keeps restarting them, and `watch_supervisor` republishes on each change.
+        self.switch(app, started).await;
+        Ok(())
+    }
+
+    /// Republish routes whenever an instance changes state, and record process groups and
+    /// restarts. Ends when the daemon stops.
+    pub async fn watch_supervisor(self: Arc<Self>) {
+        let mut events = self.supervisor.events();
+        loop {
+            let event = tokio::select! {
+                () = self.cancel.cancelled() => return,
+                event = events.recv() => event,
+            };
+            let event = match event {
+                Ok(ev) => ev,
+                Err(RecvError::Lagged(_)) => {
+                    self.publish_routes();
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            };
+            self.publish_routes();
+            if let EventKind::Started { pid } = event.kind {
+                // pgid = pid: every instance leads its own process group.
+                let record = ProcessRecord {
+                    app: event.key.app.clone(),
+                    service: event.key.service.clone(),
+                    release: event.key.release.clone(),
+                    instance: event.key.instance,
+                    pgid: pid as i32,
+                };
+                if let Err(err) = self.db.record_process(record).await {
+                    tracing::error!(error = %err, "record a process group");
+                }
+            }
+            if let Some((kind, detail)) = event_record(&event)
+                && let Err(err) = self.db.record_event(&event.key.app, kind, detail).await
+            {
+                tracing::warn!(error = %err, "record an instance event");
+            }
+        }
+    }
+}
+
+/// What of a supervisor event goes into the store's event log.
+fn event_record(ev: &Event) -> Option<(&'static str, String)> {
+    let who = format!("{}.{}@{}", ev.key.service, ev.key.instance, ev.key.release);
+    match &ev.kind {
+        EventKind::Exited(exit) => Some(("exited", format!("{who} {exit}"))),
+        EventKind::Restarting { attempt, delay } => Some((
+            "restart",
+            format!("{who} restart #{attempt} in {:.1}s", delay.as_secs_f64()),
+        )),
+        EventKind::CrashLoop => Some(("crash-loop", format!("{who} is crash-looping"))),
+        EventKind::Unready { reason } => {
+            Some(("unready", format!("{who} failed liveness: {reason}")))
+        }
+        EventKind::Started { .. } | EventKind::Ready | EventKind::Stopped => None,
+    }
+}

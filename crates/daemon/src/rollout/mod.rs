@@ -1,0 +1,452 @@
+//! Deploys, rollbacks and restarts: one state machine, persisted step by step in the store.
+//!
+//! ```text
+//! deploy:   unpack → build → start → switch → smoke → watch → workers → drain → done
+//! rollback:                  start → switch → smoke → watch → workers → drain → done
+//! restart:  relink ────────→ start → …
+//! ```
+//!
+//! Every rollout is [`Core::rollout`] of a [`Source`]: the source gives the release (an
+//! upload, a kept release, the live one relinked), the [`Plan`] of the two specs says which
+//! instances start, are replaced, stopped and drained, and the same machine runs it.
+//!
+//! Until `switch` the old release serves untouched; a failed gate stops the new instances and
+//! that is all. `switch` is the commit point (`set_current`, then one route table). After it,
+//! the old release's routed instances stay alive (idle) until `drain`, so a failed smoke
+//! check, watch window or worker start switches straight back to them. Unrouted services
+//! (workers) are replaced one instance at a time only once the new release has proven itself.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::{DeployKind, DeployResult, Gate, Phase, ReleaseStatus, Step};
+use store::NewDeploy;
+
+use crate::core::Core;
+use crate::failure::Failure;
+use crate::plan::Plan;
+use crate::refusal::Refusal;
+use crate::release::{Release, all_slots};
+
+mod gates;
+mod prepare;
+mod progress;
+
+pub(crate) use prepare::Source;
+use prepare::Target;
+pub(crate) use progress::{EVENT_BUFFER, Progress, Rollout};
+
+/// Who asked, and whether to queue behind a running rollout instead of refusing.
+pub(crate) struct Request {
+    pub user: String,
+    pub wait: bool,
+}
+
+/// What `[deploy]` asks of a rollout.
+struct Gates {
+    smoke: Vec<(String, u16)>,
+    watch: Option<Duration>,
+    max_error_rate: f64,
+    keep_releases: usize,
+}
+
+impl Gates {
+    fn of(spec: &spec::AppSpec) -> Gates {
+        let d = &spec.deploy;
+        Gates {
+            smoke: d.smoke.iter().map(|s| (s.path.clone(), s.status)).collect(),
+            watch: d.watch,
+            max_error_rate: d.max_error_rate,
+            keep_releases: d.keep_releases as usize,
+        }
+    }
+}
+
+impl Core {
+    /// Run one rollout of `source` to its end, reporting to `progress`; a client that goes
+    /// away does not cut it short. When the daemon stops, the rollout is dropped where it
+    /// stands; its record says `running` until the next start marks it `interrupted`.
+    pub async fn rollout(self: Arc<Self>, source: Source, req: Request, progress: Progress) {
+        let started = Instant::now();
+        let (mut app, mut release) = (String::new(), String::new());
+        let result = tokio::select! {
+            result = self.prepare_and_run(source, &req, &progress, &mut app, &mut release) => result,
+            () = self.cancel.cancelled() => return,
+        };
+        progress.finish(app, release, result, started).await;
+    }
+
+    async fn prepare_and_run(
+        &self,
+        source: Source,
+        req: &Request,
+        progress: &Progress,
+        app: &mut String,
+        release: &mut String,
+    ) -> Result<(), Failure> {
+        let kind = source.kind();
+        let pending;
+        (*app, pending) = self.pending(source, progress).await?;
+        let _slot = self
+            .take_slot(app, req.wait, progress)
+            .await
+            .ok_or_else(|| busy(app))?;
+        let deploying = Deploying { core: self, app };
+        let target = self.target(app, pending, release, progress).await?;
+        deploying.set(release);
+        self.record_and_run(kind, app, target, &req.user, progress)
+            .await
+    }
+
+    /// Hold the app's rollout slot: at once, or (with `wait`) after the running one ends.
+    async fn take_slot(
+        &self,
+        app: &str,
+        wait: bool,
+        progress: &Progress,
+    ) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let slot = self.apps().entry(app.to_owned()).or_default().slot.clone();
+        match slot.clone().try_lock_owned() {
+            Ok(guard) => Some(guard),
+            Err(_) if wait => {
+                progress.phase(
+                    Phase::Wait,
+                    format!("another deploy of {app} is running; waiting for it"),
+                );
+                Some(slot.lock_owned().await)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Open the deploy record, run the state machine, close the record.
+    async fn record_and_run(
+        &self,
+        kind: DeployKind,
+        app: &str,
+        target: Target,
+        user: &str,
+        progress: &Progress,
+    ) -> Result<(), Failure> {
+        let from = self.with_running(app, |r| r.id.clone());
+        let id = self
+            .db
+            .begin_deploy(NewDeploy {
+                kind,
+                app,
+                release: &target.release,
+                from_release: from.as_deref(),
+                user,
+            })
+            .await
+            .map_err(|e| Failure::new(Gate::Start, e.to_string()))?;
+        let rollout = Rollout {
+            id,
+            kind,
+            app: app.to_owned(),
+            release: target.release,
+            spec: target.spec,
+            dir: target.dir,
+            progress,
+        };
+        let result = self.run(&rollout).await;
+        let (res, gate, reason) = match &result {
+            Ok(()) => (DeployResult::Ok, None, None),
+            Err(f) if f.gate.after_switch() => (
+                DeployResult::RolledBack,
+                Some(f.gate),
+                Some(f.reason.clone()),
+            ),
+            Err(f) => (DeployResult::Failed, Some(f.gate), Some(f.reason.clone())),
+        };
+        // A deploy or restart made its own release, which never served if it failed; a
+        // rollback's target is a release that did serve, and stays `live`.
+        let failed = (result.is_err() && kind != DeployKind::Rollback).then(|| {
+            (
+                app.to_owned(),
+                rollout.release.clone(),
+                ReleaseStatus::Failed,
+            )
+        });
+        if let Err(err) = self.db.finish_deploy(id, res, gate, reason, failed).await {
+            tracing::error!(app, release = %rollout.release, error = %err, "record the end of a rollout");
+        }
+        result
+    }
+
+    /// Record that the rollout reached `step`, then let a test hook hold it there.
+    async fn step(&self, r: &Rollout<'_>, step: Step) {
+        if let Err(err) = self.db.set_deploy_step(r.id, step).await {
+            tracing::warn!(app = %r.app, %step, error = %err, "record a rollout step");
+        }
+        if let Some(hook) = &self.hooks.at_step {
+            hook(step).await;
+        }
+    }
+
+    /// The state machine. See the module docs.
+    async fn run(&self, r: &Rollout<'_>) -> Result<(), Failure> {
+        let gates = Gates::of(&r.spec);
+        // Secrets first: a missing one refuses the rollout before anything is built or started.
+        self.ensure_secrets(&r.spec).await?;
+        let env = self
+            .release_env(&r.spec, &r.release)
+            .await
+            .map_err(|e| Failure::new(Gate::Secrets, format!("{e:#}")))?;
+        if r.kind == DeployKind::Deploy {
+            self.build(r, &env).await?;
+        }
+        self.certs
+            .check(&r.spec, &r.dir, self.addrs.https.is_some())
+            .map_err(|reason| Failure::new(Gate::Tls, reason).hint(self.serving(&r.app)))?;
+
+        self.step(r, Step::Start).await;
+        let old_spec = self.with_running(&r.app, |old| old.spec.clone());
+        let plan = Plan::new(&r.spec, old_spec.as_deref());
+        let mut new = Release::new(&r.release, r.spec.clone(), &r.dir, env);
+        new.members = self.start_members(&new, &plan.first);
+        let n = new.members.len();
+        r.progress.phase(
+            Phase::Start,
+            format!("{n} instance{} of {} {}", plural(n), r.app, r.release),
+        );
+        if let Err(f) = self.gate_ready(r, &new.members).await {
+            self.stop_members(new.members).await;
+            return Err(f);
+        }
+
+        self.step(r, Step::Switch).await;
+        let shape = new.like();
+        let t = Instant::now();
+        let mut old = self.switch(&r.app, new).await;
+        r.progress.phase(
+            Phase::Switch,
+            format!(
+                "traffic on {} in {:.2} ms",
+                r.release,
+                t.elapsed().as_secs_f64() * 1000.0
+            ),
+        );
+
+        let checked = async {
+            if !gates.smoke.is_empty() {
+                self.step(r, Step::Smoke).await;
+                self.smoke(r, &gates.smoke).await?;
+            }
+            if let Some(watch) = gates.watch {
+                self.step(r, Step::Watch).await;
+                self.watch(r, watch, gates.max_error_rate).await?;
+            }
+            match old.as_mut() {
+                Some(old) => self.replace_workers(r, &plan, &shape, old).await,
+                None => Ok(()),
+            }
+        };
+        if let Err(mut f) = checked.await {
+            f.reason = format!("{}; {}", f.reason, self.switch_back(r, old).await);
+            return Err(f);
+        }
+
+        if let Some(old) = old {
+            self.step(r, Step::Drain).await;
+            r.progress.phase(
+                Phase::Drain,
+                format!("release {} finishes its requests and stops", old.id),
+            );
+            self.drain_and_stop(old.members).await;
+        }
+        self.prune(&r.app, gates.keep_releases).await;
+        Ok(())
+    }
+
+    /// The `[build]` step of a deploy, its output streamed to the client.
+    async fn build(
+        &self,
+        r: &Rollout<'_>,
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), Failure> {
+        let Some(build) = &r.spec.build else {
+            return Ok(());
+        };
+        self.step(r, Step::Build).await;
+        r.progress.phase(Phase::Build, &build.command);
+        crate::build::run(&build.command, &r.dir, env, |line| r.progress.build(&line))
+            .await
+            .map_err(|f| {
+                Failure::new(Gate::Build, f.reason)
+                    .hint(format!(
+                        "fix the build (try `{}` in the app directory) and deploy again; {}",
+                        build.command,
+                        self.serving(&r.app)
+                    ))
+                    .tail(f.tail)
+            })
+    }
+
+    /// The plan's workers, one at a time: start the new instance, wait for it to be ready,
+    /// stop the old one. Then the old workers the new release no longer has are stopped.
+    async fn replace_workers(
+        &self,
+        r: &Rollout<'_>,
+        plan: &Plan,
+        shape: &Release,
+        old: &mut Release,
+    ) -> Result<(), Failure> {
+        if !plan.workers.is_empty() {
+            self.step(r, Step::Workers).await;
+        }
+        for slot in &plan.workers {
+            let mut new = self.start_members(shape, std::slice::from_ref(slot));
+            if let Err(mut f) = self.gate_ready(r, &new).await {
+                f.gate = Gate::Workers;
+                self.stop_members(new).await;
+                return Err(f);
+            }
+            r.progress
+                .phase(Phase::Workers, format!("{}.{} replaced", slot.0, slot.1));
+            if let Some(running) = self.apps().get_mut(&r.app).and_then(|a| a.running.as_mut()) {
+                running.members.append(&mut new);
+            }
+            if let Some(pos) = old.members.iter().position(|m| m.slot() == *slot) {
+                let replaced = old.members.remove(pos);
+                self.stop_members(vec![replaced]).await;
+            }
+        }
+        let (retired, keep) = std::mem::take(&mut old.members)
+            .into_iter()
+            .partition(|m| plan.retire.contains(&m.slot()));
+        old.members = keep;
+        self.stop_members(retired).await;
+        Ok(())
+    }
+
+    /// Put `old` back in service after a failed check: restart any of its instances that were
+    /// already replaced, switch to it, stop the new release. Returns what happened, in words.
+    async fn switch_back(&self, r: &Rollout<'_>, old: Option<Release>) -> String {
+        let (failed, said) = match old {
+            Some(mut old) => {
+                let present: BTreeSet<_> = old.members.iter().map(|m| m.slot()).collect();
+                let missing: Vec<_> = all_slots(&old.spec)
+                    .into_iter()
+                    .filter(|s| !present.contains(s))
+                    .collect();
+                let restarted = self.start_members(&old, &missing);
+                old.members.extend(restarted);
+                let id = old.id.clone();
+                r.progress
+                    .phase(Phase::Rollback, format!("switching {} back to {id}", r.app));
+                let failed = self.switch(&r.app, old).await;
+                (failed, format!("rolled back to {id}, which serves again"))
+            }
+            None => (
+                self.take_app(&r.app).await,
+                format!("{} was not serving before, and is stopped", r.app),
+            ),
+        };
+        if let Some(new) = failed {
+            self.stop_members(new.members).await;
+        }
+        said
+    }
+
+    /// The release a rollback of `app` goes to: `to`, or the newest live release before the
+    /// current one.
+    pub async fn rollback_target(&self, app: &str, to: Option<&str>) -> Result<String, Refusal> {
+        let (known, releases) = self
+            .db
+            .app_releases(app)
+            .await
+            .map_err(anyhow::Error::new)?;
+        let Some(known) = known else {
+            return Err(Refusal::no_app(app));
+        };
+        let current = known.current_release;
+        let refuse = |message: String| {
+            Refusal::bad_input(message).hint(format!(
+                "`berth releases {app}` lists the releases you can roll back to"
+            ))
+        };
+        let pick = match to {
+            Some(id) => {
+                let Some(r) = releases.iter().find(|r| r.id == id) else {
+                    return Err(refuse(format!("{app} has no release {id}")));
+                };
+                if current.as_deref() == Some(id) {
+                    return Err(refuse(format!("{id} is already the live release of {app}")));
+                }
+                match r.status {
+                    ReleaseStatus::Pruned => {
+                        return Err(refuse(format!(
+                            "release {id} of {app} was pruned (only the newest are kept)"
+                        )));
+                    }
+                    ReleaseStatus::Failed | ReleaseStatus::Pending => {
+                        return Err(refuse(format!("release {id} of {app} never went live")));
+                    }
+                    ReleaseStatus::Live => id.to_owned(),
+                }
+            }
+            None => {
+                // Releases are newest first: the first live one older than the current.
+                let cur_pos = releases
+                    .iter()
+                    .position(|r| Some(&r.id) == current.as_ref());
+                let older = releases.iter().skip(cur_pos.map_or(0, |p| p + 1));
+                match older.into_iter().find(|r| r.status == ReleaseStatus::Live) {
+                    Some(r) => r.id.clone(),
+                    None => {
+                        return Err(refuse(format!(
+                            "{app} has no earlier release to roll back to"
+                        )));
+                    }
+                }
+            }
+        };
+        if !self.dir.release(app, &pick).join("berth.toml").is_file() {
+            return Err(refuse(format!(
+                "the files of release {pick} of {app} are gone"
+            )));
+        }
+        Ok(pick)
+    }
+}
+
+/// The app's "deploying" mark in status: set while its rollout holds the slot, cleared when
+/// the rollout ends however it ends.
+struct Deploying<'a> {
+    core: &'a Core,
+    app: &'a str,
+}
+
+impl Deploying<'_> {
+    fn set(&self, release: &str) {
+        self.core
+            .apps()
+            .entry(self.app.to_owned())
+            .or_default()
+            .deploying = Some(release.to_owned());
+    }
+}
+
+impl Drop for Deploying<'_> {
+    fn drop(&mut self) {
+        if let Some(a) = self.core.apps().get_mut(self.app) {
+            a.deploying = None;
+        }
+    }
+}
+
+fn busy(app: &str) -> Failure {
+    Failure::new(
+        Gate::Start,
+        format!("a deploy or rollback of {app} is already running"),
+    )
+    .hint(format!(
+        "wait for it (`berth status {app}` shows it), or pass --wait to queue behind it"
+    ))
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}

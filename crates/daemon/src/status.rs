@@ -1,0 +1,94 @@
+//! What the read endpoints answer: status, releases and history, as the API's types.
+
+use std::time::SystemTime;
+
+use anyhow::Result;
+
+use crate::core::Core;
+use crate::release::Member;
+
+impl Core {
+    pub async fn status(&self, only: Option<&str>) -> Result<api::Status> {
+        let known = self.db.apps().await?;
+        let now = SystemTime::now();
+        let shown = |name: &str| only.is_none_or(|o| o == name);
+        let apps = {
+            let state = self.apps();
+            known
+                .into_iter()
+                .filter(|a| shown(&a.name))
+                .map(|a| {
+                    let here = state.get(&a.name);
+                    api::AppStatus {
+                        instances: here
+                            .and_then(|s| s.running.as_ref())
+                            .map(|r| {
+                                r.members
+                                    .iter()
+                                    .map(|m| instance_status(m, &r.id, now))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        deploying: here.and_then(|s| s.deploying.clone()),
+                        release: a.current_release,
+                        name: a.name,
+                    }
+                })
+                .collect()
+        };
+        Ok(api::Status {
+            daemon: self.info(),
+            apps,
+            certificates: self.certs.status(shown),
+        })
+    }
+
+    /// The releases of `app`, newest first; `None` for an app berth does not know.
+    pub async fn releases(&self, app: &str) -> Result<Option<api::Releases>> {
+        let (known, list) = self.db.app_releases(app).await?;
+        let Some(known) = known else { return Ok(None) };
+        let current = known.current_release;
+        Ok(Some(api::Releases {
+            app: app.to_owned(),
+            releases: list
+                .into_iter()
+                .map(|r| api::ReleaseInfo {
+                    live: Some(&r.id) == current.as_ref(),
+                    created: supervisor::logs::format_time(r.created_at),
+                    digest: r.digest,
+                    status: r.status,
+                    id: r.id,
+                })
+                .collect(),
+            current,
+        }))
+    }
+
+    pub async fn history(&self, app: Option<&str>) -> Result<api::History> {
+        let deploys = self.db.deploys(app, 10_000).await?;
+        Ok(api::History {
+            summary: crate::history::summarize(&deploys, SystemTime::now()),
+            deploys: deploys.iter().map(crate::history::record).collect(),
+        })
+    }
+}
+
+fn instance_status(m: &Member, release: &str, now: SystemTime) -> api::InstanceStatus {
+    let st = m.instance.status();
+    api::InstanceStatus {
+        service: m.service.clone(),
+        instance: m.index,
+        release: release.to_owned(),
+        pid: st.pid,
+        port: m.instance.port(),
+        state: st.state.to_string(),
+        restarts: st.restarts,
+        uptime_secs: st
+            .started_at
+            .and_then(|t| now.duration_since(t).ok())
+            .map(|d| d.as_secs()),
+        memory_bytes: st.memory_rss,
+        crash_loop: st.crash_loop,
+        warnings: st.warnings.clone(),
+    }
+}

@@ -1,0 +1,203 @@
+//! Rollouts held at a step: one rollout per app at a time, and `kill -9` of the daemon at
+//! every step.
+
+use std::time::Duration;
+
+use daemon::Step;
+
+use crate::harness::*;
+
+/// A python HTTP service answering `/health` and `/` with the release id.
+const PY_WEB: &str = r#"
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = ("release " + os.environ["BERTH_RELEASE"] + "\n").encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+fn web_app(name: &str, extra: &str) -> tempfile::TempDir {
+    app(&[
+        (
+            "berth.toml",
+            &format!(
+                "[app]\nname = \"{name}\"\n{extra}\n[services.web]\ncommand = \"python3 -u web.py\"\nhealth = {{ path = \"/health\", interval = \"100ms\", timeout = \"100ms\" }}\nstop_timeout = \"5s\"\n\n[[routes]]\nhost = \"*\"\npath = \"/\"\nservice = \"web\"\n"
+            ),
+        ),
+        ("web.py", PY_WEB),
+    ])
+}
+
+#[test]
+fn one_rollout_per_app_at_a_time() {
+    let d = TestDaemon::start(Some(Step::Drain));
+    let app = web_app("queue", "");
+    assert_eq!(deploy(d.path(), app.path(), false).made_live(), "r1"); // nothing to drain: no pause
+    let paused = d.path().join("paused-at-drain");
+    let first = {
+        let (state, dir) = (d.path().to_owned(), app.path().to_owned());
+        std::thread::spawn(move || deploy(&state, &dir, false))
+    };
+    wait_for("r2 to pause before drain", Duration::from_secs(20), || {
+        paused.exists().then_some(())
+    });
+
+    let refused = deploy(d.path(), app.path(), false);
+    let done = refused.done.as_ref().unwrap();
+    assert!(!done.ok, "{refused:?}");
+    assert!(
+        done.reason
+            .as_deref()
+            .unwrap()
+            .contains("a deploy or rollback of queue is already running"),
+        "{refused:?}"
+    );
+    assert!(
+        done.hint.as_deref().unwrap().contains("--wait"),
+        "{refused:?}"
+    );
+
+    let queued = {
+        let (state, dir) = (d.path().to_owned(), app.path().to_owned());
+        std::thread::spawn(move || deploy(&state, &dir, true))
+    };
+    std::fs::remove_file(&paused).unwrap();
+    assert_eq!(first.join().unwrap().made_live(), "r2");
+    wait_for(
+        "the queued deploy to pause before drain",
+        Duration::from_secs(20),
+        || paused.exists().then_some(()),
+    );
+    std::fs::remove_file(&paused).unwrap();
+    let queued = queued.join().unwrap();
+    assert!(
+        queued.phases().iter().any(|p| p.contains("waiting for it")),
+        "{queued:?}"
+    );
+    // The refused deploy recorded nothing: the queued one is r3.
+    assert_eq!(queued.made_live(), "r3");
+}
+
+/// Kill the daemon with -9 while a deploy of r2 is paused before `step`; after a restart the
+/// app serves `expect`, nothing of the other release runs, and the deploy is `interrupted`.
+fn kill_at(step: Step, expect: &str) {
+    let mut d = TestDaemon::start(None);
+    let app_dir = app(&[
+        (
+            "berth.toml",
+            "[app]\nname = \"crashme\"\n[build]\ncommand = \"echo built\"\n\
+             [services.web]\ncommand = \"python3 -u web.py\"\nhealth = { path = \"/health\", interval = \"100ms\", timeout = \"100ms\" }\n\
+             [services.worker]\ncommand = \"python3 -c 'import time; time.sleep(3600)'\"\n\
+             [[routes]]\npath = \"/\"\nservice = \"web\"\n\
+             [deploy]\nsmoke = [{ path = \"/\" }]\nwatch = \"1s\"\n",
+        ),
+        ("web.py", PY_WEB),
+    ]);
+    assert_eq!(deploy(d.path(), app_dir.path(), false).made_live(), "r1");
+    d.terminate();
+    d.pause = Some(step);
+    d.restart();
+    wait_for("r1 to serve again", Duration::from_secs(20), || {
+        d.get("/").filter(|(c, b)| *c == 200 && b == "release r1\n")
+    });
+
+    let client = {
+        let (state, dir) = (d.path().to_owned(), app_dir.path().to_owned());
+        std::thread::spawn(move || deploy(&state, &dir, false))
+    };
+    let paused = d.path().join(format!("paused-at-{step}"));
+    wait_for("the deploy to pause", Duration::from_secs(30), || {
+        paused.exists().then_some(())
+    });
+    d.kill9();
+    let cut = client.join().unwrap();
+    assert!(cut.done.is_none(), "{cut:?}");
+    std::fs::remove_file(&paused).unwrap();
+    d.pause = None;
+    d.restart();
+
+    wait_for(
+        "the app to serve after restart",
+        Duration::from_secs(30),
+        || {
+            d.get("/")
+                .filter(|(c, b)| *c == 200 && *b == format!("release {expect}\n"))
+        },
+    );
+    let status = d.status();
+    assert_eq!(status["apps"][0]["release"], expect, "{status:#}");
+    let releases_dir = d.path().join("apps/crashme/releases");
+    let expected_dir = releases_dir.join(expect).canonicalize().unwrap();
+    wait_for(
+        "only the serving release's processes to run",
+        Duration::from_secs(15),
+        || {
+            let cwds = process_cwds_under(&releases_dir.canonicalize().unwrap());
+            (!cwds.is_empty() && cwds.iter().all(|c| c.starts_with(&expected_dir))).then_some(())
+        },
+    );
+    let history = d.history("crashme");
+    let last = &history["deploys"][0];
+    assert_eq!(last["release"], "r2");
+    assert_eq!(last["result"], "interrupted", "{last:#}");
+    assert_eq!(last["step"], step.as_str(), "{last:#}");
+}
+
+/// Working directories of live processes under `root`.
+fn process_cwds_under(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .parse::<u32>()
+                .is_ok_and(alive)
+        })
+        .filter_map(|e| std::fs::read_link(e.path().join("cwd")).ok())
+        .filter(|cwd| cwd.starts_with(root))
+        .collect()
+}
+
+#[test]
+fn kill_9_before_build() {
+    kill_at(Step::Build, "r1");
+}
+
+#[test]
+fn kill_9_before_start() {
+    kill_at(Step::Start, "r1");
+}
+
+#[test]
+fn kill_9_before_switch() {
+    kill_at(Step::Switch, "r1");
+}
+
+#[test]
+fn kill_9_before_smoke() {
+    kill_at(Step::Smoke, "r2");
+}
+
+#[test]
+fn kill_9_before_watch() {
+    kill_at(Step::Watch, "r2");
+}
+
+#[test]
+fn kill_9_before_workers() {
+    kill_at(Step::Workers, "r2");
+}
+
+#[test]
+fn kill_9_before_drain() {
+    kill_at(Step::Drain, "r2");
+}
