@@ -310,8 +310,12 @@ pub(crate) fn is_rate_limited(message: &str) -> bool {
     message.contains("rateLimited")
 }
 
-/// `sh -c HOOK` with `BERTH_DNS_ACTION`, `BERTH_DNS_NAME`, `BERTH_DNS_VALUE`. It must exit 0
-/// once the TXT record is set (or cleared) and visible.
+/// How long the DNS hook may take to set or clear a record.
+const HOOK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `sh -c HOOK` with `BERTH_DNS_ACTION`, `BERTH_DNS_NAME`, `BERTH_DNS_VALUE` on top of
+/// [`supervisor::command::base_env`] (nothing else of the daemon's environment). It must exit
+/// 0 once the TXT record is set (or cleared) and visible.
 async fn run_hook(
     responders: &Responders,
     action: &str,
@@ -323,21 +327,18 @@ async fn run_hook(
             "{record}: DNS-01 needs a DNS hook command (wildcard names can only be validated in DNS)"
         )));
     };
-    let child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(hook)
+    let hook = supervisor::command::Command::shell(hook)
         .env("BERTH_DNS_ACTION", action)
         .env("BERTH_DNS_NAME", record)
         .env("BERTH_DNS_VALUE", value)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|err| Error::Hook(format!("start sh: {err}")))?;
-    let output = tokio::time::timeout(Duration::from_secs(300), child.wait_with_output())
+        .output();
+    // On timeout the hook's future is dropped, and with it the hook's whole process group.
+    let output = tokio::time::timeout(HOOK_TIMEOUT, hook)
         .await
-        .map_err(|_| Error::Hook(format!("{action} {record}: no exit within 300 s")))?
+        .map_err(|_| {
+            let secs = HOOK_TIMEOUT.as_secs();
+            Error::Hook(format!("{action} {record}: no exit within {secs} s"))
+        })?
         .map_err(|err| Error::Hook(format!("{action} {record}: {err}")))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -7,10 +7,14 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use supervisor::command::Command;
 
 use crate::api::DaemonInfo;
 use crate::client::Client;
 use crate::output;
+
+/// Between SIGTERM and SIGKILL when the demo stops its daemon.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub async fn run(http: SocketAddr) -> Result<u8> {
     let example = example_dir().context("find examples/hello")?;
@@ -19,15 +23,19 @@ pub async fn run(http: SocketAddr) -> Result<u8> {
     output::progress(format!("==> state directory {}", state.display()));
 
     let exe = std::env::current_exe().context("find the berth binary")?;
-    let mut daemon = tokio::process::Command::new(exe)
+    // Like every child of berth: it dies with the demo, even on `kill -9`. Its log goes to
+    // the terminal; of our environment it gets the base and the log level.
+    let mut daemon = Command::new(exe)
         .arg("serve")
         .arg("--state")
         .arg(&state)
         .arg("--http")
         .arg(http.to_string())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
+        .envs(std::env::var_os("BERTH_LOG").map(|level| ("BERTH_LOG", level)))
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
         .spawn()
+        .await
         .context("start the berth daemon")?;
 
     let client = Client::new(&state);
@@ -67,24 +75,9 @@ pub async fn run(http: SocketAddr) -> Result<u8> {
             status = daemon.wait() => output::progress(format!("the daemon exited: {status:?}")),
         }
     }
-    stop(&mut daemon).await;
+    let _ = daemon.terminate(STOP_TIMEOUT).await;
     let _ = std::fs::remove_dir_all(&state);
     Ok(code)
-}
-
-async fn stop(daemon: &mut tokio::process::Child) {
-    if let Some(pid) = daemon.id() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    }
-    if tokio::time::timeout(Duration::from_secs(15), daemon.wait())
-        .await
-        .is_err()
-    {
-        let _ = daemon.kill().await;
-    }
 }
 
 /// `examples/hello` next to the current directory (the README runs the demo from the repo
