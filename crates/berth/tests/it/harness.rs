@@ -7,6 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+pub use testkit::{alive, wait_for};
 
 pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
@@ -53,21 +54,6 @@ pub fn berth(state: &Path, args: &[&str]) -> Run {
         .output()
         .expect("run berth");
     Run::from(out)
-}
-
-/// Poll `f` every 50 ms until it returns Some, or panic with `what` after `limit`.
-pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A `berth serve` process on a temporary state directory, killed on drop.
@@ -195,17 +181,6 @@ pub fn signal(pid: u32, sig: i32) {
         .arg(format!("-{sig}"))
         .arg(pid.to_string())
         .status();
-}
-
-pub fn alive(pid: u32) -> bool {
-    // A zombie is dead for our purposes.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
 }
 
 /// One HTTP/1.1 GET with `Connection: close`; None when the connection fails.
@@ -342,50 +317,6 @@ class H(BaseHTTPRequestHandler):
 print("py web", RELEASE, "on", os.environ["PORT"], flush=True)
 ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 "#;
-
-/// A minimal WebSocket client over a raw socket (text frames under 126 bytes).
-pub struct Ws(TcpStream);
-
-impl Ws {
-    pub fn connect(addr: SocketAddr, path: &str) -> Ws {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            s.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8_lossy(&head);
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        Ws(s)
-    }
-
-    /// Send `text`, return the echo.
-    pub fn echo(&mut self, text: &str) -> String {
-        let mask = [1u8, 2, 3, 4];
-        let mut frame = vec![0x81, 0x80 | text.len() as u8];
-        frame.extend_from_slice(&mask);
-        frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.0.write_all(&frame).unwrap();
-        let mut h = [0u8; 2];
-        self.0.read_exact(&mut h).unwrap();
-        let mut data = vec![0u8; (h[1] & 0x7F) as usize];
-        self.0.read_exact(&mut data).unwrap();
-        String::from_utf8(data).unwrap()
-    }
-
-    pub fn close(mut self) {
-        let _ = self.0.write_all(&[0x88, 0x80, 0, 0, 0, 0]);
-        let mut rest = Vec::new();
-        let _ = self.0.read_to_end(&mut rest);
-    }
-}
 
 /// A web app from [`PY_WS_WEB`] with extra `[services.web]` lines and extra top-level TOML.
 pub fn ws_app(name: &str, service_extra: &str, top_extra: &str) -> tempfile::TempDir {
