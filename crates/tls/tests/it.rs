@@ -5,6 +5,9 @@
 //! management API; so any name (`*.berth.test`) validates against the listeners of the test:
 //! pebble's `httpPort` / `tlsPort` are this test's HTTP-01 and TLS listeners.
 
+// The tests run real tools (pebble through testkit, openssl) with std's Command.
+#![allow(clippy::disallowed_methods)]
+
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
