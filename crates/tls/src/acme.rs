@@ -17,10 +17,13 @@ use instant_acme::{
 use rustls::pki_types::CertificateDer;
 use tracing::{debug, info};
 
-use crate::manager::ChallengeKind;
+use crate::error::{Error, describe, problem_text};
+use crate::http01::Http01Challenges;
 use crate::parse::alpn_challenge_cert;
 use crate::persist::{read_optional, write_private};
-use crate::{CertStore, Error, Http01Challenges, client_config};
+use crate::provider::client_config;
+use crate::store::CertStore;
+use crate::types::ChallengeKind;
 
 /// instant-acme's [`HttpClient`] on hyper-rustls with our provider and roots.
 struct Https(Client<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>);
@@ -276,33 +279,6 @@ async fn challenge_errors(
     } else {
         reasons.join("; ")
     }
-}
-
-fn problem_text(problem: &instant_acme::Problem) -> String {
-    match (&problem.detail, &problem.r#type) {
-        (Some(detail), _) => detail.clone(),
-        (None, Some(ty)) => ty.clone(),
-        (None, None) => "no detail".into(),
-    }
-}
-
-/// A short, single-line description of an instant-acme error (cause chain included).
-pub(crate) fn describe(err: &instant_acme::Error) -> String {
-    use std::error::Error as _;
-    if let instant_acme::Error::Api(problem) = err {
-        let kind = problem.r#type.as_deref().unwrap_or("problem");
-        return format!("{} ({kind})", problem_text(problem));
-    }
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// Whether the CA said to slow down (rate limits): the caller backs off to its maximum.
