@@ -140,7 +140,14 @@ mod tests {
         check(951_782_400, 5, "2000-02-29T00:00:00.005Z");
         check(1_795_323_678, 123, "2026-11-22T05:01:18.123Z");
         check(4_107_542_399, 999, "2100-02-28T23:59:59.999Z");
+        // Milliseconds are truncated; times before 1970 print as 1970.
+        let t = UNIX_EPOCH + Duration::from_nanos(1_999_999_999);
+        assert_eq!(format_time(t), "1970-01-01T00:00:01.999Z");
+        let t = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(format_time(t), "1970-01-01T00:00:00.000Z");
         assert_eq!(parse_time("2026-13-22T05:01:18.123Z"), None);
+        assert_eq!(parse_time("2026-11-22T05:01:18.12Z"), None);
+        assert_eq!(parse_time("2026-11-22T05:01:18.123Z "), None);
         assert_eq!(parse_time("2026-11-22 05:01:18.123Z"), None);
     }
 
