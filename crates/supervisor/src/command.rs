@@ -59,7 +59,6 @@ pub fn base_env() -> Vec<(String, OsString)> {
 }
 
 /// A process to start; see the module doc for what every child gets.
-#[derive(Debug)]
 pub struct Command {
     program: OsString,
     args: Vec<OsString>,
@@ -201,6 +200,19 @@ impl Command {
             cmd.current_dir(cwd);
         }
         cmd
+    }
+}
+
+/// Names the environment's keys, never its values (they may be secrets).
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Command")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("cwd", &self.cwd)
+            .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("rlimit_as", &self.rlimit_as)
+            .finish_non_exhaustive()
     }
 }
 

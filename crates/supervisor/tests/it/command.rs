@@ -128,3 +128,11 @@ async fn a_missing_program_is_a_spawn_error() {
         .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
 }
+
+#[test]
+fn debug_shows_env_keys_not_values() {
+    let cmd = Command::new("true").env("DATABASE_PASSWORD", "hunter2");
+    let text = format!("{cmd:?}");
+    assert!(text.contains("DATABASE_PASSWORD"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
