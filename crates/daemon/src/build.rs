@@ -1,13 +1,15 @@
 //! The `[build]` step: one shell command run in the new release directory, its output streamed
-//! line by line to the deploying client.
+//! line by line to the deploying client. Started like every child of berth
+//! ([`supervisor::command::Command`]): it dies with the daemon, and its whole process group is
+//! killed on timeout.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use supervisor::command::Command;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 /// How long a build may run before it is killed.
 pub const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -25,25 +27,17 @@ pub async fn run(
     env: &BTreeMap<String, String>,
     mut on_line: impl FnMut(String),
 ) -> Result<(), BuildFailure> {
-    let mut child = Command::new("/bin/sh")
-        .arg("-c")
-        // stderr joins stdout so the lines keep their order.
-        .arg(format!("exec 2>&1; {command}"))
+    // stderr joins stdout so the lines keep their order.
+    let mut child = Command::shell(format!("exec 2>&1; {command}"))
         .current_dir(dir)
-        .env_clear()
-        .envs(supervisor::base_env())
         .envs(env)
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true)
         .spawn()
+        .await
         .map_err(|err| BuildFailure {
             reason: format!("could not start the build command: {err}"),
             tail: vec![],
         })?;
-    let pgid = child.id();
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut lines = BufReader::new(stdout).lines();
     let mut tail = VecDeque::with_capacity(TAIL);
@@ -67,12 +61,7 @@ pub async fn run(
             });
         }
         Err(_) => {
-            if let Some(pgid) = pgid {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pgid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+            child.kill();
             return Err(BuildFailure {
                 reason: format!(
                     "build did not finish within {} minutes and was killed",

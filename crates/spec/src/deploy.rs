@@ -2,8 +2,9 @@
 
 use toml::de::DeValue;
 
+use crate::diagnostic::Diagnostic;
+use crate::model::{DeploySpec, SmokeCheck};
 use crate::walk::{Value, Walker, type_name};
-use crate::{DeploySpec, Diagnostic, SmokeCheck};
 
 const DEPLOY_KEYS: &[&str] = &["smoke", "watch", "max_error_rate", "keep_releases"];
 const SMOKE_KEYS: &[&str] = &["path", "status"];

@@ -11,6 +11,11 @@
 use std::fmt;
 use std::ops::Range;
 
+use annotate_snippets::{AnnotationKind, Level, Origin, Renderer, Snippet};
+
+/// Source lines longer than this are cut around the caret.
+const TERM_WIDTH: usize = 1 << 16;
+
 /// One problem: what is wrong (`message`), where (`span`, byte offsets into the source), a short
 /// `label` printed under the offending text, and what would be right (`help`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,50 +105,52 @@ impl Diagnostics {
             .sort_by_key(|d| d.span.as_ref().map(|s| (s.start, s.end)));
     }
 
-    fn render(&self, f: &mut fmt::Formatter<'_>, d: &Diagnostic) -> fmt::Result {
-        writeln!(f, "error: {}", d.message)?;
-        let Some(span) = &d.span else {
-            writeln!(f, " --> {}", self.file)?;
-            if let Some(help) = &d.help {
-                writeln!(f, "  = help: {help}")?;
+    /// One problem, rendered like rustc's errors by annotate-snippets: carets are placed by
+    /// display width, so they stay under wide characters (CJK, emoji) and tabs.
+    fn render(&self, d: &Diagnostic) -> String {
+        let title = Level::ERROR.primary_title(d.message.as_str());
+        let group = match &d.span {
+            None => title.element(Origin::path(self.file.as_str())),
+            Some(span) => {
+                let span = self.first_line_of(span);
+                let annotation = AnnotationKind::Primary.span(span);
+                let annotation = if d.label.is_empty() {
+                    annotation
+                } else {
+                    annotation.label(d.label.as_str())
+                };
+                title.element(
+                    Snippet::source(self.source.as_str())
+                        .path(self.file.as_str())
+                        .annotation(annotation),
+                )
             }
-            return Ok(());
         };
-        let (line, col) = self.line_col(span.start);
-        let width = line.to_string().len();
-        let pad = " ".repeat(width);
-        writeln!(f, "{pad}--> {}:{line}:{col}", self.file)?;
-        writeln!(f, "{pad} |")?;
+        let group = match &d.help {
+            Some(help) => group.element(Level::HELP.message(help.as_str())),
+            None => group,
+        };
+        Renderer::plain().term_width(TERM_WIDTH).render(&[group])
+    }
 
-        // Show the first line of the span; tabs become 4 spaces so the carets line up.
-        let start = floor_char_boundary(&self.source, span.start);
-        let line_start = self.source[..start].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = self.source[start..]
-            .find('\n')
-            .map_or(self.source.len(), |i| start + i);
-        let end = floor_char_boundary(&self.source, span.end.clamp(start, line_end));
-        let text = self.source[line_start..line_end].trim_end_matches('\r');
-        let before = display_width(&self.source[line_start..start]);
-        let under = display_width(&self.source[start..end]).max(1);
-        writeln!(f, "{line:>width$} | {}", text.replace('\t', "    "))?;
-        let carets = format!("{}{}", " ".repeat(before), "^".repeat(under));
-        if d.label.is_empty() {
-            writeln!(f, "{pad} | {carets}")?;
-        } else {
-            writeln!(f, "{pad} | {carets} {}", d.label)?;
-        }
-        if let Some(help) = &d.help {
-            writeln!(f, "{pad} = help: {help}")?;
-        }
-        Ok(())
+    /// `span` cut to the line it starts on (only that line is shown), on char boundaries and
+    /// inside the source.
+    fn first_line_of(&self, span: &Range<usize>) -> Range<usize> {
+        let src = &self.source;
+        let start = floor_char_boundary(src, span.start);
+        let line_start = src[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line = src[line_start..].split('\n').next().unwrap_or("");
+        let line_end = line_start + line.trim_end_matches('\r').len();
+        let start = start.min(line_end);
+        let end = floor_char_boundary(src, span.end.clamp(start, line_end));
+        start..end
     }
 }
 
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for d in &self.items {
-            self.render(f, d)?;
-            writeln!(f)?;
+            writeln!(f, "{}\n", self.render(d))?;
         }
         let n = self.items.len();
         let problems = if n == 1 { "problem" } else { "problems" };
@@ -160,16 +167,6 @@ impl<'a> IntoIterator for &'a Diagnostics {
     fn into_iter(self) -> Self::IntoIter {
         self.items.iter()
     }
-}
-
-fn display_width(s: &str) -> usize {
-    s.chars()
-        .map(|c| match c {
-            '\t' => 4,
-            '\r' => 0,
-            _ => 1,
-        })
-        .sum()
 }
 
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
@@ -193,27 +190,33 @@ mod tests {
     }
 
     #[test]
-    fn renders_tabs_unicode_and_line_ends() {
+    fn renders_tabs_wide_characters_and_line_ends() {
         check(
             "a = 1\n\tkey = \"é\"\n",
             13..17,
-            "error: msg\n --> t.toml:2:8\n  |\n2 |     key = \"é\"\n  |           ^^^ label\n  = help: do this\n\nerror: t.toml has 1 problem",
+            "error: msg\n --> t.toml:2:8\n  |\n2 |     key = \"é\"\n  |           ^^^ label\n  |\n  = help: do this\n\nerror: t.toml has 1 problem",
         );
         // Empty span at the end of a line, and a span running past the line end.
         check(
             "a = \"x\r\nb = 2",
             7..7,
-            "error: msg\n --> t.toml:1:7\n  |\n1 | a = \"x\n  |       ^ label\n  = help: do this\n\nerror: t.toml has 1 problem",
+            "error: msg\n --> t.toml:1:7\n  |\n1 | a = \"x\n  |       ^ label\n  |\n  = help: do this\n\nerror: t.toml has 1 problem",
         );
         check(
             "ab\ncd",
             1..5,
-            "error: msg\n --> t.toml:1:2\n  |\n1 | ab\n  |  ^ label\n  = help: do this\n\nerror: t.toml has 1 problem",
+            "error: msg\n --> t.toml:1:2\n  |\n1 | ab\n  |  ^ label\n  |\n  = help: do this\n\nerror: t.toml has 1 problem",
+        );
+        // Wide characters take two columns: the caret goes by display width.
+        check(
+            "k = \"日本\", x",
+            14..15,
+            "error: msg\n --> t.toml:1:11\n  |\n1 | k = \"日本\", x\n  |             ^ label\n  |\n  = help: do this\n\nerror: t.toml has 1 problem",
         );
         check(
             "ab",
             10..12,
-            "error: msg\n --> t.toml:1:3\n  |\n1 | ab\n  |   ^ label\n  = help: do this\n\nerror: t.toml has 1 problem",
+            "error: msg\n --> t.toml:1:3\n  |\n1 | ab\n  |   ^ label\n  |\n  = help: do this\n\nerror: t.toml has 1 problem",
         );
     }
 }

@@ -11,8 +11,8 @@ use std::ops::Range;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::Diagnostic;
-use crate::schema::check_name;
+use crate::diagnostic::Diagnostic;
+use crate::names::check_name;
 use crate::walk::{Value, Walker, did_you_mean, type_name};
 
 /// One `[environments.NAME]` table.

@@ -7,9 +7,11 @@ use std::ops::Range;
 
 use toml::de::DeValue;
 
+use crate::diagnostic::Diagnostic;
+use crate::model::{Balance, HeaderPreset, IpNet, ProxySpec};
 use crate::units;
+use crate::units::RateSpec;
 use crate::walk::{Problem, Table, Value, Walker, backticked, did_you_mean, type_name};
-use crate::{Balance, Diagnostic, HeaderPreset, IpNet, ProxySpec, RateSpec};
 
 const PROXY_KEYS: &[&str] = &[
     "max_body",

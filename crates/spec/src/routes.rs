@@ -5,10 +5,12 @@ use std::collections::HashMap;
 
 use toml::de::DeValue;
 
+use crate::diagnostic::Diagnostic;
+use crate::model::{RouteSpec, RouteTarget, SourceSpan};
+use crate::proxy;
 use crate::walk::{
     Problem, Table, Value, Walker, backticked, did_you_mean, optional, or_default, type_name,
 };
-use crate::{Diagnostic, RouteSpec, RouteTarget, SourceSpan, proxy};
 
 const ROUTE_KEYS: &[&str] = &[
     "host",

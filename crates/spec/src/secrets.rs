@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use toml::de::DeValue;
 
-use crate::Diagnostic;
+use crate::diagnostic::Diagnostic;
 use crate::walk::{Value, Walker, backticked, did_you_mean, type_name};
 
 /// One entry of `[secrets]`. The value itself never appears in berth.toml.
@@ -121,7 +121,7 @@ pub(crate) fn secrets(
     for (key, value) in entries.iter() {
         let name = key.get_ref().as_ref();
         names.insert(name.to_owned());
-        let name_ok = match crate::schema::check_env_name(name) {
+        let name_ok = match crate::names::check_env_name(name) {
             Ok(()) => true,
             Err(problem) => {
                 w.problem(format!("invalid secret name `{name}`"), key.span(), problem);

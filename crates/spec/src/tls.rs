@@ -3,8 +3,9 @@
 
 use std::ops::Range;
 
+use crate::diagnostic::Diagnostic;
+use crate::model::{AcmeChallenge, RouteSpec, TlsSpec};
 use crate::walk::{Table, Value, Walker, backticked, did_you_mean, type_name};
-use crate::{AcmeChallenge, Diagnostic, RouteSpec, TlsSpec};
 
 const TLS_KEYS: &[&str] = &["acme", "self_signed", "cert", "key"];
 const ACME_KEYS: &[&str] = &["email", "directory", "challenge"];

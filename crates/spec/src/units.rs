@@ -6,7 +6,14 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::RateSpec;
+/// `"20/s burst 40"`: on average `requests` per `per`, up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateSpec {
+    pub requests: u32,
+    /// One second, minute or hour.
+    pub per: Duration,
+    pub burst: u32,
+}
 
 /// Why a duration or size was rejected: `problem` is short enough for a label under the value,
 /// `help` says what to write instead.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::Diagnostic;
+use crate::diagnostic::Diagnostic;
 use crate::units::{self, UnitError};
 
 pub(crate) type Value<'i> = Spanned<DeValue<'i>>;

@@ -5,23 +5,19 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Child;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::logs::{self, Record, Stream};
+use crate::capture::{self, Tail};
+use crate::command::{self, Child};
+use crate::logs::{self, Record};
 use crate::memory::{self, Cgroup, Limiter};
 use crate::probe;
 use crate::spawn;
 use crate::types::*;
 
-/// Lines kept in memory per instance for [`StartFailure::log_tail`].
-const TAIL_LINES: usize = 20;
 /// Without a probe, an instance is ready once it has been running this long.
 const READY_WITHOUT_PROBE: Duration = Duration::from_secs(1);
-/// How long to wait for the pipes to drain after the process exited.
-const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 
 /// Handle to a supervised instance. Cheap to clone.
 #[derive(Clone)]
@@ -36,7 +32,7 @@ pub(crate) struct Inner {
     status: Mutex<Dynamic>,
     first: watch::Sender<Option<Result<(), StartFailure>>>,
     cancel: CancellationToken,
-    tail: Arc<Mutex<VecDeque<String>>>,
+    tail: Arc<Tail>,
 }
 
 #[derive(Default)]
@@ -74,7 +70,7 @@ impl Instance {
                 status: Mutex::new(Dynamic::default()),
                 first: watch::Sender::new(None),
                 cancel: CancellationToken::new(),
-                tail: Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES))),
+                tail: Arc::new(Tail::new()),
             }),
         }
     }
@@ -135,7 +131,7 @@ impl Instance {
         StartFailure {
             key: self.inner.key.clone(),
             kind,
-            log_tail: self.inner.tail.lock().unwrap().iter().cloned().collect(),
+            log_tail: self.inner.tail.lines(),
         }
     }
 
@@ -198,7 +194,7 @@ impl Drop for Finish<'_> {
             .ok()
             .flatten();
         if let Some(pid) = pid {
-            spawn::signal_group(pid as i32, Signal::SIGKILL);
+            command::signal_group(pid as i32, Signal::SIGKILL);
         }
         if let Some(registry) = ctx.registry.upgrade()
             && let Ok(mut list) = registry.lock()
@@ -334,7 +330,7 @@ async fn run_once(ctx: &Ctx, inst: &Instance, spec: &ProcessSpec) -> Attempt {
         }
     }
 
-    let mut child = match spawn::spawn(spawn::command(spec, rlimit)).await {
+    let mut child = match spawn::command(spec, rlimit).spawn().await {
         Ok(c) => c,
         Err(e) => {
             let msg = format!("{e} (cwd {})", spec.cwd.display());
@@ -348,8 +344,7 @@ async fn run_once(ctx: &Ctx, inst: &Instance, spec: &ProcessSpec) -> Attempt {
             };
         }
     };
-    let pid = child.id().unwrap_or(0);
-    let pgid = pid as i32;
+    let pid = child.id();
     if let Some(cg) = &cgroup
         && let Err(e) = cg.add(pid)
     {
@@ -364,7 +359,8 @@ async fn run_once(ctx: &Ctx, inst: &Instance, spec: &ProcessSpec) -> Attempt {
     });
     tracing::info!(instance = %inst.inner.key, pid, port = spec.port, "instance started");
     ctx.emit(inst, EventKind::Started { pid });
-    let readers = capture(ctx, inst, spec, &mut child);
+    let label = logs::label(&spec.service, spec.instance, &spec.release);
+    let readers = capture::start(&mut child, label.into(), &inst.inner.tail, &ctx.log_tx);
 
     let started = Instant::now();
     let start = tokio::select! {
@@ -381,13 +377,13 @@ async fn run_once(ctx: &Ctx, inst: &Instance, spec: &ProcessSpec) -> Attempt {
     let status = match start {
         Start::Stop => {
             inst.set_state(InstanceState::Stopping);
-            terminate(&mut child, pgid, spec.stop_timeout).await
+            terminate(&mut child, spec.stop_timeout).await
         }
         Start::Exited(st) => {
-            drain(readers).await;
+            readers.drain().await;
             let exit = exit_of(st);
             inst.set_first(Err(inst.failure(StartFailureKind::Exited(exit))));
-            spawn::signal_group(pgid, Signal::SIGKILL);
+            child.kill();
             Some(exit)
         }
         Start::NotReady(last_error) => {
@@ -396,7 +392,7 @@ async fn run_once(ctx: &Ctx, inst: &Instance, spec: &ProcessSpec) -> Attempt {
                 deadline: spec.start_deadline,
                 last_error,
             })));
-            terminate(&mut child, pgid, spec.stop_timeout).await
+            terminate(&mut child, spec.stop_timeout).await
         }
         Start::Ready => {
             let ready_at = Instant::now();
@@ -423,15 +419,15 @@ async fn run_once(ctx: &Ctx, inst: &Instance, spec: &ProcessSpec) -> Attempt {
             match live {
                 Live::Stop => {
                     inst.set_state(InstanceState::Stopping);
-                    terminate(&mut child, pgid, spec.stop_timeout).await
+                    terminate(&mut child, spec.stop_timeout).await
                 }
                 Live::Exited(st) => {
-                    spawn::signal_group(pgid, Signal::SIGKILL);
+                    child.kill();
                     Some(exit_of(st))
                 }
                 Live::Unhealthy(e) => {
                     tracing::warn!(instance = %inst.inner.key, error = %e, "instance failed liveness; restarting");
-                    terminate(&mut child, pgid, spec.stop_timeout).await
+                    terminate(&mut child, spec.stop_timeout).await
                 }
             }
         }
@@ -458,24 +454,9 @@ fn exit_of(st: std::io::Result<std::process::ExitStatus>) -> Exit {
     }
 }
 
-/// SIGTERM the group, wait up to `timeout` for the leader and then the rest of the group,
-/// SIGKILL whatever is left, reap the leader.
-async fn terminate(child: &mut Child, pgid: i32, timeout: Duration) -> Option<Exit> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    spawn::signal_group(pgid, Signal::SIGTERM);
-    let status = match tokio::time::timeout_at(deadline, child.wait()).await {
-        Ok(st) => st,
-        Err(_) => {
-            spawn::signal_group(pgid, Signal::SIGKILL);
-            child.wait().await
-        }
-    };
-    // Grandchildren that outlived the leader get the rest of the grace period.
-    while spawn::group_alive(pgid) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    spawn::signal_group(pgid, Signal::SIGKILL);
-    Some(exit_of(status))
+/// Stop the attempt's process group (see [`Child::terminate`]).
+async fn terminate(child: &mut Child, timeout: Duration) -> Option<Exit> {
+    Some(exit_of(child.terminate(timeout).await))
 }
 
 /// First readiness: `healthy_after` passes in a row before the start deadline.
@@ -560,110 +541,6 @@ async fn liveness(ctx: &Ctx, inst: &Instance, spec: &ProcessSpec) -> String {
                     return e;
                 }
             }
-        }
-    }
-}
-
-/// Start one reader task per pipe; they end at EOF.
-fn capture(
-    ctx: &Ctx,
-    inst: &Instance,
-    spec: &ProcessSpec,
-    child: &mut Child,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let label: Arc<str> = logs::label(&spec.service, spec.instance, &spec.release).into();
-    let mut tasks = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        tasks.push(tokio::spawn(read_lines(
-            out,
-            Stream::Out,
-            label.clone(),
-            inst.inner.tail.clone(),
-            ctx.log_tx.clone(),
-        )));
-    }
-    if let Some(err) = child.stderr.take() {
-        tasks.push(tokio::spawn(read_lines(
-            err,
-            Stream::Err,
-            label,
-            inst.inner.tail.clone(),
-            ctx.log_tx.clone(),
-        )));
-    }
-    tasks
-}
-
-/// Wait (briefly: grandchildren may hold the pipes open) until the readers saw EOF.
-async fn drain(readers: Vec<tokio::task::JoinHandle<()>>) {
-    let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, async {
-        for r in readers {
-            let _ = r.await;
-        }
-    })
-    .await;
-}
-
-async fn read_lines(
-    pipe: impl AsyncRead + Unpin,
-    stream: Stream,
-    label: Arc<str>,
-    tail: Arc<Mutex<VecDeque<String>>>,
-    tx: mpsc::Sender<Record>,
-) {
-    let mut reader = BufReader::with_capacity(logs::MAX_LINE, pipe);
-    let mut line: Vec<u8> = Vec::new();
-    let mut cut = false;
-    loop {
-        let (done, used, eof) = match reader.fill_buf().await {
-            Err(_) => (!line.is_empty(), 0, true),
-            Ok([]) => (!line.is_empty(), 0, true),
-            Ok(buf) => {
-                let (chunk, done, used) = match buf.iter().position(|&b| b == b'\n') {
-                    Some(i) => (&buf[..i], true, i + 1),
-                    None => (buf, false, buf.len()),
-                };
-                let room = logs::MAX_LINE.saturating_sub(line.len());
-                if chunk.len() > room {
-                    cut = true;
-                }
-                line.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                (done, used, false)
-            }
-        };
-        reader.consume(used);
-        if done {
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            let mut text = String::from_utf8_lossy(&line).into_owned();
-            if cut {
-                text.push_str(" [cut]");
-            }
-            line.clear();
-            cut = false;
-            {
-                let mut t = tail.lock().unwrap();
-                if t.len() == TAIL_LINES {
-                    t.pop_front();
-                }
-                t.push_back(format!(
-                    "{} | {text}",
-                    if stream == Stream::Out { "out" } else { "err" }
-                ));
-            }
-            let rec = Record {
-                time: SystemTime::now(),
-                label: label.clone(),
-                stream,
-                text,
-            };
-            if tx.send(rec).await.is_err() {
-                // Writer gone: keep draining the pipe so the child never blocks on it.
-            }
-        }
-        if eof {
-            return;
         }
     }
 }

@@ -6,9 +6,13 @@
 //! capture with rotation ([`logs`]). This crate knows nothing about berth.toml, the store,
 //! deploys or the proxy.
 //!
+//! It also owns the one way berth starts any process, [`command::Command`]: instances, build
+//! steps, hooks and backups all go through it.
+//!
 //! Invariants:
-//! - every instance is its own session and process group (pgid = pid), started with
-//!   `/bin/sh -c` in the release directory, stdin `/dev/null`;
+//! - every child is its own session and process group (pgid = pid), with a cleared environment
+//!   plus [`command::base_env`]; an instance is started with `/bin/sh -c` in the release
+//!   directory, stdin `/dev/null`;
 //! - children die with the daemon, even on `kill -9`: `PR_SET_PDEATHSIG(SIGKILL)`, set from a
 //!   dedicated spawner thread that lives as long as the process. Grandchildren are not covered:
 //!   the daemon records [`InstanceStatus::pgid`] and sweeps with [`kill_stale_group`] at start;
@@ -16,6 +20,8 @@
 //!   SIGKILLed before a restart, and every child is reaped;
 //! - the supervisor must run inside a tokio runtime ([`Supervisor::start`] spawns tasks).
 
+mod capture;
+pub mod command;
 mod instance;
 pub mod logs;
 mod memory;
@@ -31,7 +37,6 @@ use tokio::sync::{broadcast, mpsc};
 
 pub use instance::Instance;
 pub use probe::{http_status, http_status_on};
-pub use spawn::base_env;
 pub use types::{
     Event, EventKind, Exit, InstanceKey, InstanceState, InstanceStatus, Probe, ProcessSpec,
     StartFailure, StartFailureKind, SupervisorOptions,
@@ -180,7 +185,7 @@ fn random_start(count: usize) -> usize {
 /// recorded by a previous run. The caller must know the group is one of ours: a pgid can be
 /// reused by an unrelated session after a reboot. Returns whether a group was signalled.
 pub fn kill_stale_group(pgid: i32) -> bool {
-    let killed = spawn::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+    let killed = command::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
     if killed {
         tracing::warn!(pgid, "killed process group left from a previous run");
     }

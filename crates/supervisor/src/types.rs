@@ -20,7 +20,7 @@ pub struct ProcessSpec {
     pub cwd: PathBuf,
     /// The app's environment. The supervisor adds `PORT`, `BERTH_APP`, `BERTH_SERVICE`,
     /// `BERTH_RELEASE`, `BERTH_INSTANCE`, and passes through from the daemon's own environment
-    /// only what [`crate::base_env`] lists (PATH, HOME, locale, user, TMPDIR, toolchain homes).
+    /// only what [`crate::command::base_env`] lists (PATH, HOME, locale, user, TMPDIR, toolchain homes).
     pub env: BTreeMap<String, String>,
     /// Port the instance must bind on 127.0.0.1 (see [`crate::free_port`]).
     pub port: u16,

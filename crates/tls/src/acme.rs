@@ -17,10 +17,13 @@ use instant_acme::{
 use rustls::pki_types::CertificateDer;
 use tracing::{debug, info};
 
-use crate::manager::ChallengeKind;
+use crate::error::{Error, describe, problem_text};
+use crate::http01::Http01Challenges;
 use crate::parse::alpn_challenge_cert;
 use crate::persist::{read_optional, write_private};
-use crate::{CertStore, Error, Http01Challenges, client_config};
+use crate::provider::client_config;
+use crate::store::CertStore;
+use crate::types::ChallengeKind;
 
 /// instant-acme's [`HttpClient`] on hyper-rustls with our provider and roots.
 struct Https(Client<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>);
@@ -278,40 +281,17 @@ async fn challenge_errors(
     }
 }
 
-fn problem_text(problem: &instant_acme::Problem) -> String {
-    match (&problem.detail, &problem.r#type) {
-        (Some(detail), _) => detail.clone(),
-        (None, Some(ty)) => ty.clone(),
-        (None, None) => "no detail".into(),
-    }
-}
-
-/// A short, single-line description of an instant-acme error (cause chain included).
-pub(crate) fn describe(err: &instant_acme::Error) -> String {
-    use std::error::Error as _;
-    if let instant_acme::Error::Api(problem) = err {
-        let kind = problem.r#type.as_deref().unwrap_or("problem");
-        return format!("{} ({kind})", problem_text(problem));
-    }
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// Whether the CA said to slow down (rate limits): the caller backs off to its maximum.
 pub(crate) fn is_rate_limited(message: &str) -> bool {
     message.contains("rateLimited")
 }
 
-/// `sh -c HOOK` with `BERTH_DNS_ACTION`, `BERTH_DNS_NAME`, `BERTH_DNS_VALUE`. It must exit 0
-/// once the TXT record is set (or cleared) and visible.
+/// How long the DNS hook may take to set or clear a record.
+const HOOK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `sh -c HOOK` with `BERTH_DNS_ACTION`, `BERTH_DNS_NAME`, `BERTH_DNS_VALUE` on top of
+/// [`supervisor::command::base_env`] (nothing else of the daemon's environment). It must exit
+/// 0 once the TXT record is set (or cleared) and visible.
 async fn run_hook(
     responders: &Responders,
     action: &str,
@@ -323,21 +303,18 @@ async fn run_hook(
             "{record}: DNS-01 needs a DNS hook command (wildcard names can only be validated in DNS)"
         )));
     };
-    let child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(hook)
+    let hook = supervisor::command::Command::shell(hook)
         .env("BERTH_DNS_ACTION", action)
         .env("BERTH_DNS_NAME", record)
         .env("BERTH_DNS_VALUE", value)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|err| Error::Hook(format!("start sh: {err}")))?;
-    let output = tokio::time::timeout(Duration::from_secs(300), child.wait_with_output())
+        .output();
+    // On timeout the hook's future is dropped, and with it the hook's whole process group.
+    let output = tokio::time::timeout(HOOK_TIMEOUT, hook)
         .await
-        .map_err(|_| Error::Hook(format!("{action} {record}: no exit within 300 s")))?
+        .map_err(|_| {
+            let secs = HOOK_TIMEOUT.as_secs();
+            Error::Hook(format!("{action} {record}: no exit within {secs} s"))
+        })?
         .map_err(|err| Error::Hook(format!("{action} {record}: {err}")))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -44,8 +44,34 @@ impl Error {
 
 impl From<instant_acme::Error> for Error {
     fn from(err: instant_acme::Error) -> Self {
-        Error::Acme(acme::describe(&err))
+        Error::Acme(describe(&err))
     }
 }
 
-use crate::acme;
+/// The CA's words for a problem: its detail, else its type.
+pub(crate) fn problem_text(problem: &instant_acme::Problem) -> String {
+    match (&problem.detail, &problem.r#type) {
+        (Some(detail), _) => detail.clone(),
+        (None, Some(ty)) => ty.clone(),
+        (None, None) => "no detail".into(),
+    }
+}
+
+/// A short, single-line description of an instant-acme error (cause chain included).
+pub(crate) fn describe(err: &instant_acme::Error) -> String {
+    use std::error::Error as _;
+    if let instant_acme::Error::Api(problem) = err {
+        let kind = problem.r#type.as_deref().unwrap_or("problem");
+        return format!("{} ({kind})", problem_text(problem));
+    }
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -6,7 +6,8 @@ use std::time::SystemTime;
 
 use rustls::sign::CertifiedKey;
 
-use crate::{Error, certified_key_from_pem};
+use crate::error::Error;
+use crate::parse::certified_key_from_pem;
 
 /// A certificate/key file pair and the modification times last loaded.
 #[derive(Debug)]

@@ -24,15 +24,15 @@ mod parse;
 mod persist;
 mod provider;
 mod store;
+mod types;
 
 pub use error::Error;
 pub use http01::Http01Challenges;
-pub use manager::{
-    CertSource, CertSpec, CertStatus, ChallengeKind, Manager, ManagerConfig, SourceKind,
-};
+pub use manager::Manager;
 pub use parse::{CertInfo, Pem, certified_key_from_pem, certs_from_pem, self_signed};
-pub use provider::{ACME_TLS_ALPN, client_config, pinned_client_config, provider, server_config};
-pub use store::CertStore;
+pub use provider::{client_config, pinned_client_config, provider, server_config};
+pub use store::{ACME_TLS_ALPN, CertStore};
+pub use types::{CertSource, CertSpec, CertStatus, ChallengeKind, ManagerConfig, SourceKind};
 
 /// rustls itself, so callers use the same version and features (ring, no aws-lc-rs).
 pub use rustls;

@@ -7,7 +7,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
-use crate::Error;
+use crate::error::Error;
 use crate::provider::provider;
 
 /// What berth shows about a certificate.

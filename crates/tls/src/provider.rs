@@ -7,11 +7,8 @@ use rustls::pki_types::CertificateDer;
 use rustls::server::ServerSessionMemoryCache;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::{CertStore, Error};
-
-/// ALPN protocol id of TLS-ALPN-01 (RFC 8737). A connection that negotiated it carries no
-/// HTTP: the listener must close it right after the handshake.
-pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+use crate::error::Error;
+use crate::store::{ACME_TLS_ALPN, CertStore};
 
 /// ring with its AEAD suites only (rustls has no CBC suites at all): TLS 1.3 AES-GCM and
 /// ChaCha20-Poly1305, TLS 1.2 ECDHE with AES-GCM and ChaCha20-Poly1305; key exchange X25519,

@@ -8,7 +8,9 @@ use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::provider::ACME_TLS_ALPN;
+/// ALPN protocol id of TLS-ALPN-01 (RFC 8737). A connection that negotiated it carries no
+/// HTTP: the listener must close it right after the handshake.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// Certificates keyed by an id (one per configured certificate, e.g. the app name), indexed by
 /// every name they cover. Cheap to clone; all clones share the same certificates.
@@ -123,7 +125,7 @@ impl fmt::Debug for CertStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::self_signed;
+    use crate::parse::self_signed;
 
     fn store_with(certs: &[(&str, &[&str])]) -> CertStore {
         let store = CertStore::new();

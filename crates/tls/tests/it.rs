@@ -5,6 +5,9 @@
 //! management API; so any name (`*.berth.test`) validates against the listeners of the test:
 //! pebble's `httpPort` / `tlsPort` are this test's HTTP-01 and TLS listeners.
 
+// The tests run real tools (pebble through testkit, openssl) with std's Command.
+#![allow(clippy::disallowed_methods)]
+
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -14,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rustls::ClientConfig;
 use rustls::pki_types::{CertificateDer, ServerName};
+use testkit::eventually;
 use tls::{
     ACME_TLS_ALPN, CertInfo, CertSource, CertSpec, CertStatus, CertStore, ChallengeKind,
     Http01Challenges, Manager, ManagerConfig, SourceKind,
@@ -138,17 +142,6 @@ async fn handshake(
         alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
         version: conn.protocol_version(),
     })
-}
-
-async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn status_of(manager: &Manager, id: &str) -> CertStatus {
@@ -346,7 +339,7 @@ async fn http01_issues_renews_and_a_failed_renewal_keeps_the_old_certificate() {
     // The HTTP-01 answer breaks: the renewal fails, says why, and the old certificate stays.
     berth.http_fail.store(true, Ordering::SeqCst);
     berth.manager.renew_now("shop");
-    let failed = wait_for(
+    let failed = eventually(
         "a failed renewal in status",
         Duration::from_secs(60),
         || {
@@ -478,7 +471,7 @@ async fn dns01_without_a_hook_is_a_clear_error() {
         pebble.manager_config(&state.path().join("certs")),
         vec![spec],
     );
-    let status = wait_for("an error", Duration::from_secs(30), || {
+    let status = eventually("an error", Duration::from_secs(30), || {
         let s = status_of(&berth.manager, "wild");
         s.last_error.is_some().then_some(s)
     })
@@ -589,7 +582,7 @@ async fn self_signed_and_files_reload_when_changed() {
 
     // A broken file: the error shows, the last good certificate stays.
     std::fs::write(&key_file, "not a key").unwrap();
-    let status = wait_for("a reload error", Duration::from_secs(10), || {
+    let status = eventually("a reload error", Duration::from_secs(10), || {
         let s = status_of(&berth.manager, "given");
         s.last_error.is_some().then_some(s)
     })

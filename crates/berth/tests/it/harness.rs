@@ -1,12 +1,12 @@
 //! Start daemons, run the CLI, make small apps, poll with deadlines.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+pub use testkit::{PY_WEB, PY_WS_WEB, alive, app, http_get, wait_for};
 
 pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
@@ -53,21 +53,6 @@ pub fn berth(state: &Path, args: &[&str]) -> Run {
         .output()
         .expect("run berth");
     Run::from(out)
-}
-
-/// Poll `f` every 50 ms until it returns Some, or panic with `what` after `limit`.
-pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A `berth serve` process on a temporary state directory, killed on drop.
@@ -197,69 +182,6 @@ pub fn signal(pid: u32, sig: i32) {
         .status();
 }
 
-pub fn alive(pid: u32) -> bool {
-    // A zombie is dead for our purposes.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
-/// One HTTP/1.1 GET with `Connection: close`; None when the connection fails.
-pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((status, body))
-}
-
-/// An app directory in a temp dir: `berth.toml` plus files.
-pub fn app(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("berth-app-")
-        .tempdir()
-        .unwrap();
-    for (name, body) in files {
-        let p = dir.path().join(name);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, body).unwrap();
-    }
-    dir
-}
-
-/// A python HTTP service answering `/health` and `/` with `BODY` env or the release id.
-pub const PY_WEB: &str = r#"
-import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        body = ("release " + os.environ["BERTH_RELEASE"] + "\n").encode()
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-print("py web on", os.environ["PORT"], flush=True)
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
-"#;
-
 /// Instances of `app` in `status --json`.
 pub fn instances(status: &Value, app: &str) -> Vec<Value> {
     status["apps"]
@@ -289,102 +211,6 @@ pub fn assert_serves(d: &Daemon, app: &str, release: &str) {
             .all(|i| i["release"] == release && i["state"] == "ready"),
         "{status}"
     );
-}
-
-/// Like [`PY_WEB`], plus a WebSocket echo on `/ws` that prefixes each message with the release,
-/// and `CRASH_AFTER` (seconds) / `STATUS` (for every path but /health) to make broken releases.
-pub const PY_WS_WEB: &str = r#"
-import base64, hashlib, os, struct, sys, threading, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-RELEASE = os.environ["BERTH_RELEASE"]
-STATUS = int(os.environ.get("STATUS", "200"))
-FAIL_PATH = os.environ.get("FAIL_PATH")
-if os.environ.get("CRASH_AFTER"):
-    threading.Timer(float(os.environ["CRASH_AFTER"]), lambda: os._exit(9)).start()
-class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        if self.path == "/ws":
-            return self.websocket()
-        body = ("release " + RELEASE + "\n").encode()
-        status = 500 if self.path == FAIL_PATH else STATUS
-        self.send_response(200 if self.path == "/health" else status)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def websocket(self):
-        key = self.headers["Sec-WebSocket-Key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-        self.send_response(101)
-        self.send_header("Upgrade", "websocket")
-        self.send_header("Connection", "Upgrade")
-        self.send_header("Sec-WebSocket-Accept", base64.b64encode(hashlib.sha1(key.encode()).digest()).decode())
-        self.end_headers()
-        self.wfile.flush()
-        self.close_connection = True
-        while True:
-            h = self.rfile.read(2)
-            if len(h) < 2:
-                return
-            op, n = h[0] & 0x0F, h[1] & 0x7F
-            if n == 126:
-                n = struct.unpack(">H", self.rfile.read(2))[0]
-            mask = self.rfile.read(4) if h[1] & 0x80 else b"\0\0\0\0"
-            data = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(n)))
-            if op == 8:
-                self.wfile.write(b"\x88\x00")
-                self.wfile.flush()
-                return
-            out = (RELEASE + ": ").encode() + data
-            self.wfile.write(bytes([0x81, len(out)]) + out)
-            self.wfile.flush()
-    def log_message(self, *a):
-        pass
-print("py web", RELEASE, "on", os.environ["PORT"], flush=True)
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
-"#;
-
-/// A minimal WebSocket client over a raw socket (text frames under 126 bytes).
-pub struct Ws(TcpStream);
-
-impl Ws {
-    pub fn connect(addr: SocketAddr, path: &str) -> Ws {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            s.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8_lossy(&head);
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        Ws(s)
-    }
-
-    /// Send `text`, return the echo.
-    pub fn echo(&mut self, text: &str) -> String {
-        let mask = [1u8, 2, 3, 4];
-        let mut frame = vec![0x81, 0x80 | text.len() as u8];
-        frame.extend_from_slice(&mask);
-        frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.0.write_all(&frame).unwrap();
-        let mut h = [0u8; 2];
-        self.0.read_exact(&mut h).unwrap();
-        let mut data = vec![0u8; (h[1] & 0x7F) as usize];
-        self.0.read_exact(&mut data).unwrap();
-        String::from_utf8(data).unwrap()
-    }
-
-    pub fn close(mut self) {
-        let _ = self.0.write_all(&[0x88, 0x80, 0, 0, 0, 0]);
-        let mut rest = Vec::new();
-        let _ = self.0.read_to_end(&mut rest);
-    }
 }
 
 /// A web app from [`PY_WS_WEB`] with extra `[services.web]` lines and extra top-level TOML.

@@ -1,6 +1,9 @@
 //! Black-box tests: the real `berth` binary, a real daemon in a temporary state directory,
 //! real app processes, real HTTP over loopback.
 
+// The tests run the berth binary and real tools (curl, wrk, promtool) with std's Command.
+#![allow(clippy::disallowed_methods)]
+
 mod harness;
 
 mod check;

@@ -92,7 +92,7 @@ fn twenty_deploys_and_five_rollbacks_under_load_lose_no_request() {
         } else if i == 12 {
             // A deploy with a WebSocket open: it keeps working on the old release after the
             // switch, and the deploy finishes when it closes.
-            let mut ws = Ws::connect(d.http, "/ws");
+            let mut ws = testkit::ws::BlockingWs::connect(d.http, "example.test", "/ws");
             let before = ws.echo("before");
             let old = before.split(':').next().unwrap().to_owned();
             let state = d.path().to_owned();

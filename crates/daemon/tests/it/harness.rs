@@ -15,6 +15,7 @@ use bytes::Bytes;
 use daemon::{Config, Daemon, Hooks, Listeners, Step};
 use http::Method;
 use serde_json::Value;
+use testkit::wait_for;
 
 /// The environment variable that turns this test binary into a daemon process.
 const DAEMON_ENV: &str = "BERTH_IT_DAEMON";
@@ -169,7 +170,7 @@ impl TestDaemon {
     }
 
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        http_get(self.http, "example.test", path)
+        testkit::http_get(self.http, "example.test", path)
     }
 }
 
@@ -270,65 +271,4 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
         .build()
         .unwrap()
         .block_on(f)
-}
-
-/// Poll `f` every 50 ms until it returns Some, or panic with `what` after `limit`.
-pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-pub fn alive(pid: u32) -> bool {
-    // A zombie is dead for our purposes.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
-/// One HTTP/1.1 GET with `Connection: close`; None when the connection fails.
-pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((status, body))
-}
-
-/// An app directory in a temp dir: `berth.toml` plus files.
-pub fn app(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("berth-app-")
-        .tempdir()
-        .unwrap();
-    for (name, body) in files {
-        let p = dir.path().join(name);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, body).unwrap();
-    }
-    dir
 }

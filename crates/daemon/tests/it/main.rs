@@ -3,6 +3,9 @@
 //! client. Tests that need a hook into a rollout (hold it at a step, kill the daemon there)
 //! live here; the black-box tests of the CLI are in `crates/berth/tests`.
 
+// The harness runs this very binary again as the daemon's process, with std's Command.
+#![allow(clippy::disallowed_methods)]
+
 mod harness;
 
 mod rollout;

@@ -5,24 +5,9 @@ use std::time::Duration;
 
 use daemon::Step;
 
-use crate::harness::*;
+use testkit::{PY_WEB, alive, app, wait_for};
 
-/// A python HTTP service answering `/health` and `/` with the release id.
-const PY_WEB: &str = r#"
-import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        body = ("release " + os.environ["BERTH_RELEASE"] + "\n").encode()
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
-"#;
+use crate::harness::*;
 
 fn web_app(name: &str, extra: &str) -> tempfile::TempDir {
     app(&[

@@ -1,5 +1,8 @@
 //! The proxy driven over real sockets by real clients (hyper, tungstenite, promtool).
 
+// The tests run real tools (curl, wrk, promtool, mkfifo) with std's Command.
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 mod drain;

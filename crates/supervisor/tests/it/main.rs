@@ -1,6 +1,11 @@
 //! Integration tests with real child processes (python3, sh). No mocks, no sleeps as
 //! synchronisation: every wait polls with a deadline.
 
+// The tests start helper processes (this test binary again) with std's Command.
+#![allow(clippy::disallowed_methods)]
+
+mod command;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -9,6 +14,7 @@ use supervisor::{
     EventKind, Exit, InstanceState, Probe, ProcessSpec, StartFailureKind, Supervisor,
     SupervisorOptions, logs,
 };
+use testkit::{alive, eventually};
 
 /// A tiny HTTP server: `/health` answers 200 unless a file `sick` exists in its cwd; SIGTERM
 /// makes it print `got TERM` and exit 0.
@@ -97,25 +103,7 @@ impl Env {
     }
 }
 
-async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 const LONG: Duration = Duration::from_secs(20);
-
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let after = &stat[stat.rfind(')').unwrap() + 1..];
-            after.split_whitespace().next() != Some("Z")
-        }
-        Err(_) => false,
-    }
-}
 
 /// Live (non-zombie) processes in group `pgid`.
 fn group_members(pgid: i32) -> Vec<u32> {
@@ -550,38 +538,60 @@ async fn long_lines_are_cut_and_bad_utf8_is_replaced() {
     inst.stop().await;
 }
 
-/// Helper for `children_die_with_the_daemon`: only does something when re-executed with
-/// `BERTH_SUP_PDEATH_HELPER` set. Runs a real Supervisor, writes the child's pid, then waits.
+/// Set in a re-executed test binary to `MODE:PIDFILE`: see [`pdeathsig_helper`].
+const HELPER: &str = "BERTH_SUP_PDEATH_HELPER";
+
+/// Helper for the tests that kill a parent with SIGKILL: only does something when re-executed
+/// with [`HELPER`] set. MODE `instance` runs a real Supervisor with a `sleep 1000` instance,
+/// MODE `command` starts `sleep 1000` through the command builder; the child's pid is written
+/// to PIDFILE, then the helper waits to be killed.
 #[test]
 fn pdeathsig_helper() {
-    let Ok(pid_file) = std::env::var("BERTH_SUP_PDEATH_HELPER") else {
+    let Ok(arg) = std::env::var(HELPER) else {
         return;
     };
+    let (mode, pid_file) = arg.split_once(':').unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
-        let env = Env::new();
-        let inst = env.sup.start(env.spec("sleep 1000"));
-        inst.wait_ready().await.unwrap();
-        std::fs::write(&pid_file, inst.status().pid.unwrap().to_string()).unwrap();
+    let park = |pid: u32| async move {
+        std::fs::write(pid_file, pid.to_string()).unwrap();
         std::future::pending::<()>().await;
+    };
+    rt.block_on(async {
+        match mode {
+            "instance" => {
+                let env = Env::new();
+                let inst = env.sup.start(env.spec("sleep 1000"));
+                inst.wait_ready().await.unwrap();
+                park(inst.status().pid.unwrap()).await;
+            }
+            "command" => {
+                let child = supervisor::command::Command::new("sleep")
+                    .arg("1000")
+                    .spawn()
+                    .await
+                    .unwrap();
+                park(child.id()).await;
+            }
+            other => panic!("unknown helper mode {other}"),
+        }
     });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn children_die_with_the_daemon() {
+/// Run [`pdeathsig_helper`] in `mode` in a new process; returns it and its child's pid.
+pub(crate) async fn start_helper(mode: &str) -> (std::process::Child, u32) {
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("pid");
-    let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
+    let helper = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "pdeathsig_helper",
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("BERTH_SUP_PDEATH_HELPER", &pid_file)
+        .env(HELPER, format!("{mode}:{}", pid_file.display()))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -590,7 +600,13 @@ async fn children_die_with_the_daemon() {
         std::fs::read_to_string(&pid_file).is_ok_and(|s| !s.is_empty())
     })
     .await;
-    let child: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let child = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    (helper, child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_die_with_the_daemon() {
+    let (mut helper, child) = start_helper("instance").await;
     assert!(alive(child));
     helper.kill().unwrap(); // SIGKILL
     helper.wait().unwrap();

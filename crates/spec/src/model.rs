@@ -1,0 +1,323 @@
+//! The typed model of one berth.toml: what [`crate::parse`] returns.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::ops::Range;
+use std::time::Duration;
+
+use crate::secrets::{SecretSpec, expand};
+use crate::units::RateSpec;
+
+/// One app, as described by its berth.toml.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppSpec {
+    /// `[app] name`: `[a-z0-9-]`, 1 to 40 characters, starts with a letter, unique per server.
+    pub name: String,
+    /// `[build]`: run inside the new release directory before anything starts.
+    pub build: Option<BuildSpec>,
+    /// `[env]`: plain configuration injected into every service. Values may hold `${NAME}`
+    /// references to secrets or other env keys, kept unexpanded here (see [`expand`] and
+    /// [`AppSpec::resolve_env`]); every reference is known to be defined and acyclic.
+    pub env: BTreeMap<String, String>,
+    /// `[secrets]`: how each secret is made; the values live in the store, never here.
+    pub secrets: BTreeMap<String, SecretSpec>,
+    /// `[services.NAME]`: supervised processes.
+    pub services: BTreeMap<String, ServiceSpec>,
+    /// `[[routes]]`, in file order.
+    pub routes: Vec<RouteSpec>,
+    /// `[proxy]`: proxy-wide settings.
+    pub proxy: ProxySpec,
+    /// `[deploy]`: gates after the switch, releases kept.
+    pub deploy: DeploySpec,
+    /// `[tls]`: the certificate for the app's route hosts; `None` serves plain HTTP only.
+    pub tls: Option<TlsSpec>,
+    /// The environment applied (`--env NAME`), if any.
+    pub environment: Option<String>,
+    /// Names of all `[environments.NAME]` the file defines, sorted.
+    pub environments: Vec<String>,
+}
+
+impl AppSpec {
+    /// The name the app runs under on the server: `shop` without an environment,
+    /// `shop.staging` with one. Releases, processes, secrets, routes, logs and the control
+    /// API's `APP` are all keyed by it. `.` cannot occur in an app name, so an instance name
+    /// never collides with another app; it is valid in paths and URLs as is.
+    pub fn instance_name(&self) -> String {
+        match &self.environment {
+            Some(env) => format!("{}.{env}", self.name),
+            None => self.name.clone(),
+        }
+    }
+
+    /// The environment of a service process: every secret (value from `secret`; ones it does
+    /// not know are left out) and every `[env]` value with its `${NAME}` references expanded.
+    pub fn resolve_env(&self, secret: impl Fn(&str) -> Option<String>) -> BTreeMap<String, String> {
+        let mut out: BTreeMap<String, String> = self
+            .secrets
+            .keys()
+            .filter_map(|name| Some((name.clone(), secret(name)?)))
+            .collect();
+        for key in self.env.keys() {
+            let value = self.expand_env(key, &secret, 0);
+            out.insert(key.clone(), value);
+        }
+        out
+    }
+
+    fn expand_env(
+        &self,
+        key: &str,
+        secret: &impl Fn(&str) -> Option<String>,
+        depth: u32,
+    ) -> String {
+        let template = &self.env[key];
+        expand(template, |name| {
+            if self.env.contains_key(name) && depth < 32 {
+                Some(self.expand_env(name, secret, depth + 1))
+            } else if self.secrets.contains_key(name) {
+                secret(name)
+            } else {
+                None
+            }
+        })
+    }
+}
+
+/// `[tls]`: where the certificate for the app's route hosts ([`crate::certificate_names`]) comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSpec {
+    /// `acme = { email, directory?, challenge? }`: obtained and renewed from an ACME CA.
+    /// Wildcard names are validated with DNS-01 through the daemon's hook whatever `challenge`
+    /// says.
+    Acme {
+        email: String,
+        /// The CA's directory URL; default Let's Encrypt.
+        directory: String,
+        challenge: AcmeChallenge,
+    },
+    /// `self_signed = true`: a certificate made on the server, trusted by no one; for
+    /// development.
+    SelfSigned,
+    /// `cert = "..."`, `key = "..."`: PEM files on the server (relative paths are taken from
+    /// the release directory), reloaded when they change.
+    Files { cert: String, key: String },
+}
+
+impl TlsSpec {
+    pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+}
+
+/// How the ACME CA checks the names (`challenge = "http-01"`, the default, or `"tls-alpn-01"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AcmeChallenge {
+    /// Port 80: `/.well-known/acme-challenge/TOKEN`, answered by berth's HTTP listener.
+    #[default]
+    Http01,
+    /// Port 443: a TLS handshake with ALPN `acme-tls/1`, answered by berth's TLS listener.
+    TlsAlpn01,
+}
+
+/// `[deploy]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploySpec {
+    /// `smoke = [{ path = "/", status = 200 }]`: requests sent through the proxy right after the
+    /// switch; any other answer rolls back.
+    pub smoke: Vec<SmokeCheck>,
+    /// `watch = "30s"`: after the smoke checks, a crash of the new release within this window
+    /// rolls back. None: no watch window.
+    pub watch: Option<Duration>,
+    /// `max_error_rate = "5%"`: during the watch window, a share of 5xx answers above this
+    /// (once [`DeploySpec::ERROR_RATE_MIN_REQUESTS`] requests have been answered) rolls back.
+    /// A fraction in (0, 1]; default 10%.
+    pub max_error_rate: f64,
+    /// `keep_releases = 5`: release trees kept on disk for rollback (1..=100).
+    pub keep_releases: u32,
+}
+
+impl Default for DeploySpec {
+    fn default() -> Self {
+        DeploySpec {
+            smoke: Vec::new(),
+            watch: None,
+            max_error_rate: 0.10,
+            keep_releases: 5,
+        }
+    }
+}
+
+impl DeploySpec {
+    /// Answers the new release must have given before its error rate is judged, so that one
+    /// early 5xx does not count as 100%.
+    pub const ERROR_RATE_MIN_REQUESTS: u64 = 20;
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmokeCheck {
+    /// Path requested, with the app's first exact route host.
+    pub path: String,
+    /// Status expected (default 200).
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildSpec {
+    /// Run with `/bin/sh -c` in the release directory.
+    pub command: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSpec {
+    /// Run with `/bin/sh -c`; must bind `127.0.0.1:$PORT` if a route points at it.
+    pub command: String,
+    /// Number of processes, 1 to 64. Default 1.
+    pub instances: u32,
+    /// Readiness and liveness probe; `None` means "ready once started".
+    pub health: Option<HealthSpec>,
+    /// Time between SIGTERM and SIGKILL. Default 30s.
+    pub stop_timeout: Duration,
+    /// Memory limit per instance in bytes (`memory_max = "512M"`).
+    pub memory_max: Option<u64>,
+}
+
+/// `health = { path = "/health/ready", interval = "2s", timeout = "1s", healthy_after = 2 }`
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSpec {
+    /// HTTP path probed with GET; starts with '/'.
+    pub path: String,
+    /// Time between probes. Default 2s.
+    pub interval: Duration,
+    /// Time one probe may take; at most `interval`. Default 1s.
+    pub timeout: Duration,
+    /// Consecutive passing probes before a new instance is ready. Default 1.
+    pub healthy_after: u32,
+    /// A new instance not ready within this time has failed to start. Default 60s.
+    pub start_deadline: Duration,
+    /// Consecutive failing probes before a running instance is restarted. Default 3.
+    pub unhealthy_after: u32,
+}
+
+impl HealthSpec {
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const DEFAULT_START_DEADLINE: Duration = Duration::from_secs(60);
+    pub const DEFAULT_HEALTHY_AFTER: u32 = 1;
+    pub const DEFAULT_UNHEALTHY_AFTER: u32 = 3;
+}
+
+impl ServiceSpec {
+    pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const MAX_INSTANCES: u32 = 64;
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSpec {
+    /// `"shop.example.com"`, `"*.example.com"` (any subdomain), `"localhost"`, or `"*"` (any host).
+    /// Lowercase, no port. Default `"*"`.
+    pub host: String,
+    /// Path prefix, starts with '/'. Default `"/"`.
+    pub path: String,
+    pub target: RouteTarget,
+    /// Remove `path` from the request path before passing it on. Default false.
+    pub strip_prefix: bool,
+    /// Request body limit in bytes; `None` means `[proxy] max_body`.
+    pub max_body: Option<u64>,
+    /// `rate_limit = "api"`: a zone of `[proxy] rate_limits` the route's requests count
+    /// against. None: no limit.
+    pub rate_limit: Option<String>,
+    /// `headers = "strict"`: this route's preset instead of `[proxy] headers`.
+    pub headers: Option<HeaderPreset>,
+    /// `set_headers = { NAME = "value" }`: applied after `[proxy] set_headers`; `None` (written
+    /// `""` or `false`) removes the header.
+    pub set_headers: BTreeMap<String, Option<String>>,
+    /// `force_headers = true`: the route's headers replace (or remove) the ones the app sets
+    /// itself. Default false: the app's own header wins.
+    pub force_headers: bool,
+    /// Where this route is written in berth.toml, for later diagnostics.
+    pub span: SourceSpan,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteTarget {
+    /// `service = "web"`: load-balanced across the service's instances.
+    Service(String),
+    /// `static = "build/client"`: files served by the proxy. `dir` is relative to the app
+    /// directory, never absolute, never containing `..`. With `spa`, unknown paths get
+    /// `index.html`.
+    Static { dir: String, spa: bool },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxySpec {
+    /// Default request body limit in bytes. Default 10 MiB.
+    pub max_body: u64,
+    /// Time to connect to an instance. Default 5s.
+    pub connect_timeout: Duration,
+    /// Time for an instance to start its response. Default 60s.
+    pub response_timeout: Duration,
+    pub balance: Balance,
+    /// `headers = "strict" | "basic" | "off"`: security headers on every response. Default
+    /// `basic`.
+    pub headers: HeaderPreset,
+    /// `[proxy.set_headers]`: `NAME = "value"` sets (or replaces) a header of the preset;
+    /// `NAME = ""` or `NAME = false` (`None` here) removes one. Names as written.
+    pub set_headers: BTreeMap<String, Option<String>>,
+    /// `rate_limits = { api = "50/s burst 100" }`: named zones routes refer to.
+    pub rate_limits: BTreeMap<String, RateSpec>,
+    /// `trusted_proxies = ["10.0.0.0/8"]`: peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for ProxySpec {
+    fn default() -> Self {
+        ProxySpec {
+            max_body: 10 << 20,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            balance: Balance::RoundRobin,
+            headers: HeaderPreset::Basic,
+            set_headers: BTreeMap::new(),
+            rate_limits: BTreeMap::new(),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// A set of security headers (see the proxy's `HeaderPolicy` for the exact values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeaderPreset {
+    /// `"off"`: none.
+    Off,
+    /// `"basic"`: nosniff, X-Frame-Options SAMEORIGIN, Referrer-Policy, HSTS over HTTPS.
+    #[default]
+    Basic,
+    /// `"strict"`: basic tightened, plus a same-origin CSP, Permissions-Policy and COOP.
+    Strict,
+}
+
+/// `"10.0.0.0/8"` or `"127.0.0.1"` (a `/32`); host bits are zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+/// How the proxy picks an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// `"round_robin"`
+    #[default]
+    RoundRobin,
+    /// `"least_requests"`: the instance with the fewest requests in flight.
+    LeastRequests,
+}
+
+/// Byte range of something in berth.toml. Always compares equal, so that moving a route within
+/// the file never makes two specs differ.
+#[derive(Debug, Clone, Default)]
+pub struct SourceSpan(pub Range<usize>);
+
+impl PartialEq for SourceSpan {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
