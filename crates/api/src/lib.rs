@@ -13,7 +13,7 @@
 //! | GET    | /v1/apps/APP/logs                      | [`LogsQuery`]      | log lines, streamed          |
 //! | GET    | /v1/metrics                            |                    | Prometheus text              |
 //! | GET    | /v1/apps/APP/secrets                   |                    | [`SecretInfo`]s              |
-//! | PUT    | /v1/apps/APP/secrets/NAME (body: value)|                    | [`SecretSet`]                |
+//! | PUT    | /v1/apps/APP/secrets/NAME (body: value)| [`SetSecretQuery`] | [`SecretSet`]                |
 //! | DELETE | /v1/apps/APP/secrets/NAME              |                    | [`SecretRemoved`]            |
 //! | POST   | /v1/apps/APP/secrets/generate          |                    | [`SecretInfo`]s              |
 //! | POST   | /v1/apps/APP/secrets/NAME/rotate (body: value or empty) | | NDJSON [`DeployEvent`]s |
@@ -29,7 +29,8 @@ mod types;
 mod vocab;
 
 pub use query::{
-    AppQuery, DeployQuery, ImportKeyQuery, LogsQuery, NoQuery, RollbackQuery, parse, path, segments,
+    AppQuery, DeployQuery, ImportKeyQuery, LogsQuery, NoQuery, RollbackQuery, SetSecretQuery,
+    parse, path, segments,
 };
 pub use types::*;
 pub use vocab::{

@@ -118,6 +118,15 @@ impl Default for LogsQuery {
     }
 }
 
+/// `PUT /v1/apps/APP/secrets/NAME` (body: the value).
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SetSecretQuery {
+    /// The app has not been deployed yet: set its secret ahead of the first deploy.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub new: bool,
+}
+
 /// `PUT /v1/secrets/key` (body: the key).
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

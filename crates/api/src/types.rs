@@ -227,6 +227,9 @@ pub struct SecretInfo {
 pub struct SecretSet {
     /// A value was stored before and is replaced.
     pub replaced: bool,
+    /// Something the operator should know, e.g. that the live release does not use it yet.
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// `DELETE /v1/apps/APP/secrets/NAME`

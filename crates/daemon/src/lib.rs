@@ -25,6 +25,7 @@ mod control;
 mod core;
 mod failure;
 mod history;
+mod jobs;
 mod lock;
 mod paths;
 mod plan;

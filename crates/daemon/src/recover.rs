@@ -25,6 +25,23 @@ impl Core {
         for p in &leftovers {
             supervisor::kill_stale_group(p.pgid);
         }
+        match self.db.take_jobs().await {
+            Ok(jobs) => {
+                for (pgid, app, what) in jobs {
+                    if supervisor::kill_stale_group(pgid) {
+                        tracing::warn!(
+                            app,
+                            what,
+                            pgid,
+                            "swept the processes of a job cut short by the previous stop"
+                        );
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "read job process groups of the previous run")
+            }
+        }
         match self.db.interrupt_running_deploys().await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(

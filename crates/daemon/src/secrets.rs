@@ -36,6 +36,8 @@ impl Core {
             .await
             .map_err(|e| Failure::new(Gate::Secrets, format!("{e:#}")))?;
         let mut problems = Vec::new();
+        // Secrets the operator must set (or set again, when the stored value is not valid).
+        let mut to_set = Vec::new();
         let mut generated = Vec::new();
         for (name, s) in &spec.secrets {
             match (s, have.get(name)) {
@@ -48,28 +50,30 @@ impl Core {
                     ));
                 }
                 (SecretSpec::Required { .. }, None) => {
-                    problems.push(format!("{name} is required and not set"))
+                    problems.push(format!("{name} is required and not set"));
+                    to_set.push(name.as_str());
                 }
                 (_, Some(value)) => {
                     if let Err(why) = s.check_value(value) {
                         problems.push(format!("{name}: {why}"));
+                        to_set.push(name.as_str());
                     }
                 }
             }
         }
         if !problems.is_empty() {
-            let first = spec
-                .secrets
-                .keys()
-                .find(|n| !have.contains_key(*n))
-                .cloned()
-                .unwrap_or_else(|| "NAME".to_owned());
+            let commands: Vec<String> = to_set
+                .iter()
+                .map(|name| format!("`berth secrets set {app} {name}`"))
+                .collect();
             return Err(Failure::new(
                 Gate::Secrets,
                 format!("secrets of {app}: {}", problems.join("; ")),
             )
             .hint(format!(
-                "set them with `berth secrets set {app} {first}` (the value is read from stdin)"
+                "set {} with {} (each value is read from stdin), then deploy again",
+                if to_set.len() == 1 { "it" } else { "them" },
+                commands.join(", ")
             )));
         }
         if !generated.is_empty() {
@@ -126,8 +130,17 @@ impl Core {
     }
 
     /// Names, origin and dates of `app`'s secrets, declared or stored; never values.
-    pub async fn list_secrets(&self, app: &str) -> Result<Vec<SecretInfo>> {
-        let stored = self.db.secrets(app).await?;
+    pub async fn list_secrets(&self, app: &str) -> Result<Vec<SecretInfo>, Refusal> {
+        if self
+            .db
+            .app(app)
+            .await
+            .map_err(anyhow::Error::new)?
+            .is_none()
+        {
+            return Err(Refusal::no_app(app));
+        }
+        let stored = self.db.secrets(app).await.map_err(anyhow::Error::new)?;
         let spec = self.running_spec(app);
         let mut out: BTreeMap<String, SecretInfo> = BTreeMap::new();
         for m in stored {
@@ -180,22 +193,35 @@ impl Core {
         })
     }
 
-    /// Store a value the operator gave. Checked against the running spec when there is one.
-    pub async fn set_secret(&self, app: &str, name: &str, value: &str) -> Result<bool, Refusal> {
-        if let Some(spec) = self.running_spec(app) {
-            match spec.secrets.get(name) {
-                None => {
-                    return Err(Refusal::bad_input(format!("{app} declares no secret {name}")).hint(
-                        format!(
-                            "add `{name} = {{ required = true }}` to [secrets] in berth.toml, or check the name"
-                        ),
-                    ));
-                }
-                Some(s) => s
-                    .check_value(value)
-                    .map_err(|why| Refusal::bad_input(format!("{name}: {why}")))?,
-            }
+    /// Store a value the operator gave, for an app berth knows (or, with `new`, one not
+    /// deployed yet). Checked against the running spec when it declares the name; a name it
+    /// does not declare (yet) is kept for the release that will, and the answer says so.
+    pub async fn set_secret(
+        &self,
+        app: &str,
+        name: &str,
+        value: &str,
+        new: bool,
+    ) -> Result<api::SecretSet, Refusal> {
+        if new {
+            spec::check_app_name(app).map_err(Refusal::bad_input)?;
+            spec::check_secret_name(name).map_err(Refusal::bad_input)?;
+        } else {
+            self.known_app_and_name(app, name).await?;
         }
+        let note = match self.running_spec(app) {
+            Some(spec) => match spec.secrets.get(name) {
+                Some(s) => {
+                    s.check_value(value)
+                        .map_err(|why| Refusal::bad_input(format!("{name}: {why}")))?;
+                    None
+                }
+                None => Some(format!(
+                    "the live release of {app} does not declare {name}; it reaches the app once a release declares it in [secrets] (e.g. `{name} = {{ required = true }}`)"
+                )),
+            },
+            None => None,
+        };
         let ciphertext = self.key.load().encrypt(value.as_bytes());
         let replaced = self
             .db
@@ -203,11 +229,33 @@ impl Core {
             .await
             .map_err(anyhow::Error::new)?;
         self.refresh_redactor().await;
-        Ok(replaced)
+        Ok(api::SecretSet { replaced, note })
     }
 
-    pub async fn unset_secret(&self, app: &str, name: &str) -> Result<bool> {
-        let existed = self.db.delete_secret(app, name).await?;
+    /// `app` is one berth knows (a release of it was ever made) and `name` a valid secret name.
+    async fn known_app_and_name(&self, app: &str, name: &str) -> Result<(), Refusal> {
+        spec::check_secret_name(name).map_err(Refusal::bad_input)?;
+        if self
+            .db
+            .app(app)
+            .await
+            .map_err(anyhow::Error::new)?
+            .is_none()
+        {
+            return Err(Refusal::no_app(app).hint(format!(
+                "`berth status` lists the apps; to set a secret of an app before its first deploy, run `berth secrets set --new {app} {name}`"
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn unset_secret(&self, app: &str, name: &str) -> Result<bool, Refusal> {
+        self.known_app_and_name(app, name).await?;
+        let existed = self
+            .db
+            .delete_secret(app, name)
+            .await
+            .map_err(anyhow::Error::new)?;
         self.refresh_redactor().await;
         Ok(existed)
     }
@@ -219,6 +267,7 @@ impl Core {
         name: &str,
         value: Option<String>,
     ) -> Result<(), Refusal> {
+        self.known_app_and_name(app, name).await?;
         let spec = self.running_spec(app).ok_or_else(|| {
             Refusal::bad_input(format!("{app} is not running"))
                 .hint("deploy it first; `berth status` lists running apps")

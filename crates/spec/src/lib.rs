@@ -27,6 +27,7 @@ pub use model::{
     AcmeChallenge, AppSpec, Balance, BuildSpec, DeploySpec, HeaderPreset, HealthSpec, IpNet,
     ProxySpec, RouteSpec, RouteTarget, ServiceSpec, SmokeCheck, SourceSpan, TlsSpec,
 };
+pub use names::{check_app_name, check_secret_name};
 pub use secrets::{SecretKind, SecretSpec, expand};
 pub use tls::certificate_names;
 pub use units::{RateSpec, parse_duration, parse_rate, parse_size};

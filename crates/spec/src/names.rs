@@ -71,3 +71,82 @@ pub(crate) fn check_env_name(name: &str) -> Result<(), Problem> {
     };
     Err(("not a valid name".to_owned(), Some(help)))
 }
+
+/// An app as berth runs it: `shop`, or `shop.staging` for an environment. `Err` says what is
+/// wrong and what the rule is, in one line.
+pub fn check_app_name(app: &str) -> Result<(), String> {
+    let (name, env) = match app.split_once('.') {
+        Some((name, env)) => (name, Some(env)),
+        None => (app, None),
+    };
+    for (part, what) in std::iter::once((name, "app name")).chain(env.map(|e| (e, "environment"))) {
+        if let Err((problem, help)) = check_name(part) {
+            let help = help.map(|h| format!(" ({h})")).unwrap_or_default();
+            return Err(format!(
+                "{what} \"{}\": {problem}{help}; an app is NAME or NAME.ENVIRONMENT, each 1 to 40 lowercase letters, digits and `-`, starting with a letter",
+                part.escape_debug()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The rule for a secret's (or any env variable's) name, as one sentence for an operator:
+/// `Err` says what is wrong and what the rule is.
+pub fn check_secret_name(name: &str) -> Result<(), String> {
+    check_env_name(name).map_err(|(what, help)| {
+        let shown = name.escape_debug();
+        let rule = "a secret name is an environment variable name: uppercase letters, digits and `_`, not starting with a digit, and not PORT or BERTH_*";
+        match help {
+            Some(help) => format!("secret name \"{shown}\": {what} ({help}); {rule}"),
+            None => format!("secret name \"{shown}\": {what}; {rule}"),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_secret_name;
+
+    #[test]
+    fn secret_names_say_the_rule() {
+        assert!(check_secret_name("DB_PASSWORD").is_ok());
+        for bad in [
+            "",
+            "db password",
+            "A/B",
+            "LINE\nBREAK",
+            "PORT",
+            "BERTH_X",
+            "1ST",
+        ] {
+            let err = check_secret_name(bad).unwrap_err();
+            assert!(
+                err.contains("a secret name is an environment variable name"),
+                "{bad:?}: {err}"
+            );
+        }
+        assert!(
+            check_secret_name("db_password")
+                .unwrap_err()
+                .contains("write `DB_PASSWORD`")
+        );
+        // A newline is shown escaped, so the message stays one line.
+        assert!(!check_secret_name("A\nB").unwrap_err().contains('\n'));
+    }
+
+    #[test]
+    fn app_names_with_environments() {
+        use super::check_app_name;
+        assert!(check_app_name("shop").is_ok());
+        assert!(check_app_name("shop.staging").is_ok());
+        let err = check_app_name("Shop").unwrap_err();
+        assert!(
+            err.contains("app name \"Shop\"") && err.contains("try \"shop\""),
+            "{err}"
+        );
+        let err = check_app_name("shop.").unwrap_err();
+        assert!(err.contains("environment \"\": must not be empty"), "{err}");
+        assert!(check_app_name("a/b").is_err());
+    }
+}

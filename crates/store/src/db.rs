@@ -147,6 +147,19 @@ impl Db {
         self.call(|s| s.take_processes()).await
     }
 
+    pub async fn record_job(&self, pgid: i32, app: &str, what: &'static str) -> Result<()> {
+        let app = app.to_owned();
+        self.call(move |s| s.record_job(pgid, &app, what)).await
+    }
+
+    pub async fn forget_job(&self, pgid: i32) -> Result<()> {
+        self.call(move |s| s.forget_job(pgid)).await
+    }
+
+    pub async fn take_jobs(&self) -> Result<Vec<(i32, String, String)>> {
+        self.call(|s| s.take_jobs()).await
+    }
+
     pub async fn record_event(&self, app: &str, kind: &'static str, detail: String) -> Result<()> {
         let app = app.to_owned();
         self.call(move |s| s.record_event(&app, kind, &detail))

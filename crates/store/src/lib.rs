@@ -386,6 +386,37 @@ impl Store {
         Ok(list)
     }
 
+    /// A short job's process group (a build, a hook): swept at the next start if the daemon
+    /// dies before [`Store::forget_job`].
+    pub fn record_job(&self, pgid: i32, app: &str, what: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO jobs (pgid, app, what, started_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(pgid) DO UPDATE SET app = excluded.app, what = excluded.what, started_at = excluded.started_at",
+            params![pgid, app, what, to_millis(SystemTime::now())],
+        )?;
+        Ok(())
+    }
+
+    pub fn forget_job(&self, pgid: i32) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM jobs WHERE pgid = ?1", [pgid])?;
+        Ok(())
+    }
+
+    /// Every recorded job's process group (pgid, app, what), and forget them all: used once at
+    /// daemon start.
+    pub fn take_jobs(&mut self) -> Result<Vec<(i32, String, String)>> {
+        let tx = self.conn.transaction()?;
+        let list = {
+            let mut st = tx.prepare("SELECT pgid, app, what FROM jobs")?;
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        tx.execute("DELETE FROM jobs", [])?;
+        tx.commit()?;
+        Ok(list)
+    }
+
     // ---- events -----------------------------------------------------------------------------
 
     /// Append to the event log (restarts, crash loops, deploy phases). `detail` must never hold

@@ -67,6 +67,14 @@ pub const MIGRATIONS: &[&str] = &[
         rotated_at INTEGER,
         PRIMARY KEY (app, name)
     );",
+    // 4: process groups of short jobs (builds, hooks, backup tools), swept at start like the
+    // instances' if the daemon died while they ran
+    "CREATE TABLE jobs (
+        pgid       INTEGER PRIMARY KEY,
+        app        TEXT NOT NULL,
+        what       TEXT NOT NULL,
+        started_at INTEGER NOT NULL
+    );",
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<()> {

@@ -109,3 +109,16 @@ fn process_groups_are_taken_once() {
     );
     assert!(s.take_processes().unwrap().is_empty());
 }
+
+#[test]
+fn jobs_are_taken_once() {
+    let mut s = Store::open_in_memory().unwrap();
+    s.record_job(4242, "shop", "build").unwrap();
+    s.record_job(4343, "shop", "build").unwrap();
+    s.forget_job(4343).unwrap();
+    assert_eq!(
+        s.take_jobs().unwrap(),
+        [(4242, "shop".to_owned(), "build".to_owned())]
+    );
+    assert!(s.take_jobs().unwrap().is_empty());
+}

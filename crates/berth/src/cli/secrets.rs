@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use api::client::{Client, read_json};
-use api::{ImportKeyQuery, NoQuery, SecretInfo, SecretSet};
+use api::{ImportKeyQuery, NoQuery, SecretInfo, SecretSet, SetSecretQuery};
 use bytes::Bytes;
 use http::Method;
 use http_body_util::BodyExt;
@@ -25,7 +25,13 @@ pub enum SecretsCommand {
         json: bool,
     },
     /// Set a secret; the value is read from stdin, or a prompt that does not echo.
-    Set { app: String, name: String },
+    Set {
+        app: String,
+        name: String,
+        /// The app has not been deployed yet: set its secret ahead of the first deploy.
+        #[arg(long)]
+        new: bool,
+    },
     /// Create every missing generated secret of a running app.
     Generate { app: String },
     /// A new value (generated again, or read from stdin for operator-set ones), then a
@@ -44,6 +50,14 @@ pub enum SecretsCommand {
 }
 
 pub async fn run(state: &Path, cmd: SecretsCommand) -> Result<u8> {
+    // A bad name is the operator's mistake: said before anything is read or sent.
+    if let SecretsCommand::Set { app, name, .. }
+    | SecretsCommand::Rotate { app, name }
+    | SecretsCommand::Unset { app, name } = &cmd
+    {
+        spec::check_app_name(app).map_err(super::BadInput)?;
+        spec::check_secret_name(name).map_err(super::BadInput)?;
+    }
     let client = Client::new(state);
     match cmd {
         SecretsCommand::List { app, json } => {
@@ -74,16 +88,26 @@ pub async fn run(state: &Path, cmd: SecretsCommand) -> Result<u8> {
                 }
             }
         }
-        SecretsCommand::Set { app, name } => {
+        SecretsCommand::Set { app, name, new } => {
             let value = read_value(&format!("value for {app} {name}"))?;
             let resp = client
-                .send(Method::PUT, &secrets_path(&app, &[&name]), value)
+                .send(
+                    Method::PUT,
+                    &api::path(
+                        &["v1", "apps", &app, "secrets", &name],
+                        &SetSecretQuery { new },
+                    ),
+                    value,
+                )
                 .await?;
             let answer: SecretSet = read_json(resp.into_body()).await?;
             let verb = if answer.replaced { "replaced" } else { "set" };
             output::line(format!(
                 "{verb} {app} {name}; running instances see it after their next restart or deploy"
             ));
+            if let Some(note) = answer.note {
+                output::hint(note);
+            }
         }
         SecretsCommand::Generate { app } => {
             let resp = client

@@ -57,12 +57,8 @@ fn berth_stdin(d: &Daemon, args: &[&str], input: &str) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    // A command refused before it reads stdin closes the pipe early: that is fine.
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
     let out = child.wait_with_output().unwrap();
     Run {
         code: out.status.code().unwrap_or(-1),
@@ -113,7 +109,7 @@ fn secrets_lifecycle() {
     );
     assert!(
         run.stderr
-            .contains("hint: set them with `berth secrets set vault DATABASE_URL`"),
+            .contains("hint: set it with `berth secrets set vault DATABASE_URL`"),
         "{run:?}"
     );
     assert!(instances(&d.status(), "vault").is_empty());
@@ -229,11 +225,14 @@ fn secrets_lifecycle() {
     let again = d.berth(&["secrets", "unset", "vault", "DATABASE_URL"]);
     assert_eq!(again.code, 2, "{again:?}");
 
-    // An undeclared name is refused for a running app, and a value never comes as an argument.
+    // A name the live release does not declare is kept for the release that will, and the
+    // operator is told; a value never comes as an argument.
     let undeclared = berth_stdin(&d, &["secrets", "set", "vault", "NOPE"], "x");
-    assert_eq!(undeclared.code, 2, "{undeclared:?}");
+    assert_eq!(undeclared.code, 0, "{undeclared:?}");
     assert!(
-        undeclared.stderr.contains("vault declares no secret NOPE"),
+        undeclared
+            .stderr
+            .contains("the live release of vault does not declare NOPE"),
         "{undeclared:?}"
     );
     assert_eq!(
@@ -244,6 +243,107 @@ fn secrets_lifecycle() {
 }
 
 #[test]
+fn a_required_secret_can_be_added_to_a_live_app() {
+    let d = Daemon::start();
+    let app = env_app("grow", "");
+    let dir = app.path().to_str().unwrap();
+    let url = "postgres://app:pw-one-23456@db/app";
+    // Not deployed yet: refused without --new (a typo must not store a secret), then set.
+    let set = berth_stdin(&d, &["secrets", "set", "grow", "DATABASE_URL"], url);
+    assert_eq!(set.code, 2, "no release of grow yet: {set:?}");
+    assert!(set.stderr.contains("no app named grow"), "{set:?}");
+    assert!(
+        set.stderr
+            .contains("berth secrets set --new grow DATABASE_URL"),
+        "{set:?}"
+    );
+    let set = berth_stdin(
+        &d,
+        &["secrets", "set", "--new", "grow", "DATABASE_URL"],
+        url,
+    );
+    assert_eq!(set.code, 0, "{set:?}");
+    assert_eq!(d.berth(&["deploy", dir]).code, 0);
+
+    // The next release declares two more required secrets (they sort after the generated
+    // SESSION_KEY): the deploy fails at the secrets gate, naming exactly the missing ones.
+    let more = "DB_PASSWORD = { required = true }\nZ_TOKEN = { required = true }\n";
+    std::fs::write(
+        app.path().join("berth.toml"),
+        std::fs::read_to_string(app.path().join("berth.toml"))
+            .unwrap()
+            .replace("[env]", &format!("{more}[env]")),
+    )
+    .unwrap();
+    let run = d.berth(&["deploy", dir]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains(
+            "hint: set them with `berth secrets set grow DB_PASSWORD`, `berth secrets set grow Z_TOKEN`"
+        ),
+        "{run:?}"
+    );
+    assert!(!run.stderr.contains("set grow SESSION_KEY"), "{run:?}");
+    assert_serves_env(&d, "DB_PASSWORD", "-");
+
+    // Set before the release that declares them: accepted, with a note.
+    for name in ["DB_PASSWORD", "Z_TOKEN"] {
+        let set = berth_stdin(&d, &["secrets", "set", "grow", name], "pw-two-345678");
+        assert_eq!(set.code, 0, "{set:?}");
+        assert!(
+            set.stderr
+                .contains(&format!("the live release of grow does not declare {name}")),
+            "{set:?}"
+        );
+    }
+    let run = d.berth(&["deploy", dir]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_serves_env(&d, "DB_PASSWORD", "pw-two-345678");
+}
+
+fn assert_serves_env(d: &Daemon, name: &str, value: &str) {
+    assert_eq!(d.get(&format!("/{name}")).unwrap(), (200, value.to_owned()));
+}
+
+#[test]
+fn secrets_of_unknown_apps_and_bad_names_are_refused() {
+    let d = Daemon::start();
+    for args in [
+        vec!["secrets", "set", "nosuchapp", "X"],
+        vec!["secrets", "unset", "nosuchapp", "X"],
+        vec!["secrets", "list", "nosuchapp"],
+    ] {
+        let run = berth_stdin(&d, &args, "value");
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(run.stderr.contains("no app named nosuchapp"), "{run:?}");
+        assert!(run.stderr.contains("hint: "), "{run:?}");
+    }
+    for name in ["", "has space", "a/b", "LINE\nBREAK", "PORT"] {
+        let run = berth_stdin(&d, &["secrets", "set", "--new", "nosuchapp", name], "value");
+        assert_eq!(run.code, 2, "{name:?}: {run:?}");
+        assert!(
+            run.stderr
+                .contains("a secret name is an environment variable name"),
+            "{name:?}: {run:?}"
+        );
+    }
+    for app in ["", "No/Such", "two words"] {
+        let run = berth_stdin(&d, &["secrets", "set", "--new", app, "X"], "value");
+        assert_eq!(run.code, 2, "{app:?}: {run:?}");
+        assert!(
+            run.stderr.contains("an app is NAME or NAME.ENVIRONMENT"),
+            "{run:?}"
+        );
+    }
+    // Nothing was stored: once an app of that name exists, it has no secret X.
+    let app = env_app("nosuchapp", "");
+    assert_eq!(d.berth(&["deploy", app.path().to_str().unwrap()]).code, 1);
+    let list = d.berth(&["secrets", "list", "nosuchapp", "--json"]);
+    assert_eq!(list.code, 0, "{list:?}");
+    assert_eq!(list.stdout.trim(), "[]", "{list:?}");
+}
+
+#[test]
 fn a_secret_never_appears_in_what_berth_prints() {
     let d = Daemon::start();
     let canary = "canary-7f3c9e1b5d2a";
@@ -251,7 +351,7 @@ fn a_secret_never_appears_in_what_berth_prints() {
     assert_eq!(
         berth_stdin(
             &d,
-            &["secrets", "set", "canary", "DATABASE_URL"],
+            &["secrets", "set", "--new", "canary", "DATABASE_URL"],
             &format!("postgres://{canary}")
         )
         .code,
@@ -324,7 +424,7 @@ fn environments_run_side_by_side_with_their_own_secrets() {
         ("duo.staging", "postgres://staging"),
     ] {
         assert_eq!(
-            berth_stdin(&d, &["secrets", "set", app, "DATABASE_URL"], url).code,
+            berth_stdin(&d, &["secrets", "set", "--new", app, "DATABASE_URL"], url).code,
             0
         );
     }
@@ -362,7 +462,12 @@ fn the_key_can_be_exported_and_imported_to_move_a_server() {
     assert_eq!(mode(&d.path().join("secrets.key")), 0o600);
     assert_eq!(mode(&d.path().join("certs")), 0o700);
     assert_eq!(
-        berth_stdin(&d, &["secrets", "set", "moving", "TOKEN"], "tok-123456789").code,
+        berth_stdin(
+            &d,
+            &["secrets", "set", "--new", "moving", "TOKEN"],
+            "tok-123456789"
+        )
+        .code,
         0
     );
     let exported = d.berth(&["secrets", "export-key"]);
@@ -372,7 +477,12 @@ fn the_key_can_be_exported_and_imported_to_move_a_server() {
     // A second server with its own key refuses a key its secrets don't decrypt with...
     let other = Daemon::start();
     assert_eq!(
-        berth_stdin(&other, &["secrets", "set", "local", "X"], "local-value-1").code,
+        berth_stdin(
+            &other,
+            &["secrets", "set", "--new", "local", "X"],
+            "local-value-1"
+        )
+        .code,
         0
     );
     let refused = berth_stdin(&other, &["secrets", "import-key"], &exported.stdout);

@@ -171,9 +171,9 @@ async fn route(core: Arc<Core>, req: http::Request<Incoming>, user: String) -> A
         (&Method::GET, ["v1", "apps", app, "secrets"]) => Ok(json(&core.list_secrets(app).await?)),
         (&Method::PUT, ["v1", "apps", app, "secrets", name]) => {
             let (app, name) = ((*app).to_owned(), (*name).to_owned());
+            let q: api::SetSecretQuery = parse(query)?;
             let value = read_value(req).await?;
-            let replaced = core.set_secret(&app, &name, &value).await?;
-            Ok(json(&api::SecretSet { replaced }))
+            Ok(json(&core.set_secret(&app, &name, &value, q.new).await?))
         }
         (&Method::DELETE, ["v1", "apps", app, "secrets", name]) => {
             if !core.unset_secret(app, name).await? {

@@ -195,7 +195,7 @@ impl Core {
             .await
             .map_err(|e| Failure::new(Gate::Secrets, format!("{e:#}")))?;
         if r.kind == DeployKind::Deploy {
-            self.build(r, &env).await?;
+            self.build_step(r, &env).await?;
         }
         self.certs
             .check(&r.spec, &r.dir, self.addrs.https.is_some())
@@ -261,7 +261,7 @@ impl Core {
     }
 
     /// The `[build]` step of a deploy, its output streamed to the client.
-    async fn build(
+    async fn build_step(
         &self,
         r: &Rollout<'_>,
         env: &std::collections::BTreeMap<String, String>,
@@ -271,17 +271,19 @@ impl Core {
         };
         self.step(r, Step::Build).await;
         r.progress.phase(Phase::Build, &build.command);
-        crate::build::run(&build.command, &r.dir, env, |line| r.progress.build(&line))
-            .await
-            .map_err(|f| {
-                Failure::new(Gate::Build, f.reason)
-                    .hint(format!(
-                        "fix the build (try `{}` in the app directory) and deploy again; {}",
-                        build.command,
-                        self.serving(&r.app)
-                    ))
-                    .tail(f.tail)
-            })
+        self.build(&r.app, &build.command, &r.dir, env, |line| {
+            r.progress.build(&line)
+        })
+        .await
+        .map_err(|f| {
+            Failure::new(Gate::Build, f.reason)
+                .hint(format!(
+                    "fix the build (try `{}` in the app directory) and deploy again; {}",
+                    build.command,
+                    self.serving(&r.app)
+                ))
+                .tail(f.tail)
+        })
     }
 
     /// The plan's workers, one at a time: start the new instance, wait for it to be ready,

@@ -186,3 +186,50 @@ fn kill_9_before_workers() {
 fn kill_9_before_drain() {
     kill_at(Step::Drain, "r2");
 }
+
+/// A build is a job: `kill -9` of the daemon mid-build leaves no process of it running once the
+/// daemon is back (the build's shell dies with the daemon; what the shell started is swept).
+#[test]
+fn a_build_cut_short_by_kill_9_leaves_nothing_behind() {
+    let mut d = TestDaemon::start(None);
+    // Two commands, so the shell stays and `sleep` is its child, not the shell itself.
+    let app_dir = web_app("builder", "[build]\ncommand = \"sleep 25; echo built\"\n");
+    let client = {
+        let (state, dir) = (d.path().to_owned(), app_dir.path().to_owned());
+        std::thread::spawn(move || deploy(&state, &dir, false))
+    };
+    let releases = d.path().join("apps/builder/releases");
+    let building = wait_for("the build to run", Duration::from_secs(20), || {
+        let procs = processes_under(&releases);
+        procs
+            .iter()
+            .any(|(_, cmd)| cmd.starts_with("sleep"))
+            .then_some(procs)
+    });
+    d.kill9();
+    assert!(client.join().unwrap().done.is_none());
+    d.restart();
+    wait_for(
+        "the build's processes to be gone",
+        Duration::from_secs(15),
+        || building.iter().all(|(pid, _)| !alive(*pid)).then_some(()),
+    );
+    assert_eq!(d.history("builder")["deploys"][0]["result"], "interrupted");
+}
+
+/// Live processes whose working directory is under `root`: pid and command line.
+fn processes_under(root: &std::path::Path) -> Vec<(u32, String)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let cwd = std::fs::read_link(e.path().join("cwd")).ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            (alive(pid) && cwd.starts_with(root)).then(|| {
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                (pid, cmd.trim().to_owned())
+            })
+        })
+        .collect()
+}
