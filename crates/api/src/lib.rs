@@ -34,6 +34,6 @@ pub use query::{
 };
 pub use types::*;
 pub use vocab::{
-    CertSource, DeployKind, DeployResult, Gate, Phase, ReleaseStatus, SecretOrigin, Step,
-    UnknownWord,
+    CertSource, DeployKind, DeployResult, Gate, Phase, ReleaseState, ReleaseStatus, SecretOrigin,
+    Step, UnknownWord,
 };

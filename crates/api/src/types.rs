@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::vocab::{
-    CertSource, DeployKind, DeployResult, Gate, Phase, ReleaseStatus, SecretOrigin, Step,
+    CertSource, DeployKind, DeployResult, Gate, Phase, ReleaseState, SecretOrigin, Step,
 };
 
 /// `GET /v1/daemon`
@@ -165,7 +165,7 @@ pub struct ReleaseInfo {
     pub created: String,
     /// sha256 of the source archive.
     pub digest: String,
-    pub status: ReleaseStatus,
+    pub status: ReleaseState,
     /// Serving now.
     pub live: bool,
 }

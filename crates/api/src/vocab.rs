@@ -154,6 +154,24 @@ words! {
 }
 
 words! {
+    /// A release as `berth releases` shows it: what it is to the app now.
+    pub enum ReleaseState {
+        /// Serving traffic.
+        Live = "live",
+        /// What `berth rollback APP` goes back to.
+        Previous = "previous",
+        /// Served before and kept on disk: `berth rollback APP --to ID` can go back to it.
+        Kept = "kept",
+        /// Being built or started by a rollout in progress.
+        Pending = "pending",
+        /// Its rollout failed before it served; its files go at the next prune.
+        Failed = "failed",
+        /// Its files were deleted to keep only the newest releases.
+        Pruned = "pruned",
+    }
+}
+
+words! {
     /// A part of a rollout, as shown to the client that asked for it.
     pub enum Phase {
         /// Queued behind another rollout of the app (`--wait`).

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use api::ReleaseStatus;
 use proxy::Upstream;
 use spec::AppSpec;
 use supervisor::Instance;
@@ -79,4 +80,112 @@ pub(crate) fn load_spec(dir: &Path, env: Option<&str>) -> Result<AppSpec> {
 /// The environment an app instance runs in: `shop.staging` → `staging`.
 pub(crate) fn environment_of(app: &str) -> Option<&str> {
     app.split_once('.').map(|(_, env)| env)
+}
+
+/// The release `berth rollback APP` goes back to: the newest release that served, older than
+/// the current one. `releases` are newest first.
+pub(crate) fn previous<'a>(
+    releases: &'a [store::Release],
+    current: Option<&str>,
+) -> Option<&'a store::Release> {
+    let cur_pos = releases.iter().position(|r| Some(r.id.as_str()) == current);
+    releases
+        .iter()
+        .skip(cur_pos.map_or(0, |p| p + 1))
+        .find(|r| r.status == ReleaseStatus::Live)
+}
+
+/// The releases whose trees a prune deletes: every failed one, and the releases that served
+/// beyond the newest `keep` of them (never the current one). `releases` are newest first.
+pub(crate) fn to_prune<'a>(
+    releases: &'a [store::Release],
+    current: Option<&str>,
+    keep: usize,
+) -> Vec<&'a str> {
+    let mut served = 0;
+    releases
+        .iter()
+        .filter(|r| match r.status {
+            ReleaseStatus::Failed => Some(r.id.as_str()) != current,
+            ReleaseStatus::Live => {
+                served += 1;
+                served > keep && Some(r.id.as_str()) != current
+            }
+            ReleaseStatus::Pending | ReleaseStatus::Pruned => false,
+        })
+        .map(|r| r.id.as_str())
+        .collect()
+}
+
+/// What each release is to the app now, for `berth releases`.
+pub(crate) fn state_of(
+    r: &store::Release,
+    current: Option<&str>,
+    previous: Option<&str>,
+) -> api::ReleaseState {
+    use api::ReleaseState as S;
+    match r.status {
+        _ if Some(r.id.as_str()) == current => S::Live,
+        _ if Some(r.id.as_str()) == previous => S::Previous,
+        ReleaseStatus::Live => S::Kept,
+        ReleaseStatus::Pending => S::Pending,
+        ReleaseStatus::Failed => S::Failed,
+        ReleaseStatus::Pruned => S::Pruned,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn releases(list: &[(&str, ReleaseStatus)]) -> Vec<store::Release> {
+        list.iter()
+            .map(|(id, status)| store::Release {
+                app: "shop".into(),
+                id: (*id).into(),
+                created_at: std::time::UNIX_EPOCH,
+                digest: String::new(),
+                status: *status,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn failed_releases_go_first_and_the_newest_good_ones_stay() {
+        use ReleaseStatus::*;
+        // r1 ok, r2 failed, r3 ok, r4 failed, r5 ok (current): keep 2.
+        let list = releases(&[
+            ("r5", Live),
+            ("r4", Failed),
+            ("r3", Live),
+            ("r2", Failed),
+            ("r1", Live),
+        ]);
+        assert_eq!(to_prune(&list, Some("r5"), 2), ["r4", "r2", "r1"]);
+        assert_eq!(previous(&list, Some("r5")).unwrap().id, "r3");
+        // After a rollback to r1, r1 is current: it stays whatever its age.
+        assert_eq!(to_prune(&list, Some("r1"), 1), ["r4", "r3", "r2"]);
+        assert_eq!(previous(&list, Some("r1")).map(|r| &r.id), None);
+    }
+
+    #[test]
+    fn states() {
+        use ReleaseStatus::*;
+        use api::ReleaseState as S;
+        let list = releases(&[
+            ("r4", Pending),
+            ("r3", Live),
+            ("r2", Live),
+            ("r1", Live),
+            ("r0", Pruned),
+        ]);
+        let shown: Vec<S> = list
+            .iter()
+            .map(|r| state_of(r, Some("r3"), Some("r2")))
+            .collect();
+        assert_eq!(
+            shown,
+            [S::Pending, S::Live, S::Previous, S::Kept, S::Pruned]
+        );
+    }
 }

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use anyhow::Result;
 
 use crate::core::Core;
-use crate::release::Member;
+use crate::release::{Member, previous, state_of};
 
 impl Core {
     pub async fn status(&self, only: Option<&str>) -> Result<api::Status> {
@@ -48,16 +48,17 @@ impl Core {
         let (known, list) = self.db.app_releases(app).await?;
         let Some(known) = known else { return Ok(None) };
         let current = known.current_release;
+        let previous = previous(&list, current.as_deref()).map(|r| r.id.clone());
         Ok(Some(api::Releases {
             app: app.to_owned(),
             releases: list
-                .into_iter()
+                .iter()
                 .map(|r| api::ReleaseInfo {
                     live: Some(&r.id) == current.as_ref(),
                     created: supervisor::logs::format_time(r.created_at),
-                    digest: r.digest,
-                    status: r.status,
-                    id: r.id,
+                    digest: r.digest.clone(),
+                    status: state_of(r, current.as_deref(), previous.as_deref()),
+                    id: r.id.clone(),
                 })
                 .collect(),
             current,

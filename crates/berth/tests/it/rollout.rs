@@ -361,3 +361,58 @@ fn rollback_releases_dry_run_and_history() {
     );
     assert!(text.stdout.contains("r1->r2"), "{text:?}");
 }
+
+#[test]
+fn releases_say_what_each_is_and_pruning_keeps_the_newest_good_ones() {
+    let d = Daemon::start();
+    // The build fails while the file `broken` exists.
+    let app = ws_app(
+        "keeper",
+        "",
+        "[build]\ncommand = \"test ! -e broken\"\n[deploy]\nkeep_releases = 2\n",
+    );
+    let dir = app.path().to_str().unwrap();
+    let broken = app.path().join("broken");
+    for (n, fails) in [(1, false), (2, true), (3, false), (4, true), (5, false)] {
+        if fails {
+            std::fs::write(&broken, "").unwrap();
+        } else {
+            let _ = std::fs::remove_file(&broken);
+        }
+        let run = d.berth(&["deploy", dir]);
+        assert_eq!(run.code, i32::from(fails), "r{n}: {run:?}");
+    }
+    let releases: Value =
+        serde_json::from_str(&d.berth(&["releases", "keeper", "--json"]).stdout).unwrap();
+    let states: Vec<(&str, &str)> = releases["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    // The two newest releases that went live stay; the failed ones went first.
+    assert_eq!(
+        states,
+        [
+            ("r5", "live"),
+            ("r4", "pruned"),
+            ("r3", "previous"),
+            ("r2", "pruned"),
+            ("r1", "pruned")
+        ]
+    );
+    let mut on_disk: Vec<String> = std::fs::read_dir(d.path().join("apps/keeper/releases"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    assert_eq!(on_disk, ["r3", "r5"]);
+    let text = d.berth(&["releases", "keeper"]);
+    assert!(
+        text.stdout
+            .lines()
+            .any(|l| l.starts_with("  r3") && l.contains("previous")),
+        "{text:?}"
+    );
+    assert_eq!(made_live(&d.berth(&["rollback", "keeper"])), "r3");
+}

@@ -27,7 +27,7 @@ use crate::core::Core;
 use crate::failure::Failure;
 use crate::plan::Plan;
 use crate::refusal::Refusal;
-use crate::release::{Release, all_slots};
+use crate::release::{Release, all_slots, previous};
 
 mod gates;
 mod prepare;
@@ -389,21 +389,14 @@ impl Core {
                     ReleaseStatus::Live => id.to_owned(),
                 }
             }
-            None => {
-                // Releases are newest first: the first live one older than the current.
-                let cur_pos = releases
-                    .iter()
-                    .position(|r| Some(&r.id) == current.as_ref());
-                let older = releases.iter().skip(cur_pos.map_or(0, |p| p + 1));
-                match older.into_iter().find(|r| r.status == ReleaseStatus::Live) {
-                    Some(r) => r.id.clone(),
-                    None => {
-                        return Err(refuse(format!(
-                            "{app} has no earlier release to roll back to"
-                        )));
-                    }
+            None => match previous(&releases, current.as_deref()) {
+                Some(r) => r.id.clone(),
+                None => {
+                    return Err(refuse(format!(
+                        "{app} has no earlier release to roll back to"
+                    )));
                 }
-            }
+            },
         };
         if !self.dir.release(app, &pick).join("berth.toml").is_file() {
             return Err(refuse(format!(

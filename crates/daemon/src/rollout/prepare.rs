@@ -15,7 +15,7 @@ use spec::AppSpec;
 use super::progress::Progress;
 use crate::core::Core;
 use crate::failure::Failure;
-use crate::release::{environment_of, load_spec};
+use crate::release::{environment_of, load_spec, to_prune};
 
 /// What a rollout installs.
 pub(crate) enum Source {
@@ -208,29 +208,27 @@ impl Core {
         std::fs::rename(tree, dir)
     }
 
-    /// Delete the trees of releases beyond the newest `keep` (never the live one).
+    /// Delete the trees of failed releases, and of the releases that served beyond the newest
+    /// `keep` of them (never the live one).
     pub async fn prune(&self, app: &str, keep: usize) {
         let Ok((known, releases)) = self.db.app_releases(app).await else {
             return;
         };
         let current = known.and_then(|c| c.current_release);
-        for r in releases.iter().skip(keep) {
-            if Some(&r.id) == current.as_ref() || r.status == ReleaseStatus::Pruned {
-                continue;
-            }
-            let dir = self.dir.release(app, &r.id);
+        for id in to_prune(&releases, current.as_deref(), keep) {
+            let dir = self.dir.release(app, id);
             if let Err(err) = std::fs::remove_dir_all(&dir)
                 && err.kind() != std::io::ErrorKind::NotFound
             {
-                tracing::warn!(app, release = %r.id, error = %err, "prune release");
+                tracing::warn!(app, release = %id, error = %err, "prune release");
                 continue;
             }
             if let Err(err) = self
                 .db
-                .set_release_status(app, &r.id, ReleaseStatus::Pruned)
+                .set_release_status(app, id, ReleaseStatus::Pruned)
                 .await
             {
-                tracing::warn!(app, release = %r.id, error = %err, "record a pruned release");
+                tracing::warn!(app, release = %id, error = %err, "record a pruned release");
             }
         }
     }
