@@ -63,12 +63,18 @@ async fn bind_some(addr: Option<SocketAddr>, what: &str) -> Result<Option<TcpLis
     }
 }
 
-/// Logs to stderr; `BERTH_LOG` filters them (`info` by default).
+/// Logs to stderr; `BERTH_LOG` filters them (`info` by default). Colours only on a terminal,
+/// and never with `NO_COLOR` set (<https://no-color.org>): a log file or journald gets plain
+/// text.
 pub fn init_tracing() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .try_init();
 }

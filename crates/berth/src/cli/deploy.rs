@@ -83,7 +83,7 @@ pub async fn rollback(state: &Path, app: &str, to: Option<&str>, wait: bool) -> 
 /// Print the rollout's progress; exit 0 when it went live, 1 when it did not.
 pub async fn follow(body: Incoming, app: &str, verb: &str, started: Instant) -> Result<u8> {
     let mut outcome = None;
-    for_each_line(body, |line| {
+    let streamed = for_each_line(body, |line| {
         let event: DeployEvent = serde_json::from_str(line)
             .with_context(|| format!("unexpected line from the daemon: {line}"))?;
         let at = started.elapsed().as_secs_f64();
@@ -103,11 +103,19 @@ pub async fn follow(body: Incoming, app: &str, verb: &str, started: Instant) -> 
         }
         Ok::<_, anyhow::Error>(())
     })
-    .await?;
-
-    let Some(done) = outcome else {
+    .await;
+    // A stream cut short (the daemon stopped or crashed) is said plainly, with where to look;
+    // an unreadable line is a different failure and keeps its own message.
+    let cut = match streamed {
+        Ok(()) => outcome.is_none(),
+        Err(err) => match err.downcast_ref::<api::client::Error>() {
+            Some(api::client::Error::Read(_)) => true,
+            _ => return Err(err),
+        },
+    };
+    let Some(done) = outcome.filter(|_| !cut) else {
         anyhow::bail!(
-            "the daemon stopped answering before {app} was done; see `berth status {app}` and `berth history {app}`"
+            "the berth daemon went away before {app} was done (it stopped or crashed); `berth status {app}` shows what serves now and `berth history {app}` how the rollout ended"
         );
     };
     if done.ok {

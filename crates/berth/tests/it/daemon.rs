@@ -52,6 +52,8 @@ fn sigterm_stops_apps_gracefully_and_exits_0() {
     }
     assert!(!d.path().join("berth.sock").exists());
     assert!(d.log().contains("berth daemon stopped"), "{}", d.log());
+    // Not a terminal: plain text, no colour codes in the log file.
+    assert!(!d.log().contains('\x1b'), "{}", d.log());
 }
 
 #[test]

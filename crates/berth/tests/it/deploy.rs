@@ -160,3 +160,36 @@ fn an_invalid_berth_toml_is_refused_before_anything_is_sent() {
     assert!(run.stderr.contains("berth.toml:5:13"), "{run:?}");
     assert!(d.status()["apps"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn a_daemon_that_dies_mid_deploy_is_said_plainly() {
+    let mut d = Daemon::start();
+    let app = py_app("orphan", "");
+    std::fs::write(
+        app.path().join("berth.toml"),
+        std::fs::read_to_string(app.path().join("berth.toml"))
+            .unwrap()
+            .replace(
+                "[app]\nname = \"orphan\"\n",
+                "[app]\nname = \"orphan\"\n[build]\ncommand = \"echo building; sleep 30\"\n",
+            ),
+    )
+    .unwrap();
+    let deploying = {
+        let (state, dir) = (d.path().to_owned(), app.path().to_owned());
+        std::thread::spawn(move || berth(&state, &["deploy", dir.to_str().unwrap()]))
+    };
+    wait_for("the build to start", Duration::from_secs(20), || {
+        d.status()["apps"][0]["deploying"].is_string().then_some(())
+    });
+    d.kill9();
+    let run = deploying.join().unwrap();
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("the berth daemon went away before orphan was done")
+            && run.stderr.contains("`berth status orphan`"),
+        "{run:?}"
+    );
+    assert!(!run.stderr.contains("chunk size"), "{run:?}");
+}
