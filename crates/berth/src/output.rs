@@ -49,5 +49,6 @@ pub fn hint(s: impl Display) {
 
 /// Plain diagnostics text (already formatted, e.g. berth.toml problems) on stderr.
 pub fn diagnostics(s: impl Display) {
-    eprint!("{s}");
+    let text = s.to_string();
+    eprintln!("{}", text.trim_end_matches('\n'));
 }

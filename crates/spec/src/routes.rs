@@ -258,6 +258,32 @@ fn check_path(path: &str) -> Result<(), Problem> {
             Some("routes match on the path only".to_owned()),
         ));
     }
+    // Clients and the proxy resolve `.` and `..` before matching, so such a prefix would never
+    // match what it seems to say.
+    let dot = |seg: &str| {
+        let seg = seg.to_ascii_lowercase().replace("%2e", ".");
+        seg == "." || seg == ".."
+    };
+    if path.split('/').any(dot) {
+        let mut kept: Vec<&str> = Vec::new();
+        for seg in path.split('/').skip(1) {
+            match seg.to_ascii_lowercase().replace("%2e", ".").as_str() {
+                "." => {}
+                ".." => {
+                    kept.pop();
+                }
+                _ => kept.push(seg),
+            }
+        }
+        let mut resolved = format!("/{}", kept.join("/"));
+        if path.ends_with('/') && !resolved.ends_with('/') {
+            resolved.push('/');
+        }
+        return Err((
+            "a path prefix cannot contain `.` or `..` segments".to_owned(),
+            Some(format!("write the path they resolve to: \"{resolved}\"")),
+        ));
+    }
     Ok(())
 }
 

@@ -49,6 +49,23 @@ pub(crate) fn tls(w: &mut Walker<'_>, value: &Value<'_>, routes: &[RouteSpec]) -
                 .help("a route with host = \"*\" answers any name; give the routes their public names, e.g. host = \"shop.example.com\""),
         );
     }
+    // Each source given is checked, even when there are several, so that every problem is
+    // reported in one pass.
+    let acme = acme.map(|(_, value)| acme_spec(w, value, &names));
+    let self_signed = self_signed.map(|_| match w.bool(&t, "self_signed")? {
+        true => Some(TlsSpec::SelfSigned),
+        false => {
+            w.report(
+                Diagnostic::error("`self_signed = false` gives no certificate")
+                    .at(t.get("self_signed")?.span(), "no certificate source")
+                    .help(format!(
+                        "remove [tls] to serve plain HTTP, or use {EXAMPLE}"
+                    )),
+            );
+            None
+        }
+    });
+    let files = files.map(|_| files_spec(w, &t));
     match given.as_slice() {
         [] => {
             w.report(
@@ -76,25 +93,7 @@ pub(crate) fn tls(w: &mut Walker<'_>, value: &Value<'_>, routes: &[RouteSpec]) -
         }
         [_] => {}
     }
-    let spec = if let Some((_, value)) = acme {
-        acme_spec(w, value, &names)?
-    } else if self_signed.is_some() {
-        match w.bool(&t, "self_signed")? {
-            true => TlsSpec::SelfSigned,
-            false => {
-                w.report(
-                    Diagnostic::error("`self_signed = false` gives no certificate")
-                        .at(t.get("self_signed")?.span(), "no certificate source")
-                        .help(format!(
-                            "remove [tls] to serve plain HTTP, or use {EXAMPLE}"
-                        )),
-                );
-                return None;
-            }
-        }
-    } else {
-        files_spec(w, &t)?
-    };
+    let spec = acme.or(self_signed).or(files).flatten()?;
     (!no_names).then_some(spec)
 }
 
