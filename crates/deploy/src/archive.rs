@@ -5,7 +5,7 @@
 //! same digest. Unpacking refuses entries that would land outside the destination.
 
 use std::io::{self, Read};
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -19,8 +19,40 @@ pub struct Packed {
     pub files: usize,
 }
 
-/// Pack `dir` into a compressed tar.
-pub fn pack(dir: &Path) -> io::Result<Packed> {
+/// Why a directory cannot be packed.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    /// Symlinks that would point outside the release tree once deployed: all of them.
+    #[error("{} symlink{} point outside the app directory: {}", .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.iter().map(|(l, t)| format!("{} -> {}", l.display(), t.display())).collect::<Vec<_>>().join(", "))]
+    LinksEscape(Vec<(PathBuf, PathBuf)>),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Pack `dir` into a compressed tar. Refused, naming every one, when symlinks point outside
+/// the directory (the daemon would refuse them).
+pub fn pack(dir: &Path) -> Result<Packed, PackError> {
+    let paths = shipped(dir)?;
+    let escaping = escaping_links(dir, &paths);
+    if !escaping.is_empty() {
+        return Err(PackError::LinksEscape(escaping));
+    }
+    let encoder = zstd::Encoder::new(Vec::new(), 3)?;
+    let mut tar = tar::Builder::new(encoder);
+    tar.follow_symlinks(false);
+    for rel in &paths {
+        tar.append_path_with_name(dir.join(rel), rel)?;
+    }
+    let bytes = tar.into_inner()?.finish()?;
+    Ok(Packed {
+        digest: digest(&bytes),
+        bytes,
+        files: paths.len(),
+    })
+}
+
+/// What a deploy of `dir` ships: every file and symlink not ignored, relative, sorted.
+pub fn shipped(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut paths = Vec::new();
     let walk = ignore::WalkBuilder::new(dir)
         .hidden(false)
@@ -44,19 +76,97 @@ pub fn pack(dir: &Path) -> io::Result<Packed> {
         paths.push(rel.to_path_buf());
     }
     paths.sort();
+    Ok(paths)
+}
 
-    let encoder = zstd::Encoder::new(Vec::new(), 3)?;
-    let mut tar = tar::Builder::new(encoder);
-    tar.follow_symlinks(false);
-    for rel in &paths {
-        tar.append_path_with_name(dir.join(rel), rel)?;
+/// The symlinks among `paths` (relative to `dir`) whose target is absolute or climbs out of
+/// `dir`, with their targets: what [`unpack`] would refuse.
+pub fn escaping_links(dir: &Path, paths: &[PathBuf]) -> Vec<(PathBuf, PathBuf)> {
+    paths
+        .iter()
+        .filter_map(|rel| {
+            let target = std::fs::read_link(dir.join(rel)).ok()?;
+            let depth = checked_depth(rel)?;
+            (!link_stays_inside(&target, depth)).then(|| (rel.clone(), target))
+        })
+        .collect()
+}
+
+/// Replace each regular file of `tree` that is byte for byte (and mode for mode) the file at
+/// the same path in `previous` by a hard link to it: a new release of a large app costs only
+/// what changed. Both trees must be immutable release trees on one filesystem. Returns how
+/// many files were linked; a file that cannot be compared or linked is simply kept.
+pub fn link_unchanged(tree: &Path, previous: &Path) -> io::Result<usize> {
+    use std::os::unix::fs::MetadataExt;
+    let mut linked = 0;
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for entry in std::fs::read_dir(tree.join(&rel))? {
+            let entry = entry?;
+            let rel = rel.join(entry.file_name());
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                stack.push(rel);
+                continue;
+            }
+            if !kind.is_file() {
+                continue;
+            }
+            let (new, old) = (tree.join(&rel), previous.join(&rel));
+            let (Ok(a), Ok(b)) = (
+                std::fs::symlink_metadata(&new),
+                std::fs::symlink_metadata(&old),
+            ) else {
+                continue;
+            };
+            if !b.is_file() || a.len() != b.len() || a.mode() != b.mode() || a.ino() == b.ino() {
+                continue;
+            }
+            if same_bytes(&new, &old).unwrap_or(false) {
+                // Link beside, then rename over: the path is never missing.
+                let staged = new.with_file_name(format!(
+                    ".{}.berth-link",
+                    new.file_name().unwrap_or_default().to_string_lossy()
+                ));
+                if std::fs::hard_link(&old, &staged).is_ok() {
+                    match std::fs::rename(&staged, &new) {
+                        Ok(()) => linked += 1,
+                        Err(_) => {
+                            let _ = std::fs::remove_file(&staged);
+                        }
+                    }
+                }
+            }
+        }
     }
-    let bytes = tar.into_inner()?.finish()?;
-    Ok(Packed {
-        digest: digest(&bytes),
-        bytes,
-        files: paths.len(),
-    })
+    Ok(linked)
+}
+
+fn same_bytes(a: &Path, b: &Path) -> io::Result<bool> {
+    let (mut a, mut b) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    let (mut x, mut y) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let n = read_full(&mut a, &mut x)?;
+        let m = read_full(&mut b, &mut y)?;
+        if n != m || x[..n] != y[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Fill `buf` as far as the file allows; 0 at the end.
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 /// The digest that names a source archive: sha256, hex.
@@ -238,6 +348,46 @@ mod tests {
     }
 
     #[test]
+    fn pack_names_every_link_out_of_the_tree() {
+        let dir = tree(&[("a.txt", "a")]);
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../x", dir.path().join("up")).unwrap();
+        std::os::unix::fs::symlink("a.txt", dir.path().join("fine")).unwrap();
+        let err = pack(dir.path()).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "2 symlinks point outside the app directory: abs -> /etc/passwd, up -> ../../x"
+        );
+    }
+
+    #[test]
+    fn unchanged_files_are_hard_links_to_the_previous_release() {
+        use std::os::unix::fs::MetadataExt;
+        let old = tree(&[
+            ("same.txt", "same"),
+            ("changed.txt", "v1"),
+            ("sub/deep.txt", "d"),
+        ]);
+        let new = tree(&[
+            ("same.txt", "same"),
+            ("changed.txt", "v2"),
+            ("sub/deep.txt", "d"),
+            ("added.txt", "+"),
+        ]);
+        assert_eq!(link_unchanged(new.path(), old.path()).unwrap(), 2);
+        let ino =
+            |d: &tempfile::TempDir, f: &str| std::fs::metadata(d.path().join(f)).unwrap().ino();
+        assert_eq!(ino(&new, "same.txt"), ino(&old, "same.txt"));
+        assert_eq!(ino(&new, "sub/deep.txt"), ino(&old, "sub/deep.txt"));
+        assert_ne!(ino(&new, "changed.txt"), ino(&old, "changed.txt"));
+        assert_eq!(
+            std::fs::read_to_string(new.path().join("changed.txt")).unwrap(),
+            "v2"
+        );
+        assert_eq!(listing(new.path()).len(), 4, "no staging file left");
+    }
+
+    #[test]
     fn unpack_refuses_escapes() {
         for name in ["../evil", "a/../../evil", "/etc/evil"] {
             let bytes = raw_archive(&[(name, b"x")]).unwrap();
@@ -249,13 +399,17 @@ mod tests {
 
     #[test]
     fn unpack_refuses_symlinks_out_of_the_tree() {
-        let src = tempfile::tempdir().unwrap();
-        fs::write(src.path().join("berth.toml"), "x").unwrap();
-        std::os::unix::fs::symlink("../../etc/passwd", src.path().join("pw")).unwrap();
-        let packed = pack(src.path()).unwrap();
+        // `pack` refuses such a link, so the archive is made by hand, as a hostile client would.
+        let mut tar = tar::Builder::new(zstd::Encoder::new(Vec::new(), 3).unwrap());
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        header.set_mode(0o777);
+        tar.append_link(&mut header, "pw", "../../etc/passwd").unwrap();
+        let bytes = tar.into_inner().unwrap().finish().unwrap();
         let out = tempfile::tempdir().unwrap();
         assert!(matches!(
-            unpack(&packed.bytes[..], out.path()),
+            unpack(&bytes[..], out.path()),
             Err(UnpackError::LinkEscape(_))
         ));
 

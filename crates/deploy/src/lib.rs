@@ -6,7 +6,9 @@
 
 mod archive;
 
-pub use archive::{Packed, UnpackError, digest, pack, unpack};
+pub use archive::{
+    PackError, Packed, UnpackError, digest, escaping_links, link_unchanged, pack, shipped, unpack,
+};
 
 /// Name of the per-app ignore file, read like `.gitignore` (which is honoured too).
 pub const IGNORE_FILE: &str = ".berthignore";
