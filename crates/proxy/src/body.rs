@@ -127,7 +127,7 @@ impl Drop for Record {
         if let (Some(tx), true, Some(g)) =
             (self.pooled.take(), self.clean_end, self.upstream.as_ref())
         {
-            g.0.put_idle(tx, proxy.config.upstream_max_idle);
+            g.0.idle.put(tx, proxy.config.upstream_max_idle);
         }
         // `upstream` (the in-flight guard) drops last.
     }

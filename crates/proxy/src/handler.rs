@@ -295,7 +295,7 @@ impl Proxy {
             let max_idle = cfg.upstream_max_idle;
             tokio::spawn(async move {
                 if tx.ready().await.is_ok() {
-                    up.put_idle(tx, max_idle);
+                    up.idle.put(tx, max_idle);
                 }
             });
         }
@@ -316,7 +316,7 @@ impl Proxy {
         let connect = async |u: &Arc<Upstream>| {
             if inline {
                 let cfg = &self.config;
-                match u.take_conn(cfg.upstream_idle_timeout) {
+                match u.inline.take(cfg.upstream_idle_timeout) {
                     Some(c) => Ok(Checkout::Inline(c)),
                     None => u
                         .dial(cfg.connect_timeout)
@@ -373,7 +373,7 @@ impl Proxy {
         };
         let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
         let home = || h1::Home {
-            upstream: up.clone(),
+            pool: up.inline.clone(),
             max_idle: cfg.upstream_max_idle,
         };
         let trip = |conn: h1::Conn| {
@@ -432,7 +432,7 @@ impl Proxy {
         &self,
         up: &Arc<Upstream>,
     ) -> std::result::Result<http1::SendRequest<Body>, ConnectError> {
-        while let Some(mut tx) = up.take_idle(self.config.upstream_idle_timeout) {
+        while let Some(mut tx) = up.idle.take(self.config.upstream_idle_timeout) {
             if tx.is_ready() {
                 return Ok(tx);
             }

@@ -9,7 +9,8 @@
 //! Module map:
 //! - `config`: [`ProxyConfig`], limits and timeouts with safe defaults.
 //! - `table`: [`RouteTable`], [`Route`], host/path matching (compiled on publish).
-//! - `upstream`: [`Pool`], [`Upstream`], balancing and per-instance keep-alive connections.
+//! - `upstream`: [`Pool`], [`Upstream`], balancing and per-instance keep-alive connections;
+//!   `idle`: the keep-alive pool of either client.
 //! - `forward`: hop-by-hop stripping, `X-Forwarded-*`, `Forwarded`, request ids.
 //! - `server`: listeners, connection serving (HTTP/1.1 + h2c), graceful shutdown.
 //! - `h1`: the inline HTTP/1.1 client for requests without a body (no connection task).
@@ -41,6 +42,7 @@ mod forward;
 mod h1;
 mod handler;
 mod headers;
+mod idle;
 mod metrics;
 mod ratelimit;
 mod server;
