@@ -17,6 +17,7 @@ use crate::body::{Limited, Record, Tracked};
 use crate::clientip::client_ip;
 use crate::error::ProxyError;
 use crate::forward::{self, X_REQUEST_ID};
+use crate::metrics::UpstreamErrors;
 use crate::ratelimit::retry_after_secs;
 use crate::server::{ConnShared, Proxy};
 use crate::table::{Entry, Target};
@@ -252,12 +253,10 @@ impl Proxy {
                 .await;
         }
 
-        let (Checkout::Hyper(mut tx), up) = self
-            .connect_any(pool, first, idempotent, record, errors, false)
-            .await?
-        else {
-            unreachable!("asked for a hyper connection");
-        };
+        let (mut tx, up) = connect_any(pool, first, idempotent, record, errors, |u| {
+            self.checkout(u)
+        })
+        .await?;
 
         let sent = tokio::time::timeout_at(deadline, tx.try_send_request(up_req)).await;
         let resp = match sent {
@@ -302,54 +301,6 @@ impl Proxy {
         Ok(finish_response(resp, false))
     }
 
-    /// A connection to `first`, or (for an idempotent request whose connect failed) to
-    /// another instance of the pool; `record` follows the instance used.
-    async fn connect_any(
-        &self,
-        pool: &Pool,
-        first: &Arc<Upstream>,
-        idempotent: bool,
-        record: &mut Record,
-        errors: &crate::metrics::UpstreamErrors,
-        inline: bool,
-    ) -> Result<(Checkout, Arc<Upstream>)> {
-        let connect = async |u: &Arc<Upstream>| {
-            if inline {
-                let cfg = &self.config;
-                match u.inline.take(cfg.upstream_idle_timeout) {
-                    Some(c) => Ok(Checkout::Inline(c)),
-                    None => u
-                        .dial(cfg.connect_timeout)
-                        .await
-                        .map(|io| Checkout::Inline(h1::Conn::new(io))),
-                }
-            } else {
-                self.checkout(u).await.map(Checkout::Hyper)
-            }
-        };
-        match connect(first).await {
-            Ok(c) => return Ok((c, first.clone())),
-            Err(err) => {
-                errors.connect.fetch_add(1, Relaxed);
-                tracing::warn!(upstream = %first.id, addr = %first.addr, error = %err, "upstream connect failed");
-            }
-        }
-        let second = match pool.pick(Some(first)) {
-            Some(s) if idempotent && !Arc::ptr_eq(s, first) => s,
-            _ => return Err(ProxyError::ConnectFailed),
-        };
-        errors.retried.fetch_add(1, Relaxed);
-        record.upstream = Some(InflightGuard::new(second));
-        match connect(second).await {
-            Ok(c) => Ok((c, second.clone())),
-            Err(err) => {
-                errors.connect.fetch_add(1, Relaxed);
-                tracing::warn!(upstream = %second.id, addr = %second.addr, error = %err, "upstream connect failed");
-                Err(ProxyError::ConnectFailed)
-            }
-        }
-    }
-
     /// A request without a body, through the inline client (`h1`): this task writes it and
     /// reads the response; the body hands the connection back to the pool at its end.
     #[allow(clippy::too_many_arguments)]
@@ -361,16 +312,14 @@ impl Proxy {
         parts: &http::request::Parts,
         uri: &Uri,
         record: &mut Record,
-        errors: &crate::metrics::UpstreamErrors,
+        errors: &UpstreamErrors,
         deadline: tokio::time::Instant,
     ) -> Result<Response<Body>> {
         let cfg = &self.config;
-        let (Checkout::Inline(conn), up) = self
-            .connect_any(pool, first, idempotent, record, errors, true)
-            .await?
-        else {
-            unreachable!("asked for an inline connection");
-        };
+        let (conn, up) = connect_any(pool, first, idempotent, record, errors, |u| {
+            self.checkout_inline(u)
+        })
+        .await?;
         let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
         let home = || h1::Home {
             pool: up.inline.clone(),
@@ -414,7 +363,7 @@ impl Proxy {
         up: &Upstream,
         err: &hyper::Error,
         exceeded: &AtomicBool,
-        errors: &crate::metrics::UpstreamErrors,
+        errors: &UpstreamErrors,
     ) -> ProxyError {
         if exceeded.load(Relaxed) {
             return ProxyError::BodyTooLarge;
@@ -428,6 +377,7 @@ impl Proxy {
         ProxyError::BadResponse
     }
 
+    /// An idle connection of hyper's client to `up`, or a new one.
     async fn checkout(
         &self,
         up: &Arc<Upstream>,
@@ -444,6 +394,17 @@ impl Proxy {
             }
         }
         up.connect(self.config.connect_timeout).await
+    }
+
+    /// An idle connection of the inline client to `up`, or a new one.
+    async fn checkout_inline(
+        &self,
+        up: &Arc<Upstream>,
+    ) -> std::result::Result<h1::Conn, ConnectError> {
+        match up.inline.take(self.config.upstream_idle_timeout) {
+            Some(conn) => Ok(conn),
+            None => Ok(h1::Conn::new(up.dial(self.config.connect_timeout).await?)),
+        }
     }
 
     /// A WebSocket (or other HTTP/1.1 upgrade): its own upstream connection; on 101 both
@@ -520,10 +481,40 @@ fn rate_limited(entry: &Entry, conn: &ConnShared, headers: &http::HeaderMap) -> 
     zone.check(ip).err().map(retry_after_secs)
 }
 
-/// A connection for one request: hyper's client or the inline one.
-enum Checkout {
-    Hyper(http1::SendRequest<Body>),
-    Inline(h1::Conn),
+/// A connection (`connect`: of either client) to `first`, or, for an idempotent request
+/// whose connect failed, to another instance of the pool; `record` follows the instance used.
+async fn connect_any<'a, C, F>(
+    pool: &'a Pool,
+    first: &'a Arc<Upstream>,
+    idempotent: bool,
+    record: &mut Record,
+    errors: &UpstreamErrors,
+    connect: impl Fn(&'a Arc<Upstream>) -> F,
+) -> Result<(C, Arc<Upstream>)>
+where
+    F: Future<Output = std::result::Result<C, ConnectError>>,
+{
+    match connect(first).await {
+        Ok(c) => return Ok((c, first.clone())),
+        Err(err) => {
+            errors.connect.fetch_add(1, Relaxed);
+            tracing::warn!(upstream = %first.id, addr = %first.addr, error = %err, "upstream connect failed");
+        }
+    }
+    let second = match pool.pick(Some(first)) {
+        Some(s) if idempotent && !Arc::ptr_eq(s, first) => s,
+        _ => return Err(ProxyError::ConnectFailed),
+    };
+    errors.retried.fetch_add(1, Relaxed);
+    record.upstream = Some(InflightGuard::new(second));
+    match connect(second).await {
+        Ok(c) => Ok((c, second.clone())),
+        Err(err) => {
+            errors.connect.fetch_add(1, Relaxed);
+            tracing::warn!(upstream = %second.id, addr = %second.addr, error = %err, "upstream connect failed");
+            Err(ProxyError::ConnectFailed)
+        }
+    }
 }
 
 /// Strip the upstream response's hop-by-hop headers and box its body.
