@@ -23,8 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::table::Compiled;
-
 const SHARDS: usize = 16;
 
 /// A route's rate limit: the zone it counts against and the zone's rate.
@@ -213,16 +211,11 @@ impl Zones {
         }
     }
 
-    /// Forgets the zones no route of `table` uses (requests still on an older table keep
-    /// theirs until they finish).
-    pub fn retain(&self, table: &Compiled) {
+    /// Forgets the zones not `in_use` by the new route table (requests still on an older
+    /// table keep theirs until they finish).
+    pub fn retain<'a>(&self, in_use: impl Iterator<Item = &'a Arc<Zone>> + Clone) {
         let mut zones = self.zones.lock().unwrap_or_else(PoisonError::into_inner);
-        zones.retain(|_, zone| {
-            table
-                .entries
-                .iter()
-                .any(|e| e.zone.as_ref().is_some_and(|z| Arc::ptr_eq(z, zone)))
-        });
+        zones.retain(|_, zone| in_use.clone().any(|z| Arc::ptr_eq(z, zone)));
     }
 
     pub fn get(&self, app: &str, zone: &str) -> Option<Arc<Zone>> {

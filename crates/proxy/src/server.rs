@@ -169,7 +169,7 @@ impl Proxy {
             &self.zones,
             self.config.rate_limit_max_keys,
         );
-        self.zones.retain(&compiled);
+        self.zones.retain(compiled.zones());
         self.table.store(Arc::new(compiled));
         self.metrics.global.table_swaps.fetch_add(1, Relaxed);
     }

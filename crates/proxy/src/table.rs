@@ -193,6 +193,11 @@ impl Compiled {
         c
     }
 
+    /// The rate-limit zones the routes count against.
+    pub fn zones(&self) -> impl Iterator<Item = &Arc<Zone>> + Clone {
+        self.entries.iter().filter_map(|e| e.zone.as_ref())
+    }
+
     /// The route for `host` (as sent: may carry a port, any case) and `path`.
     pub fn lookup(&self, host: Option<&str>, path: &str) -> Option<&Entry> {
         let candidates = match host.map(normalize_host) {
