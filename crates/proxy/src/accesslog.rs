@@ -42,6 +42,7 @@ thread_local! {
 /// Lines are formatted on the request's own thread into that thread's shard buffer (no
 /// cross-thread allocation, no wake-up); the writer thread swaps the buffers out every few
 /// milliseconds and writes them with one call each.
+#[derive(Clone)]
 pub(crate) struct Sender {
     shards: Arc<[Mutex<Vec<u8>>]>,
 }

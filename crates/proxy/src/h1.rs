@@ -24,7 +24,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::BoxError;
+use crate::body::BoxError;
 use crate::idle::{IdlePool, Reusable};
 
 /// Largest response head accepted from an instance.

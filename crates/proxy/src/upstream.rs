@@ -13,8 +13,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::body::Body;
+use crate::h1;
 use crate::idle::{IdlePool, Reusable};
-use crate::{Body, h1};
 
 /// How a pool picks an instance.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
