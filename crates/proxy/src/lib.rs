@@ -22,7 +22,7 @@
 //!   client for requests without a body (no connection task); `idle`: the keep-alive pool of
 //!   either client.
 //! - `ratelimit`: rate-limit zones (token bucket per client, bounded) and the per-address
-//!   connection limit; `clientip`: the client behind trusted proxies ([`Cidr`]).
+//!   connection limit; `clientip`: the client behind trusted proxies ([`IpNet`]).
 //! - `metrics`, `accesslog`: counters/histograms and the off-hot-path access log.
 //! - `files`: static files (ETag/304, Range, precompressed siblings, SPA fallback, no escapes);
 //!   `compress`: streaming gzip/brotli of responses the client accepts.
@@ -61,10 +61,11 @@ mod table;
 mod upstream;
 
 pub use body::{Body, BoxError, empty_body, full_body};
-pub use clientip::Cidr;
 pub use config::{AccessLog, ProxyConfig};
 pub use error::ProxyError;
 pub use headers::{HeaderEntry, HeaderPolicy, Preset};
+/// The IP network type of [`Route::trusted_proxies`] (the same as `spec`'s).
+pub use ipnet::IpNet;
 pub use proxy::Proxy;
 pub use ratelimit::RateLimit;
 pub use table::{HostPattern, Route, RouteTable, Target};

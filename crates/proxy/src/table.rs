@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::clientip::Cidr;
+use ipnet::IpNet;
+
 use crate::headers::HeaderPolicy;
 use crate::metrics::{Registry, RouteMetrics, UpstreamErrors};
 use crate::ratelimit::{RateLimit, Zone, Zones};
@@ -46,7 +47,7 @@ pub struct Route {
     pub rate_limit: Option<RateLimit>,
     /// Peers whose `X-Forwarded-For` names the client (for rate limiting); empty: the TCP peer
     /// is always the client.
-    pub trusted_proxies: Arc<[Cidr]>,
+    pub trusted_proxies: Arc<[IpNet]>,
 }
 
 impl Route {

@@ -21,11 +21,13 @@ mod units;
 mod walk;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
+/// An IP network: `trusted_proxies` entries (the proxy takes the same type).
+pub use ipnet::IpNet;
 pub use secrets::{SecretKind, SecretSpec, expand};
 pub use tls::certificate_names;
 pub use units::{parse_duration, parse_rate, parse_size};
@@ -282,7 +284,7 @@ pub enum RouteTarget {
     Static { dir: String, spa: bool },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct ProxySpec {
     /// Default request body limit in bytes. Default 10 MiB.
     pub max_body: u64,
@@ -299,8 +301,47 @@ pub struct ProxySpec {
     pub set_headers: BTreeMap<String, Option<String>>,
     /// `rate_limits = { api = "50/s burst 100" }`: named zones routes refer to.
     pub rate_limits: BTreeMap<String, RateSpec>,
-    /// `trusted_proxies = ["10.0.0.0/8"]`: peers whose `X-Forwarded-For` names the client.
+    /// `trusted_proxies = ["10.0.0.0/8", "127.0.0.1"]`: peers whose `X-Forwarded-For` names
+    /// the client. A lone address is a `/32` (`/128`); host bits are always zero.
     pub trusted_proxies: Vec<IpNet>,
+}
+
+/// As derived, except that a trusted proxy shows as `IpNet { addr, prefix }` rather than as its
+/// text (`ipnet`'s `Debug`), so the `ok_*` fixtures' model dumps read as they always have.
+impl fmt::Debug for ProxySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Net(IpNet);
+        impl fmt::Debug for Net {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct("IpNet")
+                    .field("addr", &self.0.addr())
+                    .field("prefix", &self.0.prefix_len())
+                    .finish()
+            }
+        }
+        // Destructured so that a new field cannot be left out.
+        let ProxySpec {
+            max_body,
+            connect_timeout,
+            response_timeout,
+            balance,
+            headers,
+            set_headers,
+            rate_limits,
+            trusted_proxies,
+        } = self;
+        let nets: Vec<Net> = trusted_proxies.iter().copied().map(Net).collect();
+        f.debug_struct("ProxySpec")
+            .field("max_body", max_body)
+            .field("connect_timeout", connect_timeout)
+            .field("response_timeout", response_timeout)
+            .field("balance", balance)
+            .field("headers", headers)
+            .field("set_headers", set_headers)
+            .field("rate_limits", rate_limits)
+            .field("trusted_proxies", &nets)
+            .finish()
+    }
 }
 
 impl Default for ProxySpec {
@@ -337,13 +378,6 @@ pub struct RateSpec {
     /// One second, minute or hour.
     pub per: Duration,
     pub burst: u32,
-}
-
-/// `"10.0.0.0/8"` or `"127.0.0.1"` (a `/32`); host bits are zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    pub addr: IpAddr,
-    pub prefix: u8,
 }
 
 /// How the proxy picks an instance.
