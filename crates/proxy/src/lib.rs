@@ -23,7 +23,8 @@
 //!   either client.
 //! - `ratelimit`: rate-limit zones (token bucket per client, bounded) and the per-address
 //!   connection limit; `clientip`: the client behind trusted proxies ([`IpNet`]).
-//! - `metrics`, `accesslog`: counters/histograms and the off-hot-path access log.
+//! - `metrics`, `accesslog`: lock-free counters/histograms read at scrape time, and the
+//!   off-hot-path access log.
 //! - `files`: static files (ETag/304, Range, precompressed siblings, SPA fallback, no escapes);
 //!   `compress`: streaming gzip/brotli of responses the client accepts.
 //! - `forward`: hop-by-hop stripping, `X-Forwarded-*`, `Forwarded`, request ids.

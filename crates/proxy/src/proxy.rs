@@ -25,12 +25,12 @@ use crate::upstream::{self, DrainOutcome, Upstream};
 pub struct Proxy {
     pub(crate) config: ProxyConfig,
     table: ArcSwap<Compiled>,
-    pub(crate) metrics: Registry,
+    pub(crate) metrics: Arc<Registry>,
     pub(crate) access_log: Option<accesslog::Sender>,
     pub(crate) ids: RequestIds,
     pub(crate) builder: auto::Builder<TokioExecutor>,
     /// Rate-limit zones by (app, zone): outlive route tables.
-    pub(crate) zones: Zones,
+    pub(crate) zones: Arc<Zones>,
     /// Open connections per client address.
     pub(crate) conn_limit: ConnLimit,
 }
@@ -65,11 +65,11 @@ impl Proxy {
         Arc::new(Proxy {
             config,
             table: ArcSwap::from_pointee(Compiled::default()),
-            metrics: Registry::default(),
+            metrics: Arc::default(),
             access_log,
             ids: RequestIds::new(),
             builder,
-            zones: Zones::default(),
+            zones: Arc::default(),
             conn_limit,
         })
     }
@@ -101,10 +101,20 @@ impl Proxy {
         upstream::drain(upstream, grace).await
     }
 
-    /// Counters and histograms in the Prometheus text format.
+    /// Add the proxy's series (all named `berth_proxy_*`, so `registry` should have no prefix)
+    /// to `registry`; they are read from the proxy at every scrape.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register_collector(Box::new(self.metrics.clone()));
+        registry.register_collector(Box::new(self.zones.clone()));
+    }
+
+    /// The proxy's series alone in the Prometheus text format (version 0.0.4).
     pub fn metrics_text(&self) -> String {
-        let mut text = self.metrics.render();
-        self.zones.render(&mut text);
+        let mut registry = prometheus_client::registry::Registry::default();
+        self.register_metrics(&mut registry);
+        let mut text = String::with_capacity(4096);
+        // Writing into a String cannot fail, and the collectors report no error of their own.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry);
         text
     }
 
