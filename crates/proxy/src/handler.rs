@@ -1,6 +1,6 @@
 //! One request: route it, answer it (forwarded by `relay`, a static file, a redirect, an ACME
 //! challenge, or one of berth's own errors), and hand its response to the client with the
-//! [`Record`] that accounts for it.
+//! `Record` that accounts for it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;

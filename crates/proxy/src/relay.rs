@@ -377,10 +377,10 @@ where
 }
 
 /// A request body cut off after `limit` bytes; `exceeded` tells the handler why it ended.
-pub(crate) struct Limited {
-    pub inner: hyper::body::Incoming,
-    pub remaining: u64,
-    pub exceeded: Arc<AtomicBool>,
+struct Limited {
+    inner: hyper::body::Incoming,
+    remaining: u64,
+    exceeded: Arc<AtomicBool>,
 }
 
 impl HttpBody for Limited {
