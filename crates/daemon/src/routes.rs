@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
-use proxy::{Cidr, HeaderPolicy, Preset, RateLimit};
+use proxy::{HeaderPolicy, IpNet, Preset, RateLimit};
 use spec::{HeaderPreset, ProxySpec, RouteSpec};
 
 pub fn preset(p: HeaderPreset) -> Preset {
@@ -58,11 +58,8 @@ pub(crate) fn rate_limit(app: &ProxySpec, route: &RouteSpec) -> Option<RateLimit
 }
 
 /// `[proxy] trusted_proxies`, shared by all routes of the app.
-pub(crate) fn trusted_proxies(app: &ProxySpec) -> Arc<[Cidr]> {
-    app.trusted_proxies
-        .iter()
-        .filter_map(|n| Cidr::new(n.addr, n.prefix))
-        .collect()
+pub(crate) fn trusted_proxies(app: &ProxySpec) -> Arc<[IpNet]> {
+    app.trusted_proxies.as_slice().into()
 }
 
 #[cfg(test)]
@@ -164,10 +161,7 @@ mod tests {
                 "api".to_owned(),
                 spec::parse_rate("50/s burst 100").unwrap(),
             )]),
-            trusted_proxies: vec![spec::IpNet {
-                addr: "10.0.0.0".parse().unwrap(),
-                prefix: 8,
-            }],
+            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
             ..ProxySpec::default()
         };
         let mut r = route(None, &[], false);
@@ -181,6 +175,6 @@ mod tests {
         assert_eq!(limit.per, std::time::Duration::from_secs(1));
         let trusted = trusted_proxies(&app);
         assert_eq!(trusted.len(), 1);
-        assert!(trusted[0].contains("10.1.2.3".parse().unwrap()));
+        assert!(trusted[0].contains(&"10.1.2.3".parse::<std::net::IpAddr>().unwrap()));
     }
 }

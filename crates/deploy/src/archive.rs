@@ -405,7 +405,8 @@ mod tests {
         header.set_entry_type(tar::EntryType::Symlink);
         header.set_size(0);
         header.set_mode(0o777);
-        tar.append_link(&mut header, "pw", "../../etc/passwd").unwrap();
+        tar.append_link(&mut header, "pw", "../../etc/passwd")
+            .unwrap();
         let bytes = tar.into_inner().unwrap().finish().unwrap();
         let out = tempfile::tempdir().unwrap();
         assert!(matches!(

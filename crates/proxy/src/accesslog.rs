@@ -4,14 +4,17 @@
 //! out. When the writer falls behind, lines are dropped and counted rather than slowing requests.
 
 use std::io::{self, Write};
+use std::num::NonZeroU8;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use http::{HeaderValue, Method, Uri};
+use time::OffsetDateTime;
+use time::format_description::well_known::Iso8601;
+use time::format_description::well_known::iso8601::{Config, EncodedConfig, TimePrecision};
 
 use crate::config::AccessLog;
-use std::sync::Arc;
 
 /// What is known about one finished request.
 pub(crate) struct Entry<'a> {
@@ -42,6 +45,7 @@ thread_local! {
 /// Lines are formatted on the request's own thread into that thread's shard buffer (no
 /// cross-thread allocation, no wake-up); the writer thread swaps the buffers out every few
 /// milliseconds and writes them with one call each.
+#[derive(Clone)]
 pub(crate) struct Sender {
     shards: Arc<[Mutex<Vec<u8>>]>,
 }
@@ -163,9 +167,19 @@ pub(crate) fn format_entry(line: &mut Vec<u8>, e: &Entry) {
     line.extend_from_slice(b"}\n");
 }
 
-/// A JSON string; bytes outside printable ASCII are escaped (`\u00XX`), so the line is valid
-/// JSON whatever a client sent.
+/// A JSON string of `s`, escaped by serde_json (so `café` stays `café`). A header value may
+/// hold bytes that are not UTF-8: those are read as Latin-1 (HTTP's obs-text), and everything
+/// outside printable ASCII is written `\u00XX`, so the line is valid JSON whatever a client
+/// sent.
 fn json_str(out: &mut Vec<u8>, s: &[u8]) {
+    let Ok(text) = std::str::from_utf8(s) else {
+        return latin1_str(out, s);
+    };
+    // Serializing a `str` into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+fn latin1_str(out: &mut Vec<u8>, s: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     for &b in s {
@@ -198,55 +212,22 @@ fn decimal(out: &mut Vec<u8>, mut n: u64, width: usize) {
     out.extend_from_slice(&digits[i..]);
 }
 
-thread_local! {
-    /// The last second formatted on this thread and its text up to the seconds digits.
-    static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
-}
+/// `2026-11-03T12:34:56.789Z`: RFC 3339 in UTC, always with milliseconds.
+const TIME_FORMAT: EncodedConfig = Config::DEFAULT
+    .set_time_precision(TimePrecision::Second {
+        decimal_digits: NonZeroU8::new(3),
+    })
+    .encode();
 
-/// `2026-11-03T12:34:56.789Z`; the date and time of day are formatted once per second.
 fn rfc3339(out: &mut Vec<u8>, t: SystemTime) {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (cached, text) = SECOND.get();
-    let text = if cached == secs {
-        text
-    } else {
-        let mut text = Vec::with_capacity(19);
-        civil(&mut text, secs);
-        let text: [u8; 19] = text.try_into().unwrap_or([b'0'; 19]);
-        SECOND.set((secs, text));
-        text
-    };
-    out.extend_from_slice(&text);
-    out.push(b'.');
-    decimal(out, u64::from(d.subsec_millis()), 3);
-    out.push(b'Z');
-}
-
-/// `2026-11-03T12:34:56`
-fn civil(out: &mut Vec<u8>, secs: u64) {
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-    );
+    // Formatting a time of the years 0 to 9999 into a `Vec` cannot fail.
+    let _ = OffsetDateTime::from(t).format_into(out, &Iso8601::<TIME_FORMAT>);
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
 
     #[test]
@@ -278,5 +259,25 @@ mod tests {
         assert!(line.contains("\"duration_ms\":1.500"), "{line}");
         assert!(!line.contains("secret"), "{line}");
         assert!(line.ends_with("\"upstream\":null}\n"), "{line}");
+        assert!(
+            line.starts_with("{\"time\":\"2026-10-26T07:33:20.123Z\","),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn text_is_escaped_as_json() {
+        // (raw bytes, JSON written, the text a JSON reader gets back)
+        let check = |raw: &[u8], json: &str, text: &str| {
+            let mut out = Vec::new();
+            json_str(&mut out, raw);
+            let out = String::from_utf8(out).unwrap();
+            assert_eq!(out, json);
+            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), text);
+        };
+        check("café".as_bytes(), "\"café\"", "café");
+        check(b"a\x01b\n\"\\", "\"a\\u0001b\\n\\\"\\\\\"", "a\u{1}b\n\"\\");
+        // not UTF-8: read as Latin-1
+        check(b"caf\xe9", "\"caf\\u00e9\"", "café");
     }
 }

@@ -5,98 +5,31 @@
 //! blindly: each trusted proxy appends the address it saw, and walking from the right past the
 //! trusted ones reaches the first address no trusted proxy can vouch beyond.
 
-use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 
 use http::HeaderMap;
+use ipnet::IpNet;
 
 use crate::forward::X_FORWARDED_FOR;
 
-/// An IP network (`10.0.0.0/8`, `fd00::/8`) or one address (`127.0.0.1` = `/32`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// `None` when `prefix` is longer than the address (32 for IPv4, 128 for IPv6). Host bits
-    /// are cleared. An IPv4-mapped IPv6 address is taken as the IPv4 address.
-    pub fn new(addr: IpAddr, prefix: u8) -> Option<Cidr> {
-        let (addr, prefix) = match addr {
-            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() && prefix >= 96 => {
-                (IpAddr::V4(v6.to_ipv4_mapped()?), prefix - 96)
-            }
-            other => (other, prefix),
-        };
-        let addr = match addr {
-            IpAddr::V4(v4) if prefix <= 32 => IpAddr::V4(mask_v4(v4.to_bits(), prefix).into()),
-            IpAddr::V6(v6) if prefix <= 128 => IpAddr::V6(mask_v6(v6.to_bits(), prefix).into()),
-            _ => return None,
-        };
-        Some(Cidr { addr, prefix })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                mask_v4(ip.to_bits(), self.prefix) == net.to_bits()
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                mask_v6(ip.to_bits(), self.prefix) == net.to_bits()
-            }
-            _ => false,
-        }
-    }
-}
-
-fn mask_v4(bits: u32, prefix: u8) -> u32 {
-    bits & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
-}
-
-fn mask_v6(bits: u128, prefix: u8) -> u128 {
-    bits & u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-
-    /// `"10.0.0.0/8"`, `"::1"`, `"192.168.1.7"`.
-    fn from_str(s: &str) -> Result<Cidr, String> {
-        let (ip, prefix) = match s.split_once('/') {
-            Some((ip, p)) => (ip, Some(p)),
-            None => (s, None),
-        };
-        let ip: IpAddr = ip
-            .parse()
-            .map_err(|_| format!("`{s}` is not an IP address or network"))?;
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("`{s}`: the prefix length must be 0 to {max}"))?,
-        };
-        Cidr::new(ip, prefix).ok_or_else(|| format!("`{s}` is not a valid network"))
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
+/// Whether `ip` is in one of `nets`. An IPv4-mapped IPv6 address is taken as the IPv4
+/// address, and an IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) holds the IPv4 addresses
+/// it maps.
+fn trusts(nets: &[IpNet], ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    nets.iter().any(|net| match (net, ip) {
+        (IpNet::V6(net), IpAddr::V4(v4)) => net.contains(&v4.to_ipv6_mapped()),
+        (net, ip) => net.contains(&ip),
+    })
 }
 
 /// The address a request is keyed by: `peer` unless it is in `trusted`; then the right-most
 /// `X-Forwarded-For` entry that is not trusted. If every entry is trusted, or an entry is not
 /// an address, the last trusted address reached is the client (nothing further can be
 /// believed).
-pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
+pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let peer = peer.to_canonical();
-    if trusted.is_empty() || !trusted.iter().any(|c| c.contains(peer)) {
+    if trusted.is_empty() || !trusts(trusted, peer) {
         return peer;
     }
     let mut client = peer;
@@ -110,7 +43,7 @@ pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> 
                 return client;
             };
             client = ip;
-            if !trusted.iter().any(|c| c.contains(ip)) {
+            if !trusts(trusted, ip) {
                 return ip;
             }
         }
@@ -134,7 +67,7 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
 mod tests {
     use super::*;
 
-    fn nets(list: &[&str]) -> Vec<Cidr> {
+    fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|s| s.parse().unwrap()).collect()
     }
 
@@ -148,22 +81,33 @@ mod tests {
     }
 
     #[test]
-    fn cidrs() {
-        let c: Cidr = "10.1.2.3/8".parse().unwrap();
-        assert_eq!(c.to_string(), "10.0.0.0/8");
-        assert!(c.contains("10.200.0.1".parse().unwrap()));
-        assert!(c.contains("::ffff:10.0.0.1".parse().unwrap()));
-        assert!(!c.contains("11.0.0.1".parse().unwrap()));
-        let one: Cidr = "127.0.0.1".parse().unwrap();
-        assert!(one.contains("127.0.0.1".parse().unwrap()));
-        assert!(!one.contains("127.0.0.2".parse().unwrap()));
-        let v6: Cidr = "fd00::/8".parse().unwrap();
-        assert!(v6.contains("fd12::1".parse().unwrap()));
-        assert!(!v6.contains("fe80::1".parse().unwrap()));
-        let all: Cidr = "0.0.0.0/0".parse().unwrap();
-        assert!(all.contains("8.8.8.8".parse().unwrap()));
-        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
-        assert!("example.com".parse::<Cidr>().is_err());
+    fn networks() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let check = |net: &str, inside: &[&str], outside: &[&str]| {
+            let nets = match net.parse::<IpNet>() {
+                Ok(net) => vec![net],
+                Err(_) => vec![IpNet::from(ip(net))],
+            };
+            for a in inside {
+                assert!(trusts(&nets, ip(a)), "{a} in {net}");
+            }
+            for a in outside {
+                assert!(!trusts(&nets, ip(a)), "{a} not in {net}");
+            }
+        };
+        check(
+            "10.1.2.3/8",
+            &["10.200.0.1", "::ffff:10.0.0.1"],
+            &["11.0.0.1"],
+        );
+        check("127.0.0.1", &["127.0.0.1"], &["127.0.0.2"]);
+        check("fd00::/8", &["fd12::1"], &["fe80::1"]);
+        check("0.0.0.0/0", &["8.8.8.8"], &["::1"]);
+        check(
+            "::ffff:10.0.0.0/104",
+            &["10.0.0.1", "::ffff:10.9.9.9"],
+            &["11.0.0.1"],
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, StreamBody};
 use tokio::io::AsyncRead;
 use tokio_util::io::{ReaderStream, StreamReader};
 
-use crate::{Body, BoxError};
+use crate::body::{Body, BoxError};
 
 /// Bodies smaller than this are not worth the encoder's framing and CPU.
 pub const MIN_SIZE: u64 = 1024;

@@ -3,7 +3,7 @@
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::{Body, full_body};
+use crate::body::{Body, full_body};
 
 pub(crate) const X_BERTH_ERROR: &str = "x-berth-error";
 

@@ -26,8 +26,8 @@ use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
+use crate::body::{Body, BoxError};
 use crate::compress::{self, Encoding};
-use crate::{Body, BoxError};
 
 /// Read size of the file stream.
 const CHUNK: usize = 64 * 1024;

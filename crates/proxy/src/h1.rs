@@ -24,8 +24,8 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::BoxError;
-use crate::upstream::Upstream;
+use crate::body::BoxError;
+use crate::idle::{IdlePool, Reusable};
 
 /// Largest response head accepted from an instance.
 const MAX_HEAD: usize = 64 * 1024;
@@ -77,23 +77,6 @@ impl Conn {
             rbuf: BytesMut::with_capacity(READ_SPACE),
             wbuf: Vec::with_capacity(512),
             reused: false,
-        }
-    }
-
-    /// Is this idle connection still usable? Costs no system call unless the reactor has seen
-    /// the socket readable (a close, or bytes nobody asked for: either way it is not reused).
-    pub fn alive(&mut self) -> bool {
-        if !self.rbuf.is_empty() {
-            return false;
-        }
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.io.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
         }
     }
 
@@ -192,9 +175,29 @@ impl Conn {
     }
 }
 
-/// Where a connection goes back to when its response has been read.
+impl Reusable for Conn {
+    /// Is this idle connection still usable? Costs no system call unless the reactor has seen
+    /// the socket readable (a close, or bytes nobody asked for: either way it is not reused).
+    fn usable(&mut self) -> bool {
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+}
+
+/// Where a connection goes back to when its response has been read: its instance's pool,
+/// which keeps at most `max_idle`.
 pub(crate) struct Home {
-    pub upstream: Arc<Upstream>,
+    pub pool: Arc<IdlePool<Conn>>,
     pub max_idle: usize,
 }
 
@@ -352,7 +355,7 @@ impl ResponseBody {
             && self.keep_alive
             && conn.rbuf.is_empty()
         {
-            home.upstream.put_conn(conn, home.max_idle);
+            home.pool.put(conn, home.max_idle);
         }
     }
 

@@ -6,22 +6,31 @@
 //! path and never disturbs a request in flight. [`Proxy::drained`] tells the daemon when an
 //! instance that left the table has finished its last request and WebSocket.
 //!
-//! Module map:
-//! - `config`: [`ProxyConfig`], limits and timeouts with safe defaults.
+//! Module map, from the top down (a module imports only modules below it):
+//! - `server`: listeners, the per-address limit, TLS, serving a connection (HTTP/1.1, h2c,
+//!   ALPN h2), graceful shutdown.
+//! - `handler`: one request: route, redirect, rate limit, answer; the response goes out in a
+//!   `record::Tracked` body.
+//! - `relay`: one request to an instance (inline client or hyper's, one retry on another
+//!   instance, WebSocket splicing) and the request-body limit.
+//! - `proxy`: [`Proxy`], the state all of these share, [`Proxy::publish`] and the metrics.
+//! - `record`: the response body that accounts for its request when it ends (metrics, access
+//!   log, in-flight counts, the upstream connection back to its pool).
+//! - `conn`: one client connection as its requests see it.
 //! - `table`: [`RouteTable`], [`Route`], host/path matching (compiled on publish).
-//! - `upstream`: [`Pool`], [`Upstream`], balancing and per-instance keep-alive connections.
+//! - `upstream`: [`Pool`], [`Upstream`], balancing, draining; `h1`: the inline HTTP/1.1
+//!   client for requests without a body (no connection task); `idle`: the keep-alive pool of
+//!   either client.
+//! - `ratelimit`: rate-limit zones (token bucket per client, bounded) and the per-address
+//!   connection limit; `clientip`: the client behind trusted proxies ([`IpNet`]).
+//! - `metrics`, `accesslog`: lock-free counters/histograms read at scrape time, and the
+//!   off-hot-path access log.
+//! - `files`: static files (ETag/304, Range, precompressed siblings, SPA fallback, no escapes);
+//!   `compress`: streaming gzip/brotli of responses the client accepts.
 //! - `forward`: hop-by-hop stripping, `X-Forwarded-*`, `Forwarded`, request ids.
-//! - `server`: listeners, connection serving (HTTP/1.1 + h2c), graceful shutdown.
-//! - `h1`: the inline HTTP/1.1 client for requests without a body (no connection task).
-//! - `handler`: one request from routing to response, retries, WebSocket splicing.
-//! - `body`: request body limit and the response body that records the finished request.
-//! - `files`: static files (ETag/304, Range, precompressed siblings, SPA fallback, no escapes).
-//! - `compress`: streaming gzip/brotli of responses the client accepts.
 //! - `error`: the typed responses berth itself generates (`x-berth-error`).
 //! - `headers`: security-header presets and overrides ([`HeaderPolicy`]), `Server: berth`.
-//! - `ratelimit`: rate-limit zones (token bucket per client, bounded) and the per-address
-//!   connection limit; `clientip`: the client behind trusted proxies ([`Cidr`]).
-//! - `metrics`, `accesslog`: counters/histograms and the off-hot-path access log.
+//! - `config`: [`ProxyConfig`], limits and timeouts with safe defaults; `body`: [`Body`].
 
 use std::future::Future;
 use std::io;
@@ -35,47 +44,33 @@ mod body;
 mod clientip;
 pub mod compress;
 mod config;
+mod conn;
 mod error;
 pub mod files;
 mod forward;
 mod h1;
 mod handler;
 mod headers;
+mod idle;
 mod metrics;
+mod proxy;
 mod ratelimit;
+mod record;
+mod relay;
 mod server;
 mod table;
 mod upstream;
 
-pub use clientip::Cidr;
+pub use body::{Body, BoxError, empty_body, full_body};
 pub use config::{AccessLog, ProxyConfig};
 pub use error::ProxyError;
 pub use headers::{HeaderEntry, HeaderPolicy, Preset};
+/// The IP network type of [`Route::trusted_proxies`] (the same as `spec`'s).
+pub use ipnet::IpNet;
+pub use proxy::Proxy;
 pub use ratelimit::RateLimit;
-pub use server::Proxy;
 pub use table::{HostPattern, Route, RouteTable, Target};
 pub use upstream::{Balance, DrainOutcome, Pool, Upstream};
-
-/// Error type of every body that passes through the proxy.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The one body type the proxy hands to hyper, for requests and responses alike.
-pub type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
-
-/// An empty [`Body`] (no allocation).
-pub fn empty_body() -> Body {
-    use http_body_util::BodyExt;
-    http_body_util::Empty::new()
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-/// A [`Body`] holding `bytes` in one frame.
-pub fn full_body(bytes: impl Into<bytes::Bytes>) -> Body {
-    use http_body_util::BodyExt;
-    http_body_util::Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
 
 /// What `berth proxy` adds to its one route.
 #[derive(Clone, Debug, Default)]

@@ -1,13 +1,22 @@
-//! In-memory counters and histograms, rendered as Prometheus text.
+//! The proxy's counters and histograms, and how a Prometheus registry reads them.
 //!
 //! Every route gets its series when the table is published, so the hot path only touches
-//! atomics it already holds. Series outlive table swaps (counters never go backwards).
+//! atomics it already holds: no lock, no map lookup. Series outlive table swaps (counters never
+//! go backwards). They reach a `prometheus_client` registry as a [`Collector`] that reads the
+//! atomics at scrape time: prometheus-client's own `Histogram` locks a mutex on every
+//! observation, and its `Family` looks a series up in a locked map.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 
 /// Upper bounds of the latency histogram buckets, in microseconds.
 const BUCKETS_US: [u64; 14] = [
@@ -96,188 +105,199 @@ impl Registry {
         let mut up = self.upstream.lock().unwrap_or_else(PoisonError::into_inner);
         up.entry(service.to_owned()).or_default().clone()
     }
+}
 
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
+impl Collector for Registry {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let routes: Vec<Arc<RouteMetrics>> = {
             let r = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
             r.values().cloned().collect()
         };
-        header(
-            &mut out,
-            "berth_proxy_requests_total",
-            "counter",
+        let mut family = encoder.encode_descriptor(
+            "berth_proxy_requests",
             "Requests answered on a route, by status class.",
-        );
+            None,
+            MetricType::Counter,
+        )?;
         for m in &routes {
             for (i, class) in CLASSES.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "berth_proxy_requests_total{{route=\"{}\",service=\"{}\",class=\"{class}\"}} {}",
-                    esc(&m.route),
-                    esc(&m.service),
-                    m.by_class[i].load(Relaxed)
-                );
+                let labels = [
+                    ("route", m.route.as_str()),
+                    ("service", m.service.as_str()),
+                    ("class", class),
+                ];
+                ConstCounter::new(m.by_class[i].load(Relaxed))
+                    .encode(family.encode_family(&labels)?)?;
             }
         }
-        header(
-            &mut out,
+        let mut family = encoder.encode_descriptor(
             "berth_proxy_request_duration_seconds",
-            "histogram",
             "Time from request received to response body sent, by route.",
-        );
+            None,
+            MetricType::Histogram,
+        )?;
         for m in &routes {
-            let labels = format!(
-                "route=\"{}\",service=\"{}\"",
-                esc(&m.route),
-                esc(&m.service)
-            );
-            let mut cumulative = 0;
-            for (i, b) in BUCKETS_US.iter().enumerate() {
-                cumulative += m.buckets[i].load(Relaxed);
-                let le = *b as f64 / 1e6;
-                let _ = writeln!(
-                    out,
-                    "berth_proxy_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}"
-                );
-            }
+            let labels = [("route", m.route.as_str()), ("service", m.service.as_str())];
+            let buckets: [(f64, u64); BUCKETS_US.len()] =
+                std::array::from_fn(|i| (BUCKETS_US[i] as f64 / 1e6, m.buckets[i].load(Relaxed)));
+            let in_buckets: u64 = buckets.iter().map(|(_, n)| n).sum();
+            // Read apart from the buckets: never report fewer than the buckets hold.
             let count: u64 = m.by_class.iter().map(|c| c.load(Relaxed)).sum();
-            let count = count.max(cumulative);
-            let _ = writeln!(
-                out,
-                "berth_proxy_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}"
-            );
+            let count = count.max(in_buckets);
             let sum = m.sum_us.load(Relaxed) as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "berth_proxy_request_duration_seconds_sum{{{labels}}} {sum}"
-            );
-            let _ = writeln!(
-                out,
-                "berth_proxy_request_duration_seconds_count{{{labels}}} {count}"
-            );
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
         }
         let upstream: Vec<(String, Arc<UpstreamErrors>)> = {
             let u = self.upstream.lock().unwrap_or_else(PoisonError::into_inner);
             u.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
-        header(
-            &mut out,
-            "berth_proxy_upstream_errors_total",
-            "counter",
+        let mut family = encoder.encode_descriptor(
+            "berth_proxy_upstream_errors",
             "Failed attempts to reach a service's instances, by kind.",
-        );
+            None,
+            MetricType::Counter,
+        )?;
         for (service, e) in &upstream {
             for (kind, v) in [
                 ("connect", &e.connect),
                 ("timeout", &e.timeout),
                 ("protocol", &e.protocol),
             ] {
-                let _ = writeln!(
-                    out,
-                    "berth_proxy_upstream_errors_total{{service=\"{}\",kind=\"{kind}\"}} {}",
-                    esc(service),
-                    v.load(Relaxed)
-                );
+                let labels = [("service", service.as_str()), ("kind", kind)];
+                ConstCounter::new(v.load(Relaxed)).encode(family.encode_family(&labels)?)?;
             }
         }
-        header(
-            &mut out,
-            "berth_proxy_upstream_retries_total",
-            "counter",
+        let mut family = encoder.encode_descriptor(
+            "berth_proxy_upstream_retries",
             "Requests retried on another instance after a connect failure.",
-        );
+            None,
+            MetricType::Counter,
+        )?;
         for (service, e) in &upstream {
-            let _ = writeln!(
-                out,
-                "berth_proxy_upstream_retries_total{{service=\"{}\"}} {}",
-                esc(service),
-                e.retried.load(Relaxed)
-            );
+            ConstCounter::new(e.retried.load(Relaxed))
+                .encode(family.encode_family(&[("service", service.as_str())])?)?;
         }
         let g = &self.global;
-        let simple: [(&str, &str, &str, &AtomicU64); 10] = [
+        // Counters are named without `_total`: the encoder adds it.
+        let simple: [(&str, MetricType, &str, &AtomicU64); 10] = [
             (
-                "berth_proxy_unrouted_requests_total",
-                "counter",
+                "berth_proxy_unrouted_requests",
+                MetricType::Counter,
                 "Requests that matched no route (answered 404).",
                 &g.unrouted,
             ),
             (
                 "berth_proxy_inflight_requests",
-                "gauge",
+                MetricType::Gauge,
                 "Requests being answered now.",
                 &g.inflight,
             ),
             (
                 "berth_proxy_open_connections",
-                "gauge",
+                MetricType::Gauge,
                 "Client connections open now.",
                 &g.connections,
             ),
             (
-                "berth_proxy_connections_total",
-                "counter",
+                "berth_proxy_connections",
+                MetricType::Counter,
                 "Client connections accepted.",
                 &g.connections_total,
             ),
             (
                 "berth_proxy_open_websockets",
-                "gauge",
+                MetricType::Gauge,
                 "Upgraded (WebSocket) connections open now.",
                 &g.websockets,
             ),
             (
-                "berth_proxy_access_log_dropped_total",
-                "counter",
+                "berth_proxy_access_log_dropped",
+                MetricType::Counter,
                 "Access log lines dropped because the writer fell behind.",
                 &g.access_log_dropped,
             ),
             (
-                "berth_proxy_route_table_swaps_total",
-                "counter",
+                "berth_proxy_route_table_swaps",
+                MetricType::Counter,
                 "Route tables published.",
                 &g.table_swaps,
             ),
             (
-                "berth_proxy_tls_handshake_failures_total",
-                "counter",
+                "berth_proxy_tls_handshake_failures",
+                MetricType::Counter,
                 "TLS handshakes that failed or timed out.",
                 &g.tls_handshake_failures,
             ),
             (
-                "berth_proxy_https_redirects_total",
-                "counter",
+                "berth_proxy_https_redirects",
+                MetricType::Counter,
                 "Plain HTTP requests redirected to HTTPS (308).",
                 &g.https_redirects,
             ),
             (
-                "berth_proxy_connections_over_ip_limit_total",
-                "counter",
+                "berth_proxy_connections_over_ip_limit",
+                MetricType::Counter,
                 "Client connections closed at once: their address had max_connections_per_ip open.",
                 &g.connections_over_ip_limit,
             ),
         ];
         for (name, kind, help, v) in simple {
-            header(&mut out, name, kind, help);
-            let _ = writeln!(out, "{name} {}", v.load(Relaxed));
+            let metric = encoder.encode_descriptor(name, help, None, kind)?;
+            let v = v.load(Relaxed);
+            match kind {
+                MetricType::Counter => ConstCounter::new(v).encode(metric)?,
+                _ => ConstGauge::new(v).encode(metric)?,
+            }
         }
-        out
+        Ok(())
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("proxy::metrics::Registry")
+            .finish_non_exhaustive()
+    }
 }
 
-/// Escape a label value for the text exposition format.
-pub(crate) fn esc(v: &str) -> std::borrow::Cow<'_, str> {
-    if v.contains(['\\', '"', '\n']) {
-        v.replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n")
-            .into()
-    } else {
-        v.into()
+#[cfg(test)]
+mod tests {
+    use prometheus_client::encoding::prometheus_text;
+
+    use super::*;
+
+    #[test]
+    fn histogram_text() {
+        let metrics = Arc::new(Registry::default());
+        let m = metrics.route("shop:/", "web");
+        m.record(200, Duration::from_micros(700));
+        m.record(200, Duration::from_millis(3));
+        m.record(503, Duration::from_secs(20));
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(metrics));
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &registry).unwrap();
+        let series = |suffix: &str| format!("berth_proxy_request_duration_seconds_{suffix}");
+        let labels = "route=\"shop:/\",service=\"web\"";
+        for (le, n) in [
+            ("0.0005", 0),
+            ("0.001", 1),
+            ("0.005", 2),
+            ("10", 2),
+            ("+Inf", 3),
+        ] {
+            let line = format!("{}{{{labels},le=\"{le}\"}} {n}\n", series("bucket"));
+            assert!(text.contains(&line), "{line}{text}");
+        }
+        for line in [
+            format!("{}{{{labels}}} 20.0037\n", series("sum")),
+            format!("{}{{{labels}}} 3\n", series("count")),
+            format!("berth_proxy_requests_total{{{labels},class=\"5xx\"}} 1\n"),
+            "# TYPE berth_proxy_requests_total counter\n".to_owned(),
+        ] {
+            assert!(text.contains(&line), "{line}{text}");
+        }
     }
 }

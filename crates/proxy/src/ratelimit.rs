@@ -16,14 +16,18 @@
 //! afresh.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
+use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::table::Compiled;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 
 const SHARDS: usize = 16;
 
@@ -213,61 +217,67 @@ impl Zones {
         }
     }
 
-    /// Forgets the zones no route of `table` uses (requests still on an older table keep
-    /// theirs until they finish).
-    pub fn retain(&self, table: &Compiled) {
+    /// Forgets the zones not `in_use` by the new route table (requests still on an older
+    /// table keep theirs until they finish).
+    pub fn retain<'a>(&self, in_use: impl Iterator<Item = &'a Arc<Zone>> + Clone) {
         let mut zones = self.zones.lock().unwrap_or_else(PoisonError::into_inner);
-        zones.retain(|_, zone| {
-            table
-                .entries
-                .iter()
-                .any(|e| e.zone.as_ref().is_some_and(|z| Arc::ptr_eq(z, zone)))
-        });
+        zones.retain(|_, zone| in_use.clone().any(|z| Arc::ptr_eq(z, zone)));
     }
 
     pub fn get(&self, app: &str, zone: &str) -> Option<Arc<Zone>> {
         let zones = self.zones.lock().unwrap_or_else(PoisonError::into_inner);
         zones.get(&(app.to_owned(), zone.to_owned())).cloned()
     }
+}
 
-    /// The zones' series in the Prometheus text format.
-    pub fn render(&self, out: &mut String) {
+/// The zones' series, read at scrape time.
+impl Collector for Zones {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let zones: Vec<Arc<Zone>> = {
             let z = self.zones.lock().unwrap_or_else(PoisonError::into_inner);
             z.values().cloned().collect()
         };
-        type Series = (&'static str, &'static str, &'static str, fn(&Zone) -> u64);
+        // Counters are named without `_total`: the encoder adds it.
+        type Series = (&'static str, MetricType, &'static str, fn(&Zone) -> u64);
         let series: [Series; 3] = [
             (
-                "berth_proxy_rate_limited_total",
-                "counter",
+                "berth_proxy_rate_limited",
+                MetricType::Counter,
                 "Requests answered 429 by a rate-limit zone.",
                 |z| z.limited.load(Relaxed),
             ),
             (
                 "berth_proxy_rate_limit_keys",
-                "gauge",
+                MetricType::Gauge,
                 "Client keys a rate-limit zone holds now.",
                 |z| z.keys() as u64,
             ),
             (
-                "berth_proxy_rate_limit_evicted_keys_total",
-                "counter",
+                "berth_proxy_rate_limit_evicted_keys",
+                MetricType::Counter,
                 "Keys evicted from a full rate-limit zone before their bucket was full.",
                 |z| z.evicted.load(Relaxed),
             ),
         ];
         for (name, kind, help, value) in series {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
             for z in &zones {
-                let _ = writeln!(
-                    out,
-                    "{name}{{zone=\"{}\"}} {}",
-                    crate::metrics::esc(&z.label),
-                    value(z)
-                );
+                let labels = [("zone", z.label.as_str())];
+                let metric = family.encode_family(&labels)?;
+                match kind {
+                    MetricType::Counter => ConstCounter::new(value(z)).encode(metric)?,
+                    _ => ConstGauge::new(value(z)).encode(metric)?,
+                }
             }
         }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Zones {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("proxy::ratelimit::Zones")
+            .finish_non_exhaustive()
     }
 }
 

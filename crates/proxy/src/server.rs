@@ -1,4 +1,5 @@
-//! The [`Proxy`]: shared state, listeners, and serving one client connection.
+//! Listeners and client connections: accept, the per-address limit, TLS, serving HTTP/1.1 and
+//! HTTP/2 (h2c or ALPN) until idle or shutdown, and the graceful drain.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -6,99 +7,20 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::body::Tracked;
-use crate::config::ProxyConfig;
-use crate::forward::{ClientAddr, RequestIds};
-use crate::metrics::Registry;
-use crate::ratelimit::{ConnLimit, Zones};
-use crate::table::{Compiled, RouteTable};
-use crate::upstream::{DrainOutcome, Upstream};
-use crate::{accesslog, upstream};
-
-/// The reverse proxy: the published route table, metrics and access log, shared by every
-/// listener and connection.
-pub struct Proxy {
-    pub(crate) config: ProxyConfig,
-    table: ArcSwap<Compiled>,
-    pub(crate) metrics: Registry,
-    pub(crate) access_log: Option<accesslog::Sender>,
-    pub(crate) ids: RequestIds,
-    builder: auto::Builder<TokioExecutor>,
-    /// Rate-limit zones by (app, zone): outlive route tables.
-    zones: Zones,
-    /// Open connections per client address.
-    conn_limit: ConnLimit,
-}
-
-/// One `serve` call: its connections and upgraded streams, and how to stop them.
-pub(crate) struct ServeCtx {
-    pub tracker: TaskTracker,
-    /// Stop taking new requests; let in-flight ones finish.
-    pub shutdown: CancellationToken,
-    /// The grace period is over: close whatever is still open.
-    pub cut: CancellationToken,
-}
-
-/// What a connection's requests share.
-pub(crate) struct ConnShared {
-    pub client: ClientAddr,
-    /// `http` or `https` (TLS listener).
-    pub proto: &'static str,
-    pub serve: Arc<ServeCtx>,
-    active: AtomicUsize,
-    born: Instant,
-    /// Milliseconds after `born` of the last request start or end.
-    last_activity_ms: AtomicU64,
-}
-
-impl ConnShared {
-    pub fn request_started(&self) {
-        self.active.fetch_add(1, Relaxed);
-        self.touch();
-    }
-
-    pub fn request_done(&self) {
-        self.active.fetch_sub(1, Relaxed);
-        self.touch();
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_activity_ms.store(ms, Relaxed);
-    }
-
-    /// Resolves once the connection has had no request in flight for `idle` (before its first
-    /// request: for `first`, so a silent client is dropped after the header-read timeout).
-    async fn idle_expired(&self, first: Duration, idle: Duration) {
-        loop {
-            let last = Duration::from_millis(self.last_activity_ms.load(Relaxed));
-            let limit = if self.active.load(Relaxed) == 0 && last.is_zero() {
-                first
-            } else {
-                idle
-            };
-            let due = self.born + last + limit;
-            if Instant::now() >= due && self.active.load(Relaxed) == 0 {
-                return;
-            }
-            let wake = due.max(Instant::now() + Duration::from_millis(100));
-            tokio::time::sleep_until(wake.into()).await;
-        }
-    }
-}
+use crate::conn::{ConnShared, ServeCtx};
+use crate::proxy::Proxy;
+use crate::record::Tracked;
 
 #[derive(Clone)]
 struct Service {
@@ -119,84 +41,6 @@ impl hyper::service::Service<Request<Incoming>> for Service {
 }
 
 impl Proxy {
-    pub fn new(config: ProxyConfig) -> Arc<Proxy> {
-        let access_log = match accesslog::start(&config.access_log) {
-            Ok(log) => log,
-            Err(err) => {
-                tracing::error!(error = %err, dest = ?config.access_log, "cannot open the access log; requests will not be logged");
-                None
-            }
-        };
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout)
-            .max_buf_size(config.max_header_bytes.max(8192))
-            // One copy into hyper's buffer and one `write` beats a `writev` of head and body
-            // for the small responses that dominate (measured: ~0.5 us per request).
-            .writev(false)
-            .keep_alive(true);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
-            .max_concurrent_streams(config.max_concurrent_streams)
-            .keep_alive_interval(Some(Duration::from_secs(20)))
-            .keep_alive_timeout(Duration::from_secs(20));
-        let conn_limit = ConnLimit::new(config.max_connections_per_ip);
-        Arc::new(Proxy {
-            config,
-            table: ArcSwap::from_pointee(Compiled::default()),
-            metrics: Registry::default(),
-            access_log,
-            ids: RequestIds::new(),
-            builder,
-            zones: Zones::default(),
-            conn_limit,
-        })
-    }
-
-    pub fn config(&self) -> &ProxyConfig {
-        &self.config
-    }
-
-    /// Replace the route table. Requests already routed finish on the table they loaded.
-    pub fn publish(&self, table: RouteTable) {
-        let compiled = Compiled::new(
-            table,
-            &self.metrics,
-            &self.zones,
-            self.config.rate_limit_max_keys,
-        );
-        self.zones.retain(&compiled);
-        self.table.store(Arc::new(compiled));
-        self.metrics.global.table_swaps.fetch_add(1, Relaxed);
-    }
-
-    pub(crate) fn table(&self) -> Arc<Compiled> {
-        self.table.load_full()
-    }
-
-    /// Wait until `upstream` (already absent from the published table) has no request in
-    /// flight and no open WebSocket, or `grace` has passed; then its WebSockets are closed.
-    pub async fn drained(&self, upstream: &Arc<Upstream>, grace: Duration) -> DrainOutcome {
-        upstream::drain(upstream, grace).await
-    }
-
-    /// Counters and histograms in the Prometheus text format.
-    pub fn metrics_text(&self) -> String {
-        let mut text = self.metrics.render();
-        self.zones.render(&mut text);
-        text
-    }
-
-    /// Client keys the rate-limit zone `zone` of `app` holds now (`None`: no such zone in the
-    /// published table).
-    pub fn rate_limit_keys(&self, app: &str, zone: &str) -> Option<usize> {
-        self.zones.get(app, zone).map(|z| z.keys())
-    }
-
     /// Accept plain HTTP connections until `shutdown` resolves; then stop accepting, let
     /// in-flight requests and WebSockets finish for up to `drain_grace`, and close what is left.
     pub async fn serve(
@@ -350,14 +194,7 @@ impl Proxy {
         let g = &self.metrics.global;
         g.connections.fetch_add(1, Relaxed);
         g.connections_total.fetch_add(1, Relaxed);
-        let shared = Arc::new(ConnShared {
-            client: ClientAddr::new(peer.ip()),
-            proto,
-            serve: serve.clone(),
-            active: AtomicUsize::new(0),
-            born: Instant::now(),
-            last_activity_ms: AtomicU64::new(0),
-        });
+        let shared = Arc::new(ConnShared::new(peer.ip(), proto, serve.clone()));
         let service = Service {
             proxy: self.clone(),
             conn: shared.clone(),
@@ -395,7 +232,7 @@ impl Proxy {
                 }
                 () = &mut hard, if closing => {
                     // Graceful shutdown waits for a request head that may never come.
-                    if shared.active.load(Relaxed) == 0 {
+                    if shared.active() == 0 {
                         break;
                     }
                     hard.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));

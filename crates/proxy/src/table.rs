@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::clientip::Cidr;
+use ipnet::IpNet;
+
 use crate::headers::HeaderPolicy;
 use crate::metrics::{Registry, RouteMetrics, UpstreamErrors};
 use crate::ratelimit::{RateLimit, Zone, Zones};
@@ -46,7 +47,7 @@ pub struct Route {
     pub rate_limit: Option<RateLimit>,
     /// Peers whose `X-Forwarded-For` names the client (for rate limiting); empty: the TCP peer
     /// is always the client.
-    pub trusted_proxies: Arc<[Cidr]>,
+    pub trusted_proxies: Arc<[IpNet]>,
 }
 
 impl Route {
@@ -191,6 +192,11 @@ impl Compiled {
         by_len(&mut c.any);
         c.wildcard.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
         c
+    }
+
+    /// The rate-limit zones the routes count against.
+    pub fn zones(&self) -> impl Iterator<Item = &Arc<Zone>> + Clone {
+        self.entries.iter().filter_map(|e| e.zone.as_ref())
     }
 
     /// The route for `host` (as sent: may carry a port, any case) and `path`.

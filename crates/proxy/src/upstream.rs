@@ -3,8 +3,8 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1;
@@ -13,7 +13,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Body, h1};
+use crate::body::Body;
+use crate::h1;
+use crate::idle::{IdlePool, Reusable};
 
 /// How a pool picks an instance.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -95,18 +97,22 @@ pub struct Upstream {
     /// berth's 502/504 because of it): the deploy watch window's error rate.
     answered: AtomicU64,
     server_errors: AtomicU64,
-    idle: Mutex<Vec<IdleConn>>,
-    /// Idle connections of the inline client (`h1`), for requests without a body.
-    conns: Mutex<Vec<(h1::Conn, Instant)>>,
+    /// Idle connections of hyper's client, for requests with a body.
+    pub(crate) idle: IdlePool<http1::SendRequest<Body>>,
+    /// Idle connections of the inline client (`h1`), for requests without a body; shared
+    /// with the response bodies that hand their connection back.
+    pub(crate) inline: Arc<IdlePool<h1::Conn>>,
     draining: AtomicBool,
     settled: Notify,
     /// Cancelled when a drain's grace runs out: open WebSockets to this instance close.
     pub(crate) cut: CancellationToken,
 }
 
-struct IdleConn {
-    tx: http1::SendRequest<Body>,
-    since: Instant,
+impl Reusable for http1::SendRequest<Body> {
+    /// Open (it may still be finishing its previous response: check `is_ready`).
+    fn usable(&mut self) -> bool {
+        !self.is_closed()
+    }
 }
 
 impl fmt::Debug for Upstream {
@@ -147,8 +153,8 @@ impl Upstream {
             websockets: AtomicUsize::new(0),
             answered: AtomicU64::new(0),
             server_errors: AtomicU64::new(0),
-            idle: Mutex::new(Vec::new()),
-            conns: Mutex::new(Vec::new()),
+            idle: IdlePool::default(),
+            inline: Arc::default(),
             draining: AtomicBool::new(false),
             settled: Notify::new(),
             cut: CancellationToken::new(),
@@ -181,65 +187,9 @@ impl Upstream {
         self.websockets.load(SeqCst)
     }
 
-    /// A pooled connection that is open and younger than `max_idle`, newest first (it may still
-    /// be finishing its previous response: check `is_ready`).
-    pub(crate) fn take_idle(&self, max_idle: Duration) -> Option<http1::SendRequest<Body>> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some(c) = idle.pop() {
-            if c.since.elapsed() >= max_idle {
-                // Everything below is older still.
-                idle.clear();
-                return None;
-            }
-            if !c.tx.is_closed() {
-                return Some(c.tx);
-            }
-        }
-        None
-    }
-
-    pub(crate) fn put_idle(&self, tx: http1::SendRequest<Body>, max: usize) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < max {
-            idle.push(IdleConn {
-                tx,
-                since: Instant::now(),
-            });
-        }
-    }
-
-    /// An idle connection for the inline client that is open and younger than `max_idle`,
-    /// newest first.
-    pub(crate) fn take_conn(&self, max_idle: Duration) -> Option<h1::Conn> {
-        let mut idle = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some((mut c, since)) = idle.pop() {
-            if since.elapsed() >= max_idle {
-                idle.clear();
-                return None;
-            }
-            if c.alive() {
-                return Some(c);
-            }
-        }
-        None
-    }
-
-    pub(crate) fn put_conn(&self, conn: h1::Conn, max: usize) {
-        let mut idle = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < max {
-            idle.push((conn, Instant::now()));
-        }
-    }
-
     fn clear_idle(&self) {
-        self.idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-        self.conns
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.idle.clear();
+        self.inline.clear();
     }
 
     /// Open a TCP connection (no HTTP yet).

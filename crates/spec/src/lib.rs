@@ -23,9 +23,11 @@ mod units;
 mod walk;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
+/// An IP network: `trusted_proxies` entries (the proxy takes the same type).
+pub use ipnet::IpNet;
 pub use model::{
-    AcmeChallenge, AppSpec, Balance, BuildSpec, DeploySpec, HeaderPreset, HealthSpec, IpNet,
-    ProxySpec, RouteSpec, RouteTarget, ServiceSpec, SmokeCheck, SourceSpan, TlsSpec,
+    AcmeChallenge, AppSpec, Balance, BuildSpec, DeploySpec, HeaderPreset, HealthSpec, ProxySpec,
+    RouteSpec, RouteTarget, ServiceSpec, SmokeCheck, SourceSpan, TlsSpec,
 };
 pub use names::{check_app_name, check_secret_name};
 pub use secrets::{SecretKind, SecretSpec, expand};

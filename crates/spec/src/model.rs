@@ -1,7 +1,7 @@
 //! The typed model of one berth.toml: what [`crate::parse`] returns.
 
+use ipnet::IpNet;
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -263,7 +263,8 @@ pub struct ProxySpec {
     pub set_headers: BTreeMap<String, Option<String>>,
     /// `rate_limits = { api = "50/s burst 100" }`: named zones routes refer to.
     pub rate_limits: BTreeMap<String, RateSpec>,
-    /// `trusted_proxies = ["10.0.0.0/8"]`: peers whose `X-Forwarded-For` names the client.
+    /// `trusted_proxies = ["10.0.0.0/8", "127.0.0.1"]`: peers whose `X-Forwarded-For` names
+    /// the client. A lone address is a `/32` (`/128`); host bits are always zero.
     pub trusted_proxies: Vec<IpNet>,
 }
 
@@ -292,13 +293,6 @@ pub enum HeaderPreset {
     Basic,
     /// `"strict"`: basic tightened, plus a same-origin CSP, Permissions-Policy and COOP.
     Strict,
-}
-
-/// `"10.0.0.0/8"` or `"127.0.0.1"` (a `/32`); host bits are zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    pub addr: IpAddr,
-    pub prefix: u8,
 }
 
 /// How the proxy picks an instance.

@@ -8,7 +8,9 @@ use std::ops::Range;
 use toml::de::DeValue;
 
 use crate::diagnostic::Diagnostic;
-use crate::model::{Balance, HeaderPreset, IpNet, ProxySpec};
+use ipnet::IpNet;
+
+use crate::model::{Balance, HeaderPreset, ProxySpec};
 use crate::units;
 use crate::units::RateSpec;
 use crate::walk::{Problem, Table, Value, Walker, backticked, did_you_mean, type_name};
@@ -408,23 +410,19 @@ fn ip_net(s: &str) -> Result<IpNet, Problem> {
             }
         },
     };
-    let masked = match addr {
-        IpAddr::V4(v4) => {
-            let bits = v4.to_bits() & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V4(bits.into())
-        }
-        IpAddr::V6(v6) => {
-            let bits = v6.to_bits() & u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V6(bits.into())
-        }
-    };
-    if masked != addr {
+    let net = IpNet::new(addr, prefix).map_err(|_| {
+        (
+            format!("the prefix length must be 0 to {max}"),
+            Some(format!("e.g. \"{addr}/{}\"", max / 2)),
+        )
+    })?;
+    if net.network() != addr {
         return Err((
             format!("host bits are set for a /{prefix}"),
-            Some(format!("write \"{masked}/{prefix}\"")),
+            Some(format!("write \"{}/{prefix}\"", net.network())),
         ));
     }
-    Ok(IpNet { addr, prefix })
+    Ok(net)
 }
 
 /// `rate_limit = "ZONE"` of a route: a zone of `[proxy] rate_limits` (`zones`: all written).

@@ -277,10 +277,7 @@ fn proxy_security_settings() {
     assert_eq!(p.rate_limits["api"], rate(50, 1, 100));
     assert_eq!(p.rate_limits["auth"], rate(5, 60, 5));
     assert_eq!(p.rate_limits["bulk_upload-2"], rate(1000, 3600, 10));
-    let net = |addr: &str, prefix| IpNet {
-        addr: addr.parse().unwrap(),
-        prefix,
-    };
+    let net = |addr: &str, prefix| IpNet::new(addr.parse().unwrap(), prefix).unwrap();
     assert_eq!(
         p.trusted_proxies,
         [

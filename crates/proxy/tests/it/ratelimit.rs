@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, StatusCode};
-use proxy::{Balance, Cidr, HostPattern, Pool, ProxyConfig, RateLimit, Route};
+use proxy::{Balance, HostPattern, IpNet, Pool, ProxyConfig, RateLimit, Route};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -25,7 +25,7 @@ fn limit(zone: &str, requests: u32, per: Duration, burst: u32) -> RateLimit {
 const MINUTE: Duration = Duration::from_secs(60);
 
 fn limited(path: &str, p: &Arc<Pool>, rate: RateLimit, trusted: &[&str]) -> Route {
-    let trusted: Vec<Cidr> = trusted.iter().map(|t| t.parse().unwrap()).collect();
+    let trusted: Vec<IpNet> = trusted.iter().map(|t| t.parse().unwrap()).collect();
     Route {
         rate_limit: Some(rate),
         trusted_proxies: trusted.into(),
@@ -108,7 +108,7 @@ async fn clients_behind_trusted_proxies_have_their_own_buckets() {
                 "/behind-lb",
                 &p,
                 limit("lb", 1, MINUTE, 2),
-                &["127.0.0.1", "10.0.0.0/8"],
+                &["127.0.0.1/32", "10.0.0.0/8"],
             ),
             limited("/direct", &p, limit("direct", 1, MINUTE, 2), &[]),
         ],
@@ -170,7 +170,12 @@ async fn many_clients_keep_the_zone_bounded() {
     };
     let proxy = TestProxy::start(
         cfg,
-        vec![limited("/", &p, limit("z", 1, MINUTE, 5), &["127.0.0.1"])],
+        vec![limited(
+            "/",
+            &p,
+            limit("z", 1, MINUTE, 5),
+            &["127.0.0.1/32"],
+        )],
     )
     .await;
     // 10 000 distinct clients over 8 keep-alive connections

@@ -1,0 +1,84 @@
+//! One client connection as its requests see it, and the `serve` call it belongs to.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::forward::ClientAddr;
+
+/// One `serve` call: its connections and upgraded streams, and how to stop them.
+pub(crate) struct ServeCtx {
+    pub tracker: TaskTracker,
+    /// Stop taking new requests; let in-flight ones finish.
+    pub shutdown: CancellationToken,
+    /// The grace period is over: close whatever is still open.
+    pub cut: CancellationToken,
+}
+
+/// What a connection's requests share.
+pub(crate) struct ConnShared {
+    pub client: ClientAddr,
+    /// `http` or `https` (TLS listener).
+    pub proto: &'static str,
+    pub serve: Arc<ServeCtx>,
+    active: AtomicUsize,
+    born: Instant,
+    /// Milliseconds after `born` of the last request start or end.
+    last_activity_ms: AtomicU64,
+}
+
+impl ConnShared {
+    pub fn new(peer: IpAddr, proto: &'static str, serve: Arc<ServeCtx>) -> ConnShared {
+        ConnShared {
+            client: ClientAddr::new(peer),
+            proto,
+            serve,
+            active: AtomicUsize::new(0),
+            born: Instant::now(),
+            last_activity_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Requests in flight on the connection.
+    pub fn active(&self) -> usize {
+        self.active.load(Relaxed)
+    }
+
+    pub fn request_started(&self) {
+        self.active.fetch_add(1, Relaxed);
+        self.touch();
+    }
+
+    pub fn request_done(&self) {
+        self.active.fetch_sub(1, Relaxed);
+        self.touch();
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_activity_ms.store(ms, Relaxed);
+    }
+
+    /// Resolves once the connection has had no request in flight for `idle` (before its first
+    /// request: for `first`, so a silent client is dropped after the header-read timeout).
+    pub async fn idle_expired(&self, first: Duration, idle: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last_activity_ms.load(Relaxed));
+            let limit = if self.active.load(Relaxed) == 0 && last.is_zero() {
+                first
+            } else {
+                idle
+            };
+            let due = self.born + last + limit;
+            if Instant::now() >= due && self.active.load(Relaxed) == 0 {
+                return;
+            }
+            let wake = due.max(Instant::now() + Duration::from_millis(100));
+            tokio::time::sleep_until(wake.into()).await;
+        }
+    }
+}
