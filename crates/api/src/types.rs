@@ -243,3 +243,32 @@ pub struct SecretRemoved {
 pub struct KeyImported {
     pub imported: bool,
 }
+
+/// `POST /v1/check/routes` (body): would these routes of `app` clash with another app's?
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RouteCheck {
+    /// The app as it runs (`shop`, `shop.staging`): its own routes never clash.
+    pub app: String,
+    pub routes: Vec<RouteKey>,
+}
+
+/// A route's place: host and path prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteKey {
+    pub host: String,
+    pub path: String,
+}
+
+/// Answer to [`RouteCheck`]: every route another app already serves.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RouteConflicts {
+    pub conflicts: Vec<RouteConflict>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouteConflict {
+    pub host: String,
+    pub path: String,
+    /// The app that serves it now.
+    pub app: String,
+}

@@ -40,7 +40,8 @@ struct Cli {
 enum Command {
     /// Run the daemon: supervise apps, serve the proxy and the control API.
     Serve(serve::ServeArgs),
-    /// Validate berth.toml and change nothing.
+    /// Validate berth.toml, the directory and the routes (against the daemon's other apps, when
+    /// one answers) and change nothing.
     Check {
         /// App directory holding berth.toml.
         #[arg(default_value = ".")]
@@ -149,7 +150,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(&cli.state, args).await,
-            Command::Check { dir, env } => cli::check::run(&dir, env.as_deref()),
+            Command::Check { dir, env } => cli::check::run(&cli.state, &dir, env.as_deref()).await,
             Command::Deploy {
                 dir,
                 env,

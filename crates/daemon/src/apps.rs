@@ -133,34 +133,58 @@ impl Core {
         self.supervisor.shutdown().await;
     }
 
-    /// A route of `spec` that another app already serves.
+    /// The routes of `spec` that another app already serves, all of them at once.
     pub fn check_route_conflicts(&self, spec: &AppSpec) -> Result<(), Failure> {
-        let name = spec.instance_name();
-        let apps = self.apps();
-        let running = apps
+        let keys: Vec<api::RouteKey> = spec
+            .routes
             .iter()
-            .filter(|(other, _)| **other != name)
-            .filter_map(|(other, a)| Some((other, a.running.as_ref()?)));
-        for (other, release) in running {
-            for r in &spec.routes {
-                if release
-                    .spec
-                    .routes
-                    .iter()
-                    .any(|o| o.host == r.host && o.path == r.path)
-                {
-                    return Err(Failure::new(
-                        api::Gate::Unpack,
-                        format!(
-                            "route host \"{}\" path \"{}\" is already served by app {other}",
-                            r.host, r.path
-                        ),
-                    )
-                    .hint("give this app its own host or path in berth.toml"));
-                }
+            .map(|r| api::RouteKey {
+                host: r.host.clone(),
+                path: r.path.clone(),
+            })
+            .collect();
+        let conflicts = self.route_conflicts(&spec.instance_name(), &keys);
+        if conflicts.is_empty() {
+            return Ok(());
+        }
+        let said: Vec<String> = conflicts
+            .iter()
+            .map(|c| {
+                format!(
+                    "route host \"{}\" path \"{}\" is already served by app {}",
+                    c.host, c.path, c.app
+                )
+            })
+            .collect();
+        Err(Failure::new(api::Gate::Unpack, said.join("; "))
+            .hint("give this app its own host or path in berth.toml"))
+    }
+
+    /// Which of `routes` apps other than `app` serve now.
+    pub fn route_conflicts(&self, app: &str, routes: &[api::RouteKey]) -> Vec<api::RouteConflict> {
+        let apps = self.apps();
+        let mut conflicts = Vec::new();
+        for key in routes {
+            let taken_by = apps
+                .iter()
+                .filter(|(other, _)| *other != app)
+                .filter_map(|(other, a)| Some((other, a.running.as_ref()?)))
+                .find(|(_, release)| {
+                    release
+                        .spec
+                        .routes
+                        .iter()
+                        .any(|o| o.host == key.host && o.path == key.path)
+                });
+            if let Some((other, _)) = taken_by {
+                conflicts.push(api::RouteConflict {
+                    host: key.host.clone(),
+                    path: key.path.clone(),
+                    app: other.clone(),
+                });
             }
         }
-        Ok(())
+        conflicts
     }
 
     /// Derive the route table from the running releases and publish it. Only ready instances

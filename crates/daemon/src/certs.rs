@@ -7,9 +7,13 @@
 
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::gauge::ConstGauge;
 use spec::{AcmeChallenge, AppSpec, TlsSpec};
 use tls::{CertSource, CertSpec, ChallengeKind, SourceKind};
 
@@ -109,40 +113,6 @@ impl Certs {
         }
     }
 
-    /// `berth_certificate_expiry_timestamp_seconds{app}` and
-    /// `berth_certificate_renewal_failing{app}`, in the Prometheus text format.
-    pub fn metrics_text(&self) -> String {
-        use std::fmt::Write;
-        let status = self.manager.status();
-        let mut out = String::new();
-        if status.is_empty() {
-            return out;
-        }
-        out.push_str("# HELP berth_certificate_expiry_timestamp_seconds When the served certificate expires (Unix time).\n# TYPE berth_certificate_expiry_timestamp_seconds gauge\n");
-        for s in &status {
-            if let Some(at) = s.not_after {
-                let secs = at
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                let _ = writeln!(
-                    out,
-                    "berth_certificate_expiry_timestamp_seconds{{app=\"{}\"}} {secs}",
-                    s.id
-                );
-            }
-        }
-        out.push_str("# HELP berth_certificate_renewal_failing Whether the last order or reload of the certificate failed.\n# TYPE berth_certificate_renewal_failing gauge\n");
-        for s in &status {
-            let _ = writeln!(
-                out,
-                "berth_certificate_renewal_failing{{app=\"{}\"}} {}",
-                s.id,
-                u8::from(s.last_error.is_some())
-            );
-        }
-        out
-    }
-
     /// Status of the certificates of the apps `only` lets through.
     pub fn status(&self, only: impl Fn(&str) -> bool) -> Vec<api::CertificateStatus> {
         let now = SystemTime::now();
@@ -202,4 +172,48 @@ fn cert_spec(app: &str, spec: &AppSpec, release_dir: &Path) -> Option<CertSpec> 
         id: app.to_owned(),
         source,
     })
+}
+
+/// `berth_certificate_expiry_timestamp_seconds{app}` and `berth_certificate_renewal_failing{app}`,
+/// read from the manager at scrape time.
+pub(crate) struct CertMetrics(pub tls::Manager);
+
+impl std::fmt::Debug for CertMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CertMetrics")
+    }
+}
+
+impl Collector for CertMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let status = self.0.status();
+        if status.is_empty() {
+            return Ok(());
+        }
+        let mut family = encoder.encode_descriptor(
+            "berth_certificate_expiry_timestamp_seconds",
+            "When the served certificate expires (Unix time).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &status {
+            if let Some(at) = s.not_after {
+                let secs = at
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                ConstGauge::new(secs).encode(family.encode_family(&[("app", s.id.as_str())])?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "berth_certificate_renewal_failing",
+            "Whether the last order or reload of the certificate failed.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &status {
+            ConstGauge::new(i64::from(s.last_error.is_some()))
+                .encode(family.encode_family(&[("app", s.id.as_str())])?)?;
+        }
+        Ok(())
+    }
 }

@@ -13,7 +13,7 @@ use supervisor::{Supervisor, SupervisorOptions};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::certs::Certs;
+use crate::certs::{CertMetrics, Certs};
 use crate::config::{Addrs, Config, Hooks};
 use crate::lock::lock;
 use crate::paths::StateDir;
@@ -31,6 +31,9 @@ pub(crate) struct Core {
     /// progress stream.
     pub redactor: Arc<ArcSwap<secrets::Redactor>>,
     pub addrs: Addrs,
+    /// Every series `/metrics` shows: the proxy's, the certificates'. Collectors read their
+    /// numbers at scrape time; nothing is written to the registry on the request path.
+    pub metrics: prometheus_client::registry::Registry,
     pub hooks: Hooks,
     /// Rollouts, recovery and schedules: shutdown cancels, then waits for, them.
     pub tasks: TaskTracker,
@@ -67,6 +70,9 @@ impl Core {
             max_connections_per_ip: config.max_connections_per_ip,
             ..ProxyConfig::default()
         });
+        let mut metrics = prometheus_client::registry::Registry::default();
+        proxy.register_metrics(&mut metrics);
+        metrics.register_collector(Box::new(CertMetrics(certs.manager.clone())));
         Arc::new(Core {
             dir,
             db,
@@ -80,6 +86,7 @@ impl Core {
             )>::new(
             )))),
             addrs,
+            metrics,
             hooks: config.hooks,
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),

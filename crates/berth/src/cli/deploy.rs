@@ -24,6 +24,9 @@ pub async fn run(
     let Some(spec) = super::check::load(dir, env)? else {
         return Ok(EXIT_BAD_INPUT);
     };
+    if let super::check::Preflight::Refused = super::check::preflight(state, dir, &spec).await? {
+        return Ok(EXIT_BAD_INPUT);
+    }
     let started = Instant::now();
     let packed = {
         let src = dir.to_owned();

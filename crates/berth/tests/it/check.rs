@@ -78,3 +78,55 @@ fn bad_arguments_exit_2() {
     let run = berth(state.path(), &["deploy", "--no-such-flag"]);
     assert_eq!(run.code, 2, "{run:?}");
 }
+
+#[test]
+fn check_finds_links_out_of_the_tree_and_routes_another_app_serves_before_any_upload() {
+    let d = Daemon::start();
+    let blog = app(&[
+        (
+            "berth.toml",
+            "[app]\nname = \"blog\"\n[[routes]]\nhost = \"*\"\npath = \"/\"\nstatic = \"public\"\n",
+        ),
+        ("public/index.html", "blog"),
+    ]);
+    assert_eq!(d.berth(&["deploy", blog.path().to_str().unwrap()]).code, 0);
+
+    let shop = app(&[
+        (
+            "berth.toml",
+            "[app]\nname = \"shop\"\n[[routes]]\nhost = \"*\"\npath = \"/\"\nstatic = \"public\"\n\
+             [[routes]]\nhost = \"shop.test\"\npath = \"/\"\nstatic = \"public\"\n",
+        ),
+        ("public/index.html", "shop"),
+    ]);
+    std::os::unix::fs::symlink("/etc/passwd", shop.path().join("public/passwd")).unwrap();
+    std::os::unix::fs::symlink("../../../secret", shop.path().join("public/up")).unwrap();
+    let dir = shop.path().to_str().unwrap();
+    for args in [vec!["check", dir], vec!["deploy", dir]] {
+        let run = d.berth(&args);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        for expected in [
+            "2 symlinks in",
+            "public/passwd -> /etc/passwd",
+            "public/up -> ../../../secret",
+            "error: route host \"*\" path \"/\" is already served by app blog",
+        ] {
+            assert!(run.stderr.contains(expected), "{expected:?}: {run:?}");
+        }
+        assert!(!run.stderr.contains("shop.test"), "{run:?}");
+        assert!(!run.stderr.contains("packed"), "nothing is packed: {run:?}");
+    }
+    assert!(d.status()["apps"].as_array().unwrap().len() == 1);
+
+    // Without a daemon the directory is still checked, and the output says what was not.
+    let alone = berth(&tempfile::tempdir().unwrap().path().join("none"), &["check", dir]);
+    assert_eq!(alone.code, 2, "{alone:?}");
+    std::fs::remove_file(shop.path().join("public/passwd")).unwrap();
+    std::fs::remove_file(shop.path().join("public/up")).unwrap();
+    let alone = berth(&tempfile::tempdir().unwrap().path().join("none"), &["check", dir]);
+    assert_eq!(alone.code, 0, "{alone:?}");
+    assert!(
+        alone.stderr.contains("the routes were not checked against other apps'"),
+        "{alone:?}"
+    );
+}

@@ -407,6 +407,17 @@ fn releases_say_what_each_is_and_pruning_keeps_the_newest_good_ones() {
         .collect();
     on_disk.sort();
     assert_eq!(on_disk, ["r3", "r5"]);
+    // r5 was unpacked while r3 served: the files they share are one file on disk.
+    let inode = |release: &str| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(
+            d.path()
+                .join(format!("apps/keeper/releases/{release}/web.py")),
+        )
+        .unwrap()
+        .ino()
+    };
+    assert_eq!(inode("r5"), inode("r3"));
     let text = d.berth(&["releases", "keeper"]);
     assert!(
         text.stdout

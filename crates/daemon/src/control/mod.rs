@@ -196,6 +196,11 @@ async fn route(core: Arc<Core>, req: http::Request<Incoming>, user: String) -> A
                 Request { user, wait: true },
             ))
         }
+        (&Method::POST, ["v1", "check", "routes"]) => {
+            let check: api::RouteCheck = read_json(req).await?;
+            let conflicts = core.route_conflicts(&check.app, &check.routes);
+            Ok(json(&api::RouteConflicts { conflicts }))
+        }
         (&Method::GET, ["v1", "secrets", "key"]) => Ok(text("text/plain", full(core.export_key()))),
         (&Method::PUT, ["v1", "secrets", "key"]) => {
             let q: ImportKeyQuery = parse(query)?;
@@ -282,10 +287,10 @@ async fn logs(core: &Arc<Core>, app: &str, q: LogsQuery) -> Answer {
 }
 
 fn metrics(core: &Core) -> Response<ApiBody> {
-    text(
-        "text/plain; version=0.0.4; charset=utf-8",
-        full(core.proxy.metrics_text() + &core.certs.metrics_text()),
-    )
+    let mut body = String::with_capacity(8192);
+    // Writing into a String cannot fail, and the collectors report no error of their own.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut body, &core.metrics);
+    text("text/plain; version=0.0.4; charset=utf-8", full(body))
 }
 
 /// A secret value or key from a request body (at most 64 KiB, UTF-8, one trailing newline
@@ -305,6 +310,18 @@ async fn read_value(req: http::Request<Incoming>) -> Result<String, Refusal> {
         }
     }
     Ok(text)
+}
+
+/// A small JSON request body (at most 1 MiB).
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: http::Request<Incoming>,
+) -> Result<T, Refusal> {
+    let bytes = Limited::new(req.into_body(), 1 << 20)
+        .collect()
+        .await
+        .map_err(|_| Refusal::bad_input("the request body is larger than 1 MiB"))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| Refusal::bad_input(format!("bad request body: {e}")))
 }
 
 fn parse<Q: for<'de> serde::Deserialize<'de>>(query: Option<&str>) -> Result<Q, Refusal> {

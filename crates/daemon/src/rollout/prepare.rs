@@ -103,6 +103,9 @@ impl Core {
                         format!("place release {release} in {}: {err}", dir.display()),
                     )
                 })?;
+                if let Some(previous) = self.with_running(app, |r| r.dir.clone()) {
+                    self.share_unchanged(app, release, &dir, previous).await;
+                }
                 Ok(Target {
                     release: release.clone(),
                     spec,
@@ -197,6 +200,26 @@ impl Core {
                 Gate::Unpack,
                 format!("unpack task failed: {err}"),
             )),
+        }
+    }
+
+    /// Hard-link the files `dir` has in common with the previous release's tree, so a release
+    /// costs the disk space of what changed. A failure only costs space: it is logged.
+    async fn share_unchanged(&self, app: &str, release: &str, dir: &Path, previous: PathBuf) {
+        let tree = dir.to_owned();
+        match tokio::task::spawn_blocking(move || deploy::link_unchanged(&tree, &previous)).await {
+            Ok(Ok(linked)) => tracing::debug!(
+                app,
+                release,
+                linked,
+                "files shared with the previous release"
+            ),
+            Ok(Err(err)) => {
+                tracing::warn!(app, release, error = %err, "share unchanged files with the previous release")
+            }
+            Err(err) => {
+                tracing::warn!(app, release, error = %err, "share unchanged files with the previous release")
+            }
         }
     }
 
