@@ -59,6 +59,19 @@ pub struct AppStatus {
     /// A deploy in progress, if any (release id).
     pub deploying: Option<String>,
     pub instances: Vec<InstanceStatus>,
+    /// Releases a deploy replaced that still finish their requests before they stop.
+    #[serde(default)]
+    pub draining: Vec<Draining>,
+}
+
+/// A replaced release finishing its requests and WebSockets.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Draining {
+    pub release: String,
+    /// Its instances still running.
+    pub instances: u32,
+    /// When it is stopped at the latest (RFC 3339, UTC): open WebSockets get a close frame.
+    pub until: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -186,7 +199,11 @@ pub struct DeployRecord {
     pub from_release: Option<String>,
     pub user: String,
     pub started: String,
+    /// From start to result (the old release may drain after that).
     pub duration_ms: Option<u64>,
+    /// How long the replaced release took to drain and stop, once it has.
+    #[serde(default)]
+    pub drain_ms: Option<u64>,
     pub result: DeployResult,
     /// Step reached.
     pub step: Step,

@@ -17,8 +17,6 @@ use crate::core::Core;
 use crate::failure::Failure;
 use crate::release::{Member, Release, Slot};
 
-/// How long old instances may finish in-flight requests after a switch before they are stopped.
-const DRAIN_GRACE: Duration = Duration::from_secs(30);
 /// How long an instance without a health check may take to start.
 const DEFAULT_START_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -85,11 +83,12 @@ impl Core {
         futures_util::future::join_all(stops).await;
     }
 
-    /// Let `members`, already out of the route table, finish their requests; then stop them.
-    pub async fn drain_and_stop(&self, members: Vec<Member>) {
+    /// Let `members`, already out of the route table, finish their requests for up to `grace`
+    /// (the proxy closes what is left, WebSockets with a close frame); then stop them.
+    pub async fn drain_and_stop(&self, members: Vec<Member>, grace: Duration) {
         let drains = members
             .iter()
-            .map(|m| self.proxy.drained(&m.upstream, DRAIN_GRACE));
+            .map(|m| self.proxy.drained(&m.upstream, grace));
         futures_util::future::join_all(drains).await;
         self.stop_members(members).await;
     }

@@ -50,6 +50,8 @@ pub(crate) struct AppState {
     pub deploying: Option<String>,
     /// Held by the one rollout of the app that may run.
     pub slot: Arc<tokio::sync::Mutex<()>>,
+    /// Replaced releases still finishing their requests: (release, instances, stopped by).
+    pub draining: Vec<(String, u32, std::time::SystemTime)>,
 }
 
 impl Core {

@@ -22,6 +22,11 @@ pub fn record(d: &Deploy) -> DeployRecord {
             .finished_at
             .and_then(|f| f.duration_since(d.started_at).ok())
             .map(|x| x.as_millis() as u64),
+        drain_ms: d
+            .drained_at
+            .zip(d.finished_at)
+            .and_then(|(drained, finished)| drained.duration_since(finished).ok())
+            .map(|x| x.as_millis() as u64),
         result: d.result,
         step: d.step,
         gate: d.gate,
@@ -123,6 +128,7 @@ mod tests {
             user: "ops".to_owned(),
             started_at: UNIX_EPOCH + Duration::from_secs(at),
             finished_at: Some(UNIX_EPOCH + Duration::from_secs(at + secs)),
+            drained_at: None,
             step: api::Step::Done,
             result: result.parse().unwrap(),
             gate: None,

@@ -30,6 +30,18 @@ impl Core {
                             })
                             .unwrap_or_default(),
                         deploying: here.and_then(|s| s.deploying.clone()),
+                        draining: here
+                            .map(|s| {
+                                s.draining
+                                    .iter()
+                                    .map(|(release, instances, until)| api::Draining {
+                                        release: release.clone(),
+                                        instances: *instances,
+                                        until: supervisor::logs::format_time(*until),
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
                         release: a.current_release,
                         name: a.name,
                     }

@@ -6,7 +6,7 @@ use crate::diagnostic::Diagnostic;
 use crate::model::{DeploySpec, SmokeCheck};
 use crate::walk::{Value, Walker, type_name};
 
-const DEPLOY_KEYS: &[&str] = &["smoke", "watch", "max_error_rate", "keep_releases"];
+const DEPLOY_KEYS: &[&str] = &["smoke", "watch", "max_error_rate", "keep_releases", "drain"];
 const SMOKE_KEYS: &[&str] = &["path", "status"];
 
 pub(crate) fn deploy(w: &mut Walker<'_>, value: &Value<'_>) -> DeploySpec {
@@ -38,6 +38,20 @@ pub(crate) fn deploy(w: &mut Walker<'_>, value: &Value<'_>) -> DeploySpec {
     let keep_releases = w
         .int(&t, "keep_releases", 1, 100)
         .unwrap_or(defaults.keep_releases);
+    let drain = match w.duration(&t, "drain") {
+        Some(d) if d > DeploySpec::MAX_DRAIN => {
+            if let Some((_, value)) = t.entry("drain") {
+                w.report(
+                    Diagnostic::error("`drain` in [deploy] is longer than 1h")
+                        .at(value.span(), "at most \"1h\"")
+                        .help("connections that must live longer should reconnect: WebSocket clients get a close frame (1001) when the drain ends"),
+                );
+            }
+            defaults.drain
+        }
+        Some(d) => d,
+        None => defaults.drain,
+    };
     let mut smoke = Vec::new();
     if let Some(list) = t.get("smoke") {
         match list.get_ref() {
@@ -85,5 +99,6 @@ pub(crate) fn deploy(w: &mut Walker<'_>, value: &Value<'_>) -> DeploySpec {
         watch,
         max_error_rate,
         keep_releases,
+        drain,
     }
 }

@@ -132,6 +132,10 @@ pub struct DeploySpec {
     pub max_error_rate: f64,
     /// `keep_releases = 5`: release trees kept on disk for rollback (1..=100).
     pub keep_releases: u32,
+    /// `drain = "30s"`: how long the release this deploy replaces may finish its requests and
+    /// WebSockets (in the background, after the deploy returns) before it is stopped; its
+    /// WebSockets get a close frame (1001) when the time is up. At most 1h.
+    pub drain: Duration,
 }
 
 impl Default for DeploySpec {
@@ -141,6 +145,7 @@ impl Default for DeploySpec {
             watch: None,
             max_error_rate: 0.10,
             keep_releases: 5,
+            drain: Duration::from_secs(30),
         }
     }
 }
@@ -149,6 +154,8 @@ impl DeploySpec {
     /// Answers the new release must have given before its error rate is judged, so that one
     /// early 5xx does not count as 100%.
     pub const ERROR_RATE_MIN_REQUESTS: u64 = 20;
+    /// The longest `drain`.
+    pub const MAX_DRAIN: Duration = Duration::from_secs(3600);
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -99,7 +99,8 @@ impl Db {
         self.call(move |s| s.set_deploy_step(id, step)).await
     }
 
-    /// Close a deploy record: its result, the release's status when it changed, step `done`.
+    /// Close a deploy record: its result, the release's status when it changed, and the step
+    /// it ends at (`done`, or `drain` while the old release drains).
     pub async fn finish_deploy(
         &self,
         id: i64,
@@ -107,15 +108,20 @@ impl Db {
         gate: Option<Gate>,
         reason: Option<String>,
         release_status: Option<(String, String, ReleaseStatus)>,
+        step: Step,
     ) -> Result<()> {
         self.call(move |s| {
             if let Some((app, release, status)) = &release_status {
                 s.set_release_status(app, release, *status)?;
             }
-            s.set_deploy_step(id, Step::Done)?;
+            s.set_deploy_step(id, step)?;
             s.finish_deploy(id, result, gate, reason.as_deref())
         })
         .await
+    }
+
+    pub async fn set_drained(&self, id: i64) -> Result<()> {
+        self.call(move |s| s.set_drained(id)).await
     }
 
     pub async fn interrupt_running_deploys(&self) -> Result<usize> {

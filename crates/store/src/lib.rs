@@ -71,7 +71,10 @@ pub struct Deploy {
     pub from_release: Option<String>,
     pub user: String,
     pub started_at: SystemTime,
+    /// When the result was known (the old release may still be draining).
     pub finished_at: Option<SystemTime>,
+    /// When the release it replaced had drained and stopped.
+    pub drained_at: Option<SystemTime>,
     /// The step reached.
     pub step: Step,
     pub result: DeployResult,
@@ -290,6 +293,15 @@ impl Store {
         Ok(())
     }
 
+    /// The release `id` replaced has drained and stopped: the rollout is done.
+    pub fn set_drained(&self, id: i64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE deploys SET drained_at = ?2, step = ?3 WHERE id = ?1",
+            params![id, to_millis(SystemTime::now()), Step::Done],
+        )?;
+        Ok(())
+    }
+
     /// Mark deploys that were running when the daemon stopped as interrupted, and releases that
     /// were being started (never switched to) as failed; returns how many deploys.
     pub fn interrupt_running_deploys(&mut self) -> Result<usize> {
@@ -316,7 +328,7 @@ impl Store {
     /// Deploys, newest first, optionally of one app.
     pub fn deploys(&self, app: Option<&str>, limit: u32) -> Result<Vec<Deploy>> {
         let mut st = self.conn.prepare_cached(
-            "SELECT id, kind, app, release, from_release, user, started_at, finished_at, step, result, gate, reason
+            "SELECT id, kind, app, release, from_release, user, started_at, finished_at, step, result, gate, reason, drained_at
              FROM deploys WHERE ?1 IS NULL OR app = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
         let rows = st.query_map(params![app, limit], |r| {
@@ -333,6 +345,7 @@ impl Store {
                 result: r.get(9)?,
                 gate: r.get(10)?,
                 reason: r.get(11)?,
+                drained_at: r.get::<_, Option<i64>>(12)?.map(from_millis),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -75,6 +75,8 @@ pub const MIGRATIONS: &[&str] = &[
         what       TEXT NOT NULL,
         started_at INTEGER NOT NULL
     );",
+    // 5: the old release drains after the rollout's result is known: when it was stopped
+    "ALTER TABLE deploys ADD COLUMN drained_at INTEGER;",
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<()> {

@@ -63,6 +63,22 @@ impl WsClient {
             .unwrap_or_else(|| panic!("the connection closed instead of answering {text:?}"))
     }
 
+    /// Wait (up to `limit`) for the server to end the connection, skipping messages: the code
+    /// of its close frame, or `None` when it was cut without one (what a browser calls 1006).
+    pub async fn closed(&mut self, limit: Duration) -> Option<u16> {
+        tokio::time::timeout(limit, async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => return None,
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the WebSocket was still open after {limit:?}"))
+    }
+
     /// Close handshake, then wait (up to 10 s) for the server to close the connection.
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
@@ -94,6 +110,11 @@ impl BlockingWs {
     /// See [`WsClient::echo`].
     pub fn echo(&mut self, text: &str) -> String {
         self.rt.block_on(self.ws.echo(text))
+    }
+
+    /// See [`WsClient::closed`].
+    pub fn closed(&mut self, limit: Duration) -> Option<u16> {
+        self.rt.block_on(self.ws.closed(limit))
     }
 
     /// See [`WsClient::close`].

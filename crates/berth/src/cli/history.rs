@@ -46,8 +46,8 @@ pub async fn history(state: &Path, app: Option<&str>, json: bool) -> Result<u8> 
         return Ok(0);
     }
     output::line(format!(
-        "{:<24} {:<10} {:<12} {:<12} {:<10} {:>8}  {:<12} {}",
-        "STARTED", "KIND", "APP", "RELEASE", "USER", "TOOK", "RESULT", "GATE / REASON"
+        "{:<24} {:<10} {:<12} {:<12} {:<10} {:>8} {:>8}  {:<12} {}",
+        "STARTED", "KIND", "APP", "RELEASE", "USER", "TOOK", "DRAIN", "RESULT", "GATE / REASON"
     ));
     for d in &h.deploys {
         let release = match &d.from_release {
@@ -59,15 +59,21 @@ pub async fn history(state: &Path, app: Option<&str>, json: bool) -> Result<u8> 
             (None, Some(r)) => r.clone(),
             _ => String::new(),
         };
+        let secs =
+            |ms: Option<u64>| ms.map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+        let drain = match (d.step, d.drain_ms) {
+            (api::Step::Drain, None) => "draining".to_owned(),
+            (_, ms) => secs(ms),
+        };
         output::line(format!(
-            "{:<24} {:<10} {:<12} {:<12} {:<10} {:>8}  {:<12} {}",
+            "{:<24} {:<10} {:<12} {:<12} {:<10} {:>8} {:>8}  {:<12} {}",
             d.started,
             d.kind,
             d.app,
             release,
             d.user,
-            d.duration_ms
-                .map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
+            secs(d.duration_ms),
+            drain,
             d.result,
             why
         ));

@@ -62,6 +62,15 @@ pub async fn run(state: &Path, app: Option<&str>, json: bool) -> Result<u8> {
         for w in &warnings {
             output::line(format!("  warning: {w}"));
         }
+        for d in &app.draining {
+            output::line(format!(
+                "  draining {}: {} instance{} finishing their requests, stopped by {} at the latest",
+                d.release,
+                d.instances,
+                if d.instances == 1 { "" } else { "s" },
+                d.until
+            ));
+        }
         for i in app.instances.iter().filter(|i| i.crash_loop) {
             output::line(format!(
                 "  warning: {}.{} is crash-looping ({} restarts); see `berth logs {} {}`",

@@ -427,3 +427,58 @@ fn releases_say_what_each_is_and_pruning_keeps_the_newest_good_ones() {
     );
     assert_eq!(made_live(&d.berth(&["rollback", "keeper"])), "r3");
 }
+
+#[test]
+fn a_deploy_returns_while_the_release_it_replaced_drains_then_websockets_get_1001() {
+    let d = Daemon::start();
+    let app = ws_app("drainer", "", "[deploy]\ndrain = \"3s\"\n");
+    let dir = app.path().to_str().unwrap();
+    assert_eq!(made_live(&d.berth(&["deploy", dir])), "r1");
+    let mut ws = testkit::ws::BlockingWs::connect(d.http, "example.test", "/ws");
+    assert_eq!(ws.echo("hello"), "r1: hello");
+
+    let started = Instant::now();
+    let run = d.berth(&["deploy", dir]);
+    assert_eq!(made_live(&run), "r2");
+    assert!(
+        run.stderr
+            .contains("release r1 finishes its requests in the background (up to 3s)"),
+        "{run:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the deploy waited for the drain"
+    );
+    // The old release still serves its WebSocket, and status and history say it drains.
+    assert_eq!(ws.echo("still there"), "r1: still there");
+    let status = d.status();
+    assert_eq!(
+        status["apps"][0]["draining"][0]["release"], "r1",
+        "{status:#}"
+    );
+    assert_eq!(
+        status["apps"][0]["draining"][0]["instances"], 1,
+        "{status:#}"
+    );
+    let text = d.berth(&["status", "drainer"]);
+    assert!(text.stdout.contains("draining r1: 1 instance"), "{text:?}");
+    let history = d.berth(&["history", "drainer"]);
+    assert!(history.stdout.contains("draining"), "{history:?}");
+
+    // When the drain ends, the client is told the server is going away (1001), not cut.
+    assert_eq!(ws.closed(Duration::from_secs(10)), Some(1001));
+    let drained = wait_for("the drain to be recorded", Duration::from_secs(10), || {
+        let h: Value =
+            serde_json::from_str(&d.berth(&["history", "drainer", "--json"]).stdout).unwrap();
+        let last = h["deploys"][0].clone();
+        last["drain_ms"].as_u64().map(|ms| (ms, last))
+    });
+    assert!(drained.0 >= 2500, "{drained:?}");
+    assert_eq!(drained.1["step"], "done", "{drained:?}");
+    assert!(
+        d.status()["apps"][0]["draining"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -48,7 +48,6 @@ struct Gates {
     smoke: Vec<(String, u16)>,
     watch: Option<Duration>,
     max_error_rate: f64,
-    keep_releases: usize,
 }
 
 impl Gates {
@@ -58,15 +57,27 @@ impl Gates {
             smoke: d.smoke.iter().map(|s| (s.path.clone(), s.status)).collect(),
             watch: d.watch,
             max_error_rate: d.max_error_rate,
-            keep_releases: d.keep_releases as usize,
         }
     }
 }
 
+/// A replaced release left to finish its requests once the rollout has its result.
+struct Drain {
+    /// The `deploys` row that replaced it.
+    deploy: i64,
+    app: String,
+    old: Release,
+    /// `[deploy] drain` of the new release.
+    grace: Duration,
+    keep_releases: usize,
+}
+
 impl Core {
     /// Run one rollout of `source` to its end, reporting to `progress`; a client that goes
-    /// away does not cut it short. When the daemon stops, the rollout is dropped where it
-    /// stands; its record says `running` until the next start marks it `interrupted`.
+    /// away does not cut it short. The client has its answer once the new release serves and
+    /// has passed its checks; the release it replaced then drains here, in the background.
+    /// When the daemon stops, the rollout is dropped where it stands; its record says
+    /// `running` until the next start marks it `interrupted`.
     pub async fn rollout(self: Arc<Self>, source: Source, req: Request, progress: Progress) {
         let started = Instant::now();
         let (mut app, mut release) = (String::new(), String::new());
@@ -74,7 +85,40 @@ impl Core {
             result = self.prepare_and_run(source, &req, &progress, &mut app, &mut release) => result,
             () = self.cancel.cancelled() => return,
         };
+        let (result, drain) = match result {
+            Ok(drain) => (Ok(()), drain),
+            Err(f) => (Err(f), None),
+        };
         progress.finish(app, release, result, started).await;
+        if let Some(drain) = drain {
+            tokio::select! {
+                () = self.drain(drain) => {}
+                () = self.cancel.cancelled() => {}
+            }
+        }
+    }
+
+    /// Let the replaced release finish its requests (see [`Drain`]), stop it, record it, and
+    /// prune old release trees (not before: the drained release's processes run in one).
+    async fn drain(&self, d: Drain) {
+        if let Some(hook) = &self.hooks.at_step {
+            hook(Step::Drain).await;
+        }
+        let until = std::time::SystemTime::now() + d.grace;
+        let entry = (d.old.id.clone(), d.old.members.len() as u32, until);
+        self.apps()
+            .entry(d.app.clone())
+            .or_default()
+            .draining
+            .push(entry);
+        self.drain_and_stop(d.old.members, d.grace).await;
+        if let Some(a) = self.apps().get_mut(&d.app) {
+            a.draining.retain(|(release, ..)| *release != d.old.id);
+        }
+        if let Err(err) = self.db.set_drained(d.deploy).await {
+            tracing::warn!(app = %d.app, error = %err, "record the end of a drain");
+        }
+        self.prune(&d.app, d.keep_releases).await;
     }
 
     async fn prepare_and_run(
@@ -84,7 +128,7 @@ impl Core {
         progress: &Progress,
         app: &mut String,
         release: &mut String,
-    ) -> Result<(), Failure> {
+    ) -> Result<Option<Drain>, Failure> {
         let kind = source.kind();
         let pending;
         (*app, pending) = self.pending(source, progress).await?;
@@ -120,7 +164,8 @@ impl Core {
         }
     }
 
-    /// Open the deploy record, run the state machine, close the record.
+    /// Open the deploy record, run the state machine, close the record (at step `drain` when
+    /// the replaced release is left to drain).
     async fn record_and_run(
         &self,
         kind: DeployKind,
@@ -128,7 +173,7 @@ impl Core {
         target: Target,
         user: &str,
         progress: &Progress,
-    ) -> Result<(), Failure> {
+    ) -> Result<Option<Drain>, Failure> {
         let from = self.with_running(app, |r| r.id.clone());
         let id = self
             .db
@@ -151,8 +196,12 @@ impl Core {
             progress,
         };
         let result = self.run(&rollout).await;
+        let step = match &result {
+            Ok(Some(_)) => Step::Drain,
+            _ => Step::Done,
+        };
         let (res, gate, reason) = match &result {
-            Ok(()) => (DeployResult::Ok, None, None),
+            Ok(_) => (DeployResult::Ok, None, None),
             Err(f) if f.gate.after_switch() => (
                 DeployResult::RolledBack,
                 Some(f.gate),
@@ -169,24 +218,46 @@ impl Core {
                 ReleaseStatus::Failed,
             )
         });
-        if let Err(err) = self.db.finish_deploy(id, res, gate, reason, failed).await {
+        if let Err(err) = self
+            .db
+            .finish_deploy(id, res, gate, reason, failed, step)
+            .await
+        {
             tracing::error!(app, release = %rollout.release, error = %err, "record the end of a rollout");
         }
-        result
+        let keep_releases = rollout.spec.deploy.keep_releases as usize;
+        match result? {
+            Some(old) => Ok(Some(Drain {
+                deploy: id,
+                app: app.to_owned(),
+                grace: rollout.spec.deploy.drain,
+                keep_releases,
+                old,
+            })),
+            None => {
+                self.prune(app, keep_releases).await;
+                Ok(None)
+            }
+        }
     }
 
     /// Record that the rollout reached `step`, then let a test hook hold it there.
     async fn step(&self, r: &Rollout<'_>, step: Step) {
-        if let Err(err) = self.db.set_deploy_step(r.id, step).await {
-            tracing::warn!(app = %r.app, %step, error = %err, "record a rollout step");
-        }
+        self.record_step(r.id, step).await;
         if let Some(hook) = &self.hooks.at_step {
             hook(step).await;
         }
     }
 
-    /// The state machine. See the module docs.
-    async fn run(&self, r: &Rollout<'_>) -> Result<(), Failure> {
+    async fn record_step(&self, deploy: i64, step: Step) {
+        if let Err(err) = self.db.set_deploy_step(deploy, step).await {
+            tracing::warn!(deploy, %step, error = %err, "record a rollout step");
+        }
+    }
+
+    /// The state machine. See the module docs. Returns the release it replaced, out of the
+    /// route table and to be drained.
+    async fn run(&self, r: &Rollout<'_>) -> Result<Option<Release>, Failure> {
         let gates = Gates::of(&r.spec);
         // Secrets first: a missing one refuses the rollout before anything is built or started.
         self.ensure_secrets(&r.spec).await?;
@@ -248,16 +319,19 @@ impl Core {
             return Err(f);
         }
 
-        if let Some(old) = old {
-            self.step(r, Step::Drain).await;
+        if let Some(old) = &old {
+            self.record_step(r.id, Step::Drain).await;
             r.progress.phase(
                 Phase::Drain,
-                format!("release {} finishes its requests and stops", old.id),
+                format!(
+                    "release {} finishes its requests in the background (up to {}s) and stops; `berth status {}` shows it",
+                    old.id,
+                    r.spec.deploy.drain.as_secs(),
+                    r.app
+                ),
             );
-            self.drain_and_stop(old.members).await;
         }
-        self.prune(&r.app, gates.keep_releases).await;
-        Ok(())
+        Ok(old)
     }
 
     /// The `[build]` step of a deploy, its output streamed to the client.
