@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use proxy::{HostPattern, Pool, Route, RouteTable, Target, Upstream};
 use spec::{AppSpec, RouteTarget};
+use store::ProcessRecord;
 use supervisor::{InstanceState, ProcessSpec};
 
 use crate::core::Core;
@@ -70,13 +71,18 @@ impl Core {
     /// Stop `members` gracefully and forget their process groups.
     pub async fn stop_members(&self, members: Vec<Member>) {
         let stops = members.into_iter().map(|m| async move {
+            let pgid = m.instance.status().pgid;
             m.instance.stop().await;
             let key = m.instance.key();
-            if let Err(err) = self
-                .db
-                .forget_process(&key.app, &key.service, &key.release, key.instance)
-                .await
-            {
+            let Some(pgid) = pgid else { return };
+            let record = ProcessRecord {
+                app: key.app.clone(),
+                service: key.service.clone(),
+                release: key.release.clone(),
+                instance: key.instance,
+                pgid,
+            };
+            if let Err(err) = self.db.forget_process(record).await {
                 tracing::warn!(error = %err, "forget a stopped process group");
             }
         });

@@ -137,16 +137,8 @@ impl Db {
         self.call(move |s| s.record_process(&p)).await
     }
 
-    pub async fn forget_process(
-        &self,
-        app: &str,
-        service: &str,
-        release: &str,
-        instance: u32,
-    ) -> Result<()> {
-        let (app, service, release) = (app.to_owned(), service.to_owned(), release.to_owned());
-        self.call(move |s| s.forget_process(&app, &service, &release, instance))
-            .await
+    pub async fn forget_process(&self, p: ProcessRecord) -> Result<()> {
+        self.call(move |s| s.forget_process(&p)).await
     }
 
     pub async fn take_processes(&self) -> Result<Vec<ProcessRecord>> {

@@ -362,16 +362,13 @@ impl Store {
         Ok(())
     }
 
-    pub fn forget_process(
-        &self,
-        app: &str,
-        service: &str,
-        release: &str,
-        instance: u32,
-    ) -> Result<()> {
+    /// Forget the process group `pgid` of an instance, if it is still the one recorded (the
+    /// same instance of the same release may have been started again since, e.g. by a rollback
+    /// to a release that was still draining).
+    pub fn forget_process(&self, p: &ProcessRecord) -> Result<()> {
         self.conn.execute(
-            "DELETE FROM processes WHERE app = ?1 AND service = ?2 AND release = ?3 AND instance = ?4",
-            params![app, service, release, instance],
+            "DELETE FROM processes WHERE app = ?1 AND service = ?2 AND release = ?3 AND instance = ?4 AND pgid = ?5",
+            params![p.app, p.service, p.release, p.instance, p.pgid],
         )?;
         Ok(())
     }

@@ -122,3 +122,21 @@ fn jobs_are_taken_once() {
     );
     assert!(s.take_jobs().unwrap().is_empty());
 }
+
+#[test]
+fn a_process_group_is_forgotten_only_while_it_is_the_one_recorded() {
+    let mut s = Store::open_in_memory().unwrap();
+    let record = |pgid| ProcessRecord {
+        app: "a".into(),
+        service: "web".into(),
+        release: "r1".into(),
+        instance: 0,
+        pgid,
+    };
+    s.record_process(&record(100)).unwrap();
+    // The same instance started again (a rollback to a release still draining): the newer
+    // group is recorded, and stopping the older one must not forget it.
+    s.record_process(&record(200)).unwrap();
+    s.forget_process(&record(100)).unwrap();
+    assert_eq!(s.take_processes().unwrap(), [record(200)]);
+}

@@ -101,9 +101,6 @@ impl Core {
     /// Let the replaced release finish its requests (see [`Drain`]), stop it, record it, and
     /// prune old release trees (not before: the drained release's processes run in one).
     async fn drain(&self, d: Drain) {
-        if let Some(hook) = &self.hooks.at_step {
-            hook(Step::Drain).await;
-        }
         let until = std::time::SystemTime::now() + d.grace;
         let entry = (d.old.id.clone(), d.old.members.len() as u32, until);
         self.apps()
@@ -111,6 +108,9 @@ impl Core {
             .or_default()
             .draining
             .push(entry);
+        if let Some(hook) = &self.hooks.at_step {
+            hook(Step::Drain).await;
+        }
         self.drain_and_stop(d.old.members, d.grace).await;
         if let Some(a) = self.apps().get_mut(&d.app) {
             a.draining.retain(|(release, ..)| *release != d.old.id);

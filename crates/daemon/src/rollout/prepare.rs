@@ -238,7 +238,17 @@ impl Core {
             return;
         };
         let current = known.and_then(|c| c.current_release);
-        for id in to_prune(&releases, current.as_deref(), keep) {
+        // A release that still drains has processes running in its tree.
+        let draining: Vec<String> = self
+            .apps()
+            .get(app)
+            .map(|a| a.draining.iter().map(|(id, ..)| id.clone()).collect())
+            .unwrap_or_default();
+        let doomed = to_prune(&releases, current.as_deref(), keep);
+        for id in doomed
+            .into_iter()
+            .filter(|id| !draining.iter().any(|d| d == id))
+        {
             let dir = self.dir.release(app, id);
             if let Err(err) = std::fs::remove_dir_all(&dir)
                 && err.kind() != std::io::ErrorKind::NotFound
