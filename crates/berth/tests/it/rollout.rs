@@ -382,24 +382,37 @@ fn releases_say_what_each_is_and_pruning_keeps_the_newest_good_ones() {
         let run = d.berth(&["deploy", dir]);
         assert_eq!(run.code, i32::from(fails), "r{n}: {run:?}");
     }
-    let releases: Value =
-        serde_json::from_str(&d.berth(&["releases", "keeper", "--json"]).stdout).unwrap();
-    let states: Vec<(&str, &str)> = releases["releases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r["id"].as_str().unwrap(), r["status"].as_str().unwrap()))
-        .collect();
-    // The two newest releases that went live stay; the failed ones went first.
-    assert_eq!(
-        states,
-        [
-            ("r5", "live"),
-            ("r4", "pruned"),
-            ("r3", "previous"),
-            ("r2", "pruned"),
-            ("r1", "pruned")
-        ]
+    let states = || -> Vec<(String, String)> {
+        let releases: Value =
+            serde_json::from_str(&d.berth(&["releases", "keeper", "--json"]).stdout).unwrap();
+        releases["releases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().to_owned(),
+                    r["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    // The two newest releases that went live stay; the failed ones went first. (Pruning
+    // follows the drain of the replaced release, after the deploy returned.)
+    let expected: Vec<(String, String)> = [
+        ("r5", "live"),
+        ("r4", "pruned"),
+        ("r3", "previous"),
+        ("r2", "pruned"),
+        ("r1", "pruned"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    wait_for(
+        "the prune after r5's drain",
+        Duration::from_secs(20),
+        || (states() == expected).then_some(()),
     );
     let mut on_disk: Vec<String> = std::fs::read_dir(d.path().join("apps/keeper/releases"))
         .unwrap()

@@ -23,17 +23,29 @@ fn web_app(name: &str, extra: &str) -> tempfile::TempDir {
 
 #[test]
 fn one_rollout_per_app_at_a_time() {
-    let d = TestDaemon::start(Some(Step::Drain));
+    let d = TestDaemon::start(Some(Step::Switch));
     let app = web_app("queue", "");
-    assert_eq!(deploy(d.path(), app.path(), false).made_live(), "r1"); // nothing to drain: no pause
-    let paused = d.path().join("paused-at-drain");
+    let paused = d.path().join("paused-at-switch");
     let first = {
         let (state, dir) = (d.path().to_owned(), app.path().to_owned());
         std::thread::spawn(move || deploy(&state, &dir, false))
     };
-    wait_for("r2 to pause before drain", Duration::from_secs(20), || {
-        paused.exists().then_some(())
-    });
+    wait_for(
+        "r1 to pause before the switch",
+        Duration::from_secs(20),
+        || paused.exists().then_some(()),
+    );
+    std::fs::remove_file(&paused).unwrap();
+    assert_eq!(first.join().unwrap().made_live(), "r1");
+    let first = {
+        let (state, dir) = (d.path().to_owned(), app.path().to_owned());
+        std::thread::spawn(move || deploy(&state, &dir, false))
+    };
+    wait_for(
+        "r2 to pause before the switch",
+        Duration::from_secs(20),
+        || paused.exists().then_some(()),
+    );
 
     let refused = deploy(d.path(), app.path(), false);
     let done = refused.done.as_ref().unwrap();
@@ -57,7 +69,7 @@ fn one_rollout_per_app_at_a_time() {
     std::fs::remove_file(&paused).unwrap();
     assert_eq!(first.join().unwrap().made_live(), "r2");
     wait_for(
-        "the queued deploy to pause before drain",
+        "the queued deploy to pause before the switch",
         Duration::from_secs(20),
         || paused.exists().then_some(()),
     );
