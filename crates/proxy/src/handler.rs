@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Instant, SystemTime};
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 use crate::body::{Body, empty_body, full_body};
@@ -115,6 +116,22 @@ impl Proxy {
             }
         };
         record.status = resp.status().as_u16();
+        if record.method == Method::HEAD && !resp.body().is_end_stream() {
+            // A response to HEAD has no content (RFC 9110 section 9.3.2), only the headers a GET
+            // would get. hyper's HTTP/1 server leaves a body out on its own; its HTTP/2 server
+            // does not know the method and would send HEADERS without END_STREAM and then the
+            // body as DATA, which clients reject with PROTOCOL_ERROR. So no answer to HEAD,
+            // berth's own or an instance's, leaves here with a body; the length a GET would
+            // get (which hyper derives from the body) stays.
+            if let Some(len) = resp.body().size_hint().exact() {
+                resp.headers_mut()
+                    .entry(header::CONTENT_LENGTH)
+                    .or_insert_with(|| HeaderValue::from(len));
+            }
+            *resp.body_mut() = empty_body();
+            // Whatever the body would have read is unread: its connection is not reused.
+            record.pooled = None;
+        }
         let headers = resp.headers_mut();
         if let Some(secs) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -8,6 +8,7 @@ mod support;
 mod drain;
 mod files;
 mod forwarding;
+mod head;
 mod headers;
 mod https;
 mod limits;
