@@ -16,6 +16,7 @@ use crate::clientip::client_ip;
 use crate::conn::ConnShared;
 use crate::error::ProxyError;
 use crate::forward::{self, X_REQUEST_ID};
+use crate::host;
 use crate::proxy::Proxy;
 use crate::ratelimit::retry_after_secs;
 use crate::record::{Record, Tracked};
@@ -27,25 +28,22 @@ type Result<T> = std::result::Result<T, ProxyError>;
 impl Proxy {
     pub(crate) async fn handle(
         self: Arc<Self>,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         conn: Arc<ConnShared>,
     ) -> Response<Tracked> {
         let start = Instant::now();
         conn.request_started();
         self.metrics.global.inflight.fetch_add(1, Relaxed);
         let table = self.table();
-        // The host the client asked for: :authority (h2, absolute-form) wins over Host.
-        let host = match req.uri().authority() {
-            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => req.headers().get(header::HOST).cloned(),
+        // The host the client asked for (or a 400: none, several, invalid).
+        let (host, bad_host) = match host::request_host(&req) {
+            Ok(host) => (host, None),
+            Err(err) => (None, Some(err)),
         };
+        // Set toward the instance by `forward`, after the hop-by-hop headers are gone.
         let request_id = match req.headers().get(&X_REQUEST_ID) {
             Some(v) if forward::acceptable_request_id(v) => v.clone(),
-            _ => {
-                let id = self.ids.next();
-                req.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
-                id
-            }
+            _ => self.ids.next(),
         };
         let mut record = Box::new(Record {
             global: self.metrics.global.clone(),
@@ -67,12 +65,12 @@ impl Proxy {
             max_idle: self.config.upstream_max_idle,
             clean_end: false,
         });
-        let entry = table.lookup(
-            host.as_ref().and_then(|h| h.to_str().ok()),
-            req.uri().path(),
-        );
-        let on_http = conn.proto == "http";
         let path = req.uri().path();
+        let entry = match bad_host {
+            None => table.lookup(host.as_ref().and_then(|h| h.to_str().ok()), path),
+            Some(_) => None,
+        };
+        let on_http = conn.proto == "http";
         let challenge = on_http && tls::Http01Challenges::is_challenge_path(path);
         let key_authorization = match (&self.config.http01, challenge) {
             (Some(pending), true) => pending.response(path),
@@ -83,10 +81,11 @@ impl Proxy {
             record.route = Some(entry.label.clone());
         }
         let mut retry_after = None;
-        let result = match (key_authorization, entry) {
-            (Some(key_authorization), _) => Ok(acme_answer(key_authorization)),
-            (None, None) => Err(ProxyError::NoRoute),
-            (None, Some(entry)) => match self.config.https_port {
+        let result = match (bad_host, key_authorization, entry) {
+            (Some(err), _, _) => Err(err),
+            (None, Some(key_authorization), _) => Ok(acme_answer(key_authorization)),
+            (None, None, None) => Err(ProxyError::NoRoute),
+            (None, None, Some(entry)) => match self.config.https_port {
                 Some(port)
                     if on_http
                         && !challenge

@@ -27,7 +27,9 @@
 //!   off-hot-path access log.
 //! - `files`: static files (ETag/304, Range, precompressed siblings, SPA fallback, no escapes);
 //!   `compress`: streaming gzip/brotli of responses the client accepts.
-//! - `forward`: hop-by-hop stripping, `X-Forwarded-*`, `Forwarded`, request ids.
+//! - `host`: the host a request is for (one valid `Host`, `:authority`), or a 400.
+//! - `forward`: hop-by-hop stripping, then berth's own headers toward the instance (`Host`,
+//!   `X-Forwarded-*`, `Forwarded`, `X-Real-IP`, `X-Request-Id`); request ids.
 //! - `error`: the typed responses berth itself generates (`x-berth-error`).
 //! - `headers`: security-header presets and overrides ([`HeaderPolicy`]), `Server: berth`.
 //! - `config`: [`ProxyConfig`], limits and timeouts with safe defaults; `body`: [`Body`].
@@ -51,6 +53,7 @@ mod forward;
 mod h1;
 mod handler;
 mod headers;
+mod host;
 mod idle;
 mod metrics;
 mod proxy;

@@ -18,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use crate::body::{Body, BoxError, empty_body};
+use crate::clientip::client_ip;
 use crate::conn::ConnShared;
 use crate::error::ProxyError;
 use crate::forward;
@@ -60,14 +61,17 @@ impl Proxy {
         let (mut parts, incoming) = req.into_parts();
 
         let uri = upstream_uri(&parts.uri, entry.strip_len);
+        // Who the client is, before stripping can take a hop-by-hop X-Forwarded-For away.
+        let client = client_ip(conn.client.ip, &parts.headers, &entry.route.trusted_proxies);
         forward::strip_hop_by_hop(&mut parts.headers, upgrade);
-        if let Some(authority) = parts.uri.authority()
-            && let Ok(v) = HeaderValue::from_str(authority.as_str())
-        {
-            // h2 (or absolute-form) requests: HTTP/1 upstreams need a Host.
-            parts.headers.insert(header::HOST, v);
+        forward::Forwarding {
+            peer: &conn.client,
+            client,
+            host,
+            proto: conn.proto,
+            request_id: &record.request_id,
         }
-        forward::add_forwarding(&mut parts.headers, &conn.client, host, conn.proto);
+        .apply(&mut parts.headers);
 
         let exceeded = Arc::new(AtomicBool::new(false));
         let bodyless = incoming.is_end_stream();

@@ -10,6 +10,7 @@ mod files;
 mod forwarding;
 mod head;
 mod headers;
+mod hosts;
 mod https;
 mod limits;
 mod observe;
