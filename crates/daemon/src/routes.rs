@@ -143,7 +143,7 @@ mod tests {
             [
                 "content-security-policy: default-src 'self' cdn.example (forced)",
                 "referrer-policy: strict-origin-when-cross-origin (forced)",
-                "strict-transport-security: max-age=31536000 (forced)",
+                "strict-transport-security: max-age=63072000 (forced)",
                 "x-content-type-options: nosniff (forced)",
                 "x-frame-options: DENY (forced)",
                 "x-robots-tag: noindex (forced)",

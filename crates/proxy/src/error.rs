@@ -26,6 +26,9 @@ pub enum ProxyError {
     StaticUnavailable,
     /// The request is malformed (bad Content-Length) or its body broke off (400).
     BadRequest,
+    /// The request has no `Host` (HTTP/1.1), more than one, an invalid one, or one that
+    /// disagrees with its HTTP/2 `:authority` (400).
+    BadHost,
     /// The client exceeded the route's rate-limit zone (429, with `Retry-After`).
     RateLimited,
 }
@@ -39,7 +42,7 @@ impl ProxyError {
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::StaticUnavailable => StatusCode::NOT_IMPLEMENTED,
-            ProxyError::BadRequest => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest | ProxyError::BadHost => StatusCode::BAD_REQUEST,
             ProxyError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -55,6 +58,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge => "body too large",
             ProxyError::StaticUnavailable => "static files unavailable",
             ProxyError::BadRequest => "bad request",
+            ProxyError::BadHost => "bad host",
             ProxyError::RateLimited => "rate-limited",
         }
     }
@@ -73,6 +77,7 @@ impl ProxyError {
                 "501 not implemented: static files are not served by this build\n"
             }
             ProxyError::BadRequest => "400 bad request\n",
+            ProxyError::BadHost => "400 bad request: missing, repeated or invalid Host\n",
             ProxyError::RateLimited => "429 too many requests: slow down and retry later\n",
         }
     }

@@ -10,6 +10,7 @@ pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwa
 pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -89,52 +90,79 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
     debug_assert!(!h.contains_key(&PROXY_CONNECTION));
 }
 
-/// Add the forwarding headers. `host` is the host the client asked for (Host or :authority).
-/// The left-most `X-Forwarded-For` entries come from the client and prove nothing; the entry
-/// berth appends (the last one) is the peer address it saw.
-pub(crate) fn add_forwarding(
-    h: &mut HeaderMap,
-    client: &ClientAddr,
-    host: Option<&HeaderValue>,
-    proto: &'static str,
-) {
-    let xff = match h.get(&X_FORWARDED_FOR) {
-        Some(prev) => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + client.xff.len());
-            v.extend_from_slice(prev.as_bytes());
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(client.xff.as_bytes());
-            HeaderValue::from_bytes(&v).unwrap_or_else(|_| client.xff.clone())
+/// What berth tells the next hop about a request, in headers it owns: set after the client's
+/// hop-by-hop headers are gone (so `Connection` can never name them away), and never taken
+/// from the client.
+pub(crate) struct Forwarding<'a> {
+    /// The TCP peer: appended to `X-Forwarded-For`, `for=` of `Forwarded`.
+    pub peer: &'a ClientAddr,
+    /// The client berth determined (the peer, or behind trusted proxies the address they
+    /// name): `X-Real-IP`.
+    pub client: IpAddr,
+    /// The host the request is for (validated `Host` or `:authority`): `Host`,
+    /// `X-Forwarded-Host`, `host=` of `Forwarded`.
+    pub host: Option<&'a HeaderValue>,
+    pub proto: &'static str,
+    pub request_id: &'a HeaderValue,
+}
+
+impl Forwarding<'_> {
+    /// Sets berth's headers on a request whose hop-by-hop headers were stripped. The
+    /// left-most `X-Forwarded-For` entries come from the client and prove nothing; the entry
+    /// berth appends (the last one) is the peer address it saw.
+    pub fn apply(&self, h: &mut HeaderMap) {
+        let peer = self.peer;
+        let xff = match h.get(&X_FORWARDED_FOR) {
+            Some(prev) => {
+                let mut v = Vec::with_capacity(prev.len() + 2 + peer.xff.len());
+                v.extend_from_slice(prev.as_bytes());
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(peer.xff.as_bytes());
+                HeaderValue::from_bytes(&v).unwrap_or_else(|_| peer.xff.clone())
+            }
+            None => peer.xff.clone(),
+        };
+        h.insert(X_FORWARDED_FOR.clone(), xff);
+        h.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(self.proto),
+        );
+        let real_ip = if self.client == peer.ip {
+            peer.xff.clone()
+        } else {
+            HeaderValue::from_str(&self.client.to_string()).unwrap_or_else(|_| peer.xff.clone())
+        };
+        h.insert(X_REAL_IP.clone(), real_ip);
+        h.insert(X_REQUEST_ID.clone(), self.request_id.clone());
+        let mut forwarded = String::with_capacity(64);
+        if let Some(prev) = h.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+            forwarded.push_str(prev);
+            forwarded.push_str(", ");
         }
-        None => client.xff.clone(),
-    };
-    h.insert(X_FORWARDED_FOR.clone(), xff);
-    h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    let mut forwarded = String::with_capacity(64);
-    if let Some(prev) = h.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        forwarded.push_str(prev);
-        forwarded.push_str(", ");
-    }
-    forwarded.push_str(&client.forwarded_for);
-    match host {
-        Some(host) => {
-            h.insert(X_FORWARDED_HOST.clone(), host.clone());
-            if let Ok(s) = host.to_str()
-                && !s.contains(['"', '\\'])
-            {
-                forwarded.push_str(";host=\"");
-                forwarded.push_str(s);
-                forwarded.push('"');
+        forwarded.push_str(&peer.forwarded_for);
+        match self.host {
+            Some(host) => {
+                // The host berth routed on; for HTTP/2 and absolute-form requests the
+                // authority, which an HTTP/1 upstream needs as `Host`.
+                h.insert(header::HOST, host.clone());
+                h.insert(X_FORWARDED_HOST.clone(), host.clone());
+                if let Ok(s) = host.to_str()
+                    && !s.contains(['"', '\\'])
+                {
+                    forwarded.push_str(";host=\"");
+                    forwarded.push_str(s);
+                    forwarded.push('"');
+                }
+            }
+            None => {
+                h.remove(&X_FORWARDED_HOST);
             }
         }
-        None => {
-            h.remove(&X_FORWARDED_HOST);
+        forwarded.push_str(";proto=");
+        forwarded.push_str(self.proto);
+        if let Ok(v) = HeaderValue::from_str(&forwarded) {
+            h.insert(header::FORWARDED, v);
         }
-    }
-    forwarded.push_str(";proto=");
-    forwarded.push_str(proto);
-    if let Ok(v) = HeaderValue::from_str(&forwarded) {
-        h.insert(header::FORWARDED, v);
     }
 }
 
@@ -236,21 +264,76 @@ mod tests {
         let mut h = map(&[
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-host", "spoofed"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-request-id", "client"),
         ]);
-        let client = ClientAddr::new("::1".parse().unwrap());
-        add_forwarding(
-            &mut h,
-            &client,
-            Some(&HeaderValue::from_static("shop.example.com")),
-            "http",
-        );
+        let peer = ClientAddr::new("::1".parse().unwrap());
+        let host = HeaderValue::from_static("shop.example.com");
+        let id = HeaderValue::from_static("berth-1");
+        let mut fwd = Forwarding {
+            peer: &peer,
+            client: peer.ip,
+            host: Some(&host),
+            proto: "http",
+            request_id: &id,
+        };
+        fwd.apply(&mut h);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, ::1");
         assert_eq!(h["x-forwarded-host"], "shop.example.com");
+        assert_eq!(h["host"], "shop.example.com");
         assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-real-ip"], "::1");
+        assert_eq!(h["x-request-id"], "berth-1");
         assert_eq!(
             h["forwarded"],
             "for=\"[::1]\";host=\"shop.example.com\";proto=http"
         );
+        // behind a trusted proxy the client it names is the real IP
+        fwd.client = "203.0.113.7".parse().unwrap();
+        fwd.apply(&mut h);
+        assert_eq!(h["x-real-ip"], "203.0.113.7");
+    }
+
+    #[test]
+    fn connection_cannot_name_berths_headers_away() {
+        let mut h = map(&[
+            (
+                "connection",
+                "x-request-id, x-real-ip, x-forwarded-for, forwarded, x-forwarded-host, host",
+            ),
+            ("x-request-id", "client-id"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("host", "shop.example.com"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let peer = ClientAddr::new("127.0.0.1".parse().unwrap());
+        let host = HeaderValue::from_static("shop.example.com");
+        let id = HeaderValue::from_static("berth-1");
+        Forwarding {
+            peer: &peer,
+            client: peer.ip,
+            host: Some(&host),
+            proto: "https",
+            request_id: &id,
+        }
+        .apply(&mut h);
+        assert_eq!(
+            names(&h),
+            [
+                "forwarded",
+                "host",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+                "x-real-ip",
+                "x-request-id"
+            ]
+        );
+        // the client's hop-by-hop X-Forwarded-For went with its Connection
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(h["x-request-id"], "berth-1");
+        assert_eq!(h["x-real-ip"], "127.0.0.1");
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Instant, SystemTime};
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 use crate::body::{Body, empty_body, full_body};
@@ -15,6 +16,7 @@ use crate::clientip::client_ip;
 use crate::conn::ConnShared;
 use crate::error::ProxyError;
 use crate::forward::{self, X_REQUEST_ID};
+use crate::host;
 use crate::proxy::Proxy;
 use crate::ratelimit::retry_after_secs;
 use crate::record::{Record, Tracked};
@@ -26,25 +28,22 @@ type Result<T> = std::result::Result<T, ProxyError>;
 impl Proxy {
     pub(crate) async fn handle(
         self: Arc<Self>,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         conn: Arc<ConnShared>,
     ) -> Response<Tracked> {
         let start = Instant::now();
         conn.request_started();
         self.metrics.global.inflight.fetch_add(1, Relaxed);
         let table = self.table();
-        // The host the client asked for: :authority (h2, absolute-form) wins over Host.
-        let host = match req.uri().authority() {
-            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => req.headers().get(header::HOST).cloned(),
+        // The host the client asked for (or a 400: none, several, invalid).
+        let (host, bad_host) = match host::request_host(&req) {
+            Ok(host) => (host, None),
+            Err(err) => (None, Some(err)),
         };
+        // Set toward the instance by `forward`, after the hop-by-hop headers are gone.
         let request_id = match req.headers().get(&X_REQUEST_ID) {
             Some(v) if forward::acceptable_request_id(v) => v.clone(),
-            _ => {
-                let id = self.ids.next();
-                req.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
-                id
-            }
+            _ => self.ids.next(),
         };
         let mut record = Box::new(Record {
             global: self.metrics.global.clone(),
@@ -66,12 +65,12 @@ impl Proxy {
             max_idle: self.config.upstream_max_idle,
             clean_end: false,
         });
-        let entry = table.lookup(
-            host.as_ref().and_then(|h| h.to_str().ok()),
-            req.uri().path(),
-        );
-        let on_http = conn.proto == "http";
         let path = req.uri().path();
+        let entry = match bad_host {
+            None => table.lookup(host.as_ref().and_then(|h| h.to_str().ok()), path),
+            Some(_) => None,
+        };
+        let on_http = conn.proto == "http";
         let challenge = on_http && tls::Http01Challenges::is_challenge_path(path);
         let key_authorization = match (&self.config.http01, challenge) {
             (Some(pending), true) => pending.response(path),
@@ -82,10 +81,11 @@ impl Proxy {
             record.route = Some(entry.label.clone());
         }
         let mut retry_after = None;
-        let result = match (key_authorization, entry) {
-            (Some(key_authorization), _) => Ok(acme_answer(key_authorization)),
-            (None, None) => Err(ProxyError::NoRoute),
-            (None, Some(entry)) => match self.config.https_port {
+        let result = match (bad_host, key_authorization, entry) {
+            (Some(err), _, _) => Err(err),
+            (None, Some(key_authorization), _) => Ok(acme_answer(key_authorization)),
+            (None, None, None) => Err(ProxyError::NoRoute),
+            (None, None, Some(entry)) => match self.config.https_port {
                 Some(port)
                     if on_http
                         && !challenge
@@ -115,6 +115,22 @@ impl Proxy {
             }
         };
         record.status = resp.status().as_u16();
+        if record.method == Method::HEAD && !resp.body().is_end_stream() {
+            // A response to HEAD has no content (RFC 9110 section 9.3.2), only the headers a GET
+            // would get. hyper's HTTP/1 server leaves a body out on its own; its HTTP/2 server
+            // does not know the method and would send HEADERS without END_STREAM and then the
+            // body as DATA, which clients reject with PROTOCOL_ERROR. So no answer to HEAD,
+            // berth's own or an instance's, leaves here with a body; the length a GET would
+            // get (which hyper derives from the body) stays.
+            if let Some(len) = resp.body().size_hint().exact() {
+                resp.headers_mut()
+                    .entry(header::CONTENT_LENGTH)
+                    .or_insert_with(|| HeaderValue::from(len));
+            }
+            *resp.body_mut() = empty_body();
+            // Whatever the body would have read is unread: its connection is not reused.
+            record.pooled = None;
+        }
         let headers = resp.headers_mut();
         if let Some(secs) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -12,7 +12,7 @@
 //! - `handler`: one request: route, redirect, rate limit, answer; the response goes out in a
 //!   `record::Tracked` body.
 //! - `relay`: one request to an instance (inline client or hyper's, one retry on another
-//!   instance, WebSocket splicing) and the request-body limit.
+//!   instance, WebSocket upgrades) and the request-body limit.
 //! - `proxy`: [`Proxy`], the state all of these share, [`Proxy::publish`] and the metrics.
 //! - `record`: the response body that accounts for its request when it ends (metrics, access
 //!   log, in-flight counts, the upstream connection back to its pool).
@@ -20,14 +20,17 @@
 //! - `table`: [`RouteTable`], [`Route`], host/path matching (compiled on publish).
 //! - `upstream`: [`Pool`], [`Upstream`], balancing, draining; `h1`: the inline HTTP/1.1
 //!   client for requests without a body (no connection task); `idle`: the keep-alive pool of
-//!   either client.
+//!   either client; `splice`: a WebSocket copied both ways with its frame boundaries
+//!   followed, closed with status 1001 at a boundary when berth cuts it.
 //! - `ratelimit`: rate-limit zones (token bucket per client, bounded) and the per-address
 //!   connection limit; `clientip`: the client behind trusted proxies ([`IpNet`]).
 //! - `metrics`, `accesslog`: lock-free counters/histograms read at scrape time, and the
 //!   off-hot-path access log.
 //! - `files`: static files (ETag/304, Range, precompressed siblings, SPA fallback, no escapes);
 //!   `compress`: streaming gzip/brotli of responses the client accepts.
-//! - `forward`: hop-by-hop stripping, `X-Forwarded-*`, `Forwarded`, request ids.
+//! - `host`: the host a request is for (one valid `Host`, `:authority`), or a 400.
+//! - `forward`: hop-by-hop stripping, then berth's own headers toward the instance (`Host`,
+//!   `X-Forwarded-*`, `Forwarded`, `X-Real-IP`, `X-Request-Id`); request ids.
 //! - `error`: the typed responses berth itself generates (`x-berth-error`).
 //! - `headers`: security-header presets and overrides ([`HeaderPolicy`]), `Server: berth`.
 //! - `config`: [`ProxyConfig`], limits and timeouts with safe defaults; `body`: [`Body`].
@@ -51,6 +54,7 @@ mod forward;
 mod h1;
 mod handler;
 mod headers;
+mod host;
 mod idle;
 mod metrics;
 mod proxy;
@@ -58,6 +62,7 @@ mod ratelimit;
 mod record;
 mod relay;
 mod server;
+mod splice;
 mod table;
 mod upstream;
 

@@ -96,7 +96,10 @@ impl Proxy {
     }
 
     /// Wait until `upstream` (already absent from the published table) has no request in
-    /// flight and no open WebSocket, or `grace` has passed; then its WebSockets are closed.
+    /// flight and no open WebSocket, or `grace` has passed. Then each of its WebSockets
+    /// finishes the frame in flight, gets a close frame with status 1001 (going away) toward
+    /// the client and the instance, and is closed, before this returns (at most 2 s past
+    /// `grace`; a frame that has not ended by then is cut without one).
     pub async fn drained(&self, upstream: &Arc<Upstream>, grace: Duration) -> DrainOutcome {
         upstream::drain(upstream, grace).await
     }

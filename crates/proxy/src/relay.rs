@@ -1,6 +1,7 @@
 //! One request to one of a service's instances: a request without a body through the inline
-//! client (`h1`), one with a body through hyper's client, a WebSocket spliced until either
-//! side closes. A connect failure of an idempotent request is retried once on another instance.
+//! client (`h1`), one with a body through hyper's client, a WebSocket spliced (`splice`) until
+//! either side closes. A connect failure of an idempotent request is retried once on another
+//! instance.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,9 +16,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
 
 use crate::body::{Body, BoxError, empty_body};
+use crate::clientip::client_ip;
 use crate::conn::ConnShared;
 use crate::error::ProxyError;
 use crate::forward;
@@ -25,6 +26,7 @@ use crate::h1;
 use crate::metrics::UpstreamErrors;
 use crate::proxy::Proxy;
 use crate::record::Record;
+use crate::splice;
 use crate::table::Entry;
 use crate::upstream::{ConnectError, InflightGuard, Pool, Upstream, WebSocketGuard};
 
@@ -60,14 +62,17 @@ impl Proxy {
         let (mut parts, incoming) = req.into_parts();
 
         let uri = upstream_uri(&parts.uri, entry.strip_len);
+        // Who the client is, before stripping can take a hop-by-hop X-Forwarded-For away.
+        let client = client_ip(conn.client.ip, &parts.headers, &entry.route.trusted_proxies);
         forward::strip_hop_by_hop(&mut parts.headers, upgrade);
-        if let Some(authority) = parts.uri.authority()
-            && let Ok(v) = HeaderValue::from_str(authority.as_str())
-        {
-            // h2 (or absolute-form) requests: HTTP/1 upstreams need a Host.
-            parts.headers.insert(header::HOST, v);
+        forward::Forwarding {
+            peer: &conn.client,
+            client,
+            host,
+            proto: conn.proto,
+            request_id: &record.request_id,
         }
-        forward::add_forwarding(&mut parts.headers, &conn.client, host, conn.proto);
+        .apply(&mut parts.headers);
 
         let exceeded = Arc::new(AtomicBool::new(false));
         let bodyless = incoming.is_end_stream();
@@ -273,9 +278,9 @@ impl Proxy {
         }
     }
 
-    /// A WebSocket (or other HTTP/1.1 upgrade): its own upstream connection; on 101 both
-    /// upgraded streams are spliced until either side closes, the instance is drained past its
-    /// grace, or the listener shuts down past its grace.
+    /// A WebSocket: its own upstream connection; on 101 both upgraded streams are spliced
+    /// (`splice`) until either side closes, or the instance is drained past its grace, or the
+    /// listener shuts down past its grace (then both sides get a close frame, 1001).
     async fn forward_upgrade(
         &self,
         up: &Arc<Upstream>,
@@ -315,24 +320,29 @@ impl Proxy {
             conn.serve.tracker.spawn(async move {
                 match tokio::join!(client_upgrade, upstream_upgrade) {
                     (Ok(client), Ok(upstream)) => {
-                        // Both directions until either side closes; then the other side is shut.
-                        let (mut client_rd, mut client_wr) = tokio::io::split(TokioIo::new(client));
-                        let (mut up_rd, mut up_wr) = tokio::io::split(TokioIo::new(upstream));
-                        tokio::select! {
-                            _ = tokio::io::copy(&mut client_rd, &mut up_wr) => {
-                                let _ = up_wr.shutdown().await;
+                        // Both directions until either side closes, or until berth cuts it.
+                        let cut = async {
+                            tokio::select! {
+                                () = up_cut.cancelled() => "instance drained",
+                                () = cut.cancelled() => "proxy shutting down",
                             }
-                            _ = tokio::io::copy(&mut up_rd, &mut client_wr) => {
-                                let _ = client_wr.shutdown().await;
-                            }
-                            () = up_cut.cancelled() => tracing::info!(upstream = %id, "websocket closed: instance drained"),
-                            () = cut.cancelled() => tracing::info!(upstream = %id, "websocket closed: proxy shutting down"),
+                        };
+                        let (client, upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                        if let Some(cut) = splice::splice(client, upstream, cut, guard).await {
+                            tracing::info!(
+                                upstream = %id,
+                                reason = cut.reason,
+                                close_frame = cut.client_closed,
+                                "websocket closed by berth"
+                            );
                         }
                     }
-                    (Err(err), _) | (_, Err(err)) => tracing::debug!(upstream = %id, error = %err, "upgrade failed"),
+                    (Err(err), _) | (_, Err(err)) => {
+                        tracing::debug!(upstream = %id, error = %err, "upgrade failed");
+                        drop(guard);
+                    }
                 }
                 gauge.websockets.fetch_sub(1, Relaxed);
-                drop(guard);
             });
             return Ok(finish_response(resp, true));
         }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::body::Body;
 use crate::h1;
 use crate::idle::{IdlePool, Reusable};
+use crate::splice::CLOSE_WINDOW;
 
 /// How a pool picks an instance.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -269,28 +270,59 @@ pub struct DrainOutcome {
     pub clean: bool,
     /// Requests still in flight when the grace period ran out (left to finish or fail).
     pub requests_left: usize,
-    /// WebSockets closed by berth when the grace period ran out.
+    /// WebSockets closed by berth when the grace period ran out: each finished the frame in
+    /// flight, sent a close frame with status 1001 (going away) to the client and to the
+    /// instance, and was closed before `drained` returned.
     pub websockets_cut: usize,
     pub waited: Duration,
 }
 
-/// Wait until `up` is idle or `grace` has passed; then cut its WebSockets.
+/// Wait until `up` is idle or `grace` has passed; then cut its WebSockets and wait (at most
+/// [`CLOSE_WINDOW`] more) until each has sent its close frames and closed both sides.
 pub(crate) async fn drain(up: &Arc<Upstream>, grace: Duration) -> DrainOutcome {
     let start = Instant::now();
-    let deadline = tokio::time::Instant::now() + grace;
     up.draining.store(true, SeqCst);
+    let deadline = tokio::time::Instant::now() + grace;
+    if settled(up, deadline, |u| u.inflight() == 0 && u.websockets() == 0).await {
+        up.clear_idle();
+        return DrainOutcome {
+            clean: true,
+            requests_left: 0,
+            websockets_cut: 0,
+            waited: start.elapsed(),
+        };
+    }
+    let websockets_cut = up.websockets();
+    up.cut.cancel();
+    // Idle pooled connections to the instance are of no further use.
+    up.clear_idle();
+    // The instance is stopped when this returns: its WebSockets must have closed by then.
+    let deadline = tokio::time::Instant::now() + CLOSE_WINDOW + Duration::from_millis(100);
+    settled(up, deadline, |u| u.websockets() == 0).await;
+    DrainOutcome {
+        clean: false,
+        requests_left: up.inflight(),
+        websockets_cut,
+        waited: start.elapsed(),
+    }
+}
+
+/// Whether `done(up)` became true before `deadline`; checked whenever a request or WebSocket
+/// of the draining instance ends.
+async fn settled(
+    up: &Upstream,
+    deadline: tokio::time::Instant,
+    done: impl Fn(&Upstream) -> bool,
+) -> bool {
     loop {
         let settled = up.settled.notified();
         tokio::pin!(settled);
         settled.as_mut().enable();
-        if up.inflight() == 0 && up.websockets() == 0 {
-            up.clear_idle();
-            return DrainOutcome {
-                clean: true,
-                requests_left: 0,
-                websockets_cut: 0,
-                waited: start.elapsed(),
-            };
+        if done(up) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
         }
         // The periodic wake-up is a safety net; the notification is the fast path.
         let wake = deadline.min(tokio::time::Instant::now() + Duration::from_millis(250));
@@ -298,18 +330,5 @@ pub(crate) async fn drain(up: &Arc<Upstream>, grace: Duration) -> DrainOutcome {
             _ = settled => {}
             _ = tokio::time::sleep_until(wake) => {}
         }
-        if tokio::time::Instant::now() >= deadline {
-            break;
-        }
-    }
-    let websockets_cut = up.websockets();
-    up.cut.cancel();
-    // Idle pooled connections to the instance are of no further use.
-    up.clear_idle();
-    DrainOutcome {
-        clean: false,
-        requests_left: up.inflight(),
-        websockets_cut,
-        waited: start.elapsed(),
     }
 }

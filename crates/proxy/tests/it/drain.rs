@@ -2,9 +2,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures_util::SinkExt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use proxy::{Balance, HostPattern};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Message;
 
 use crate::support::*;
@@ -111,12 +119,141 @@ async fn websocket_to_drained_instance_lives_until_grace() {
     assert!(!outcome.clean);
     assert_eq!(outcome.websockets_cut, 1);
     assert!(outcome.waited >= grace);
-    // Cut: the client sees the end of the stream.
-    assert_eq!(ws_next_text(&mut ws).await, None);
-    assert!(eventually(Duration::from_secs(5), || old_up.websockets() == 0).await);
+    // Cut the WebSocket way, before `drained` returned: the close frame is already there.
+    assert_eq!(old_up.websockets(), 0);
+    assert_eq!(ws_close_code(&mut ws).await, Some(1001), "going away");
     // The new instance's socket is untouched.
     fresh.send(Message::text("ok")).await.unwrap();
     assert_eq!(ws_next_text(&mut fresh).await.as_deref(), Some("ok"));
+}
+
+/// A client's socket that counts the bytes read from it.
+struct Counting {
+    inner: TcpStream,
+    read: Arc<AtomicUsize>,
+}
+
+impl AsyncRead for Counting {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.read
+            .fetch_add(buf.filled().len() - before, Ordering::SeqCst);
+        res
+    }
+}
+
+impl AsyncWrite for Counting {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+fn payload(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// An instance that answers a WebSocket with one binary frame of `len` bytes: it sends the
+/// header and the first half, waits for a close frame from its client (berth), reports the
+/// frame's status on `closed`, sends the second half, answers the close and closes.
+async fn half_frame_upstream(len: usize, closed: oneshot::Sender<u16>) -> TestUpstream {
+    let closed = Arc::new(std::sync::Mutex::new(Some(closed)));
+    TestUpstream::start(
+        "old",
+        Arc::new(move |mut req| {
+            let closed = closed.lock().unwrap().take();
+            Box::pin(async move {
+                let key = req.headers()["sec-websocket-key"].clone();
+                let upgrade = hyper::upgrade::on(&mut req);
+                tokio::spawn(async move {
+                    let mut io = TokioIo::new(upgrade.await.unwrap());
+                    let data = payload(len);
+                    let mut head = vec![0x82, 127];
+                    head.extend_from_slice(&(len as u64).to_be_bytes());
+                    io.write_all(&head).await.unwrap();
+                    io.write_all(&data[..len / 2]).await.unwrap();
+                    // A client's close frame: masked, two bytes of status.
+                    let mut frame = [0u8; 8];
+                    io.read_exact(&mut frame).await.unwrap();
+                    assert_eq!(frame[..2], [0x88, 0x82], "{frame:?}");
+                    let status = u16::from_be_bytes([frame[6] ^ frame[2], frame[7] ^ frame[3]]);
+                    closed.unwrap().send(status).unwrap();
+                    io.write_all(&data[len / 2..]).await.unwrap();
+                    io.write_all(&[0x88, 0x02, 0x03, 0xe9]).await.unwrap();
+                    io.shutdown().await.unwrap();
+                });
+                Response::builder()
+                    .status(StatusCode::SWITCHING_PROTOCOLS)
+                    .header("connection", "upgrade")
+                    .header("upgrade", "websocket")
+                    .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+                    .body(proxy::empty_body())
+                    .unwrap()
+            })
+        }),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn websocket_cut_mid_frame_gets_the_whole_frame_then_going_away() {
+    const LEN: usize = 4 << 20;
+    let (closed, instance_got) = oneshot::channel();
+    let old = half_frame_upstream(LEN, closed).await;
+    let old_up = old.upstream();
+    let p = pool("ws", Balance::RoundRobin, vec![old_up.clone()]);
+    let proxy = TestProxy::start(config(), vec![route("r", HostPattern::Any, "/", &p)]).await;
+
+    let read = Arc::new(AtomicUsize::new(0));
+    let stream = Counting {
+        inner: TcpStream::connect(proxy.addr).await.unwrap(),
+        read: read.clone(),
+    };
+    let (mut ws, _) = tokio_tungstenite::client_async("ws://x/", stream)
+        .await
+        .unwrap();
+    let handshake = read.load(Ordering::SeqCst);
+    let client = tokio::spawn(async move {
+        let first = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
+        let data = match first {
+            Ok(Some(Ok(Message::Binary(data)))) => data,
+            other => panic!("expected the whole frame, got {other:?}"),
+        };
+        (data, ws_close_code(&mut ws).await)
+    });
+    // The frame is under way: part of it reached the client, the rest is still to come.
+    assert!(
+        eventually(Duration::from_secs(5), || read.load(Ordering::SeqCst)
+            > handshake + LEN / 4)
+        .await
+    );
+
+    proxy.publish(vec![]);
+    let outcome = proxy.proxy.drained(&old_up, Duration::ZERO).await;
+    assert!(!outcome.clean);
+    assert_eq!(outcome.websockets_cut, 1);
+    assert_eq!(old_up.websockets(), 0, "closed before drained returned");
+    // The instance got its close frame at once (nothing was on its way to it) ...
+    assert_eq!(instance_got.await.unwrap(), 1001);
+    // ... and the client the rest of the frame, intact, before its own.
+    let (data, status) = client.await.unwrap();
+    assert_eq!(data.len(), LEN);
+    assert!(data[..] == payload(LEN)[..], "the frame arrived intact");
+    assert_eq!(status, Some(1001));
 }
 
 #[tokio::test]

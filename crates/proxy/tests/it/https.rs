@@ -136,7 +136,7 @@ async fn h2_and_http1_by_alpn_with_the_certificate_sni_picks() {
         )
         .await;
     for line in [
-        "strict-transport-security: max-age=",
+        "strict-transport-security: max-age=63072000; includeSubDomains\r\n",
         "content-security-policy: ",
         "x-frame-options: DENY",
         "x-content-type-options: nosniff",

@@ -343,3 +343,23 @@ pub async fn ws_next_text(ws: &mut Ws) -> Option<String> {
         }
     }
 }
+
+/// The status of the close frame that comes next (skipping other messages), or `None` when
+/// the stream ends or breaks without one (what a browser reports as 1006), within 5 s.
+pub async fn ws_close_code<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Option<u16>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::protocol::Message;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("no websocket message within 5 s")
+        {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+            None | Some(Err(_)) => return None,
+            Some(Ok(_)) => continue,
+        }
+    }
+}

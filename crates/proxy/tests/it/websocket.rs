@@ -38,3 +38,23 @@ async fn websocket_echo_both_ways() {
         .await
     );
 }
+
+#[tokio::test]
+async fn websocket_gets_going_away_when_the_proxy_stops() {
+    let up = websocket_upstream("ws").await;
+    let p = pool("ws", Balance::RoundRobin, vec![up.upstream()]);
+    let config = proxy::ProxyConfig {
+        drain_grace: std::time::Duration::from_millis(200),
+        ..config()
+    };
+    let mut proxy = TestProxy::start(config, vec![route("r", HostPattern::Any, "/", &p)]).await;
+    let mut ws = ws_connect(proxy.addr, "x", "/").await;
+    assert_eq!(
+        ws_next_text(&mut ws).await.as_deref(),
+        Some("hello from ws")
+    );
+    proxy.shutdown();
+    assert_eq!(ws_close_code(&mut ws).await, Some(1001), "going away");
+    drop(ws);
+    proxy.served.await.unwrap().unwrap();
+}
