@@ -119,14 +119,22 @@ fn check_finds_links_out_of_the_tree_and_routes_another_app_serves_before_any_up
     assert!(d.status()["apps"].as_array().unwrap().len() == 1);
 
     // Without a daemon the directory is still checked, and the output says what was not.
-    let alone = berth(&tempfile::tempdir().unwrap().path().join("none"), &["check", dir]);
+    let alone = berth(
+        &tempfile::tempdir().unwrap().path().join("none"),
+        &["check", dir],
+    );
     assert_eq!(alone.code, 2, "{alone:?}");
     std::fs::remove_file(shop.path().join("public/passwd")).unwrap();
     std::fs::remove_file(shop.path().join("public/up")).unwrap();
-    let alone = berth(&tempfile::tempdir().unwrap().path().join("none"), &["check", dir]);
+    let alone = berth(
+        &tempfile::tempdir().unwrap().path().join("none"),
+        &["check", dir],
+    );
     assert_eq!(alone.code, 0, "{alone:?}");
     assert!(
-        alone.stderr.contains("the routes were not checked against other apps'"),
+        alone
+            .stderr
+            .contains("the routes were not checked against other apps'"),
         "{alone:?}"
     );
 }
