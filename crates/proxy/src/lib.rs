@@ -65,6 +65,7 @@ mod upstream;
 pub use body::{Body, BoxError, empty_body, full_body};
 pub use config::{AccessLog, ProxyConfig};
 pub use error::ProxyError;
+pub use files::CachePolicy;
 pub use headers::{HeaderEntry, HeaderPolicy, Preset};
 /// The IP network type of [`Route::trusted_proxies`] (the same as `spec`'s).
 pub use ipnet::IpNet;

@@ -14,5 +14,6 @@ mod limits;
 mod observe;
 mod ratelimit;
 mod routing;
+mod static_site;
 mod upstreams;
 mod websocket;
