@@ -131,6 +131,6 @@ pub async fn run_single(
             ..Route::new("single:/", "single", HostPattern::Any, "/", route_target)
         }],
     });
-    tracing::info!(listen = %listener.local_addr()?, to = ?target, "berth proxy started");
+    tracing::info!(listen = %listener.local_addr()?, ?target, "berth proxy started");
     proxy.serve(listener, shutdown).await
 }

@@ -128,34 +128,31 @@ fn check_cache_control(value: &str) -> Result<(), Problem> {
                 Some(format!("did you mean `{close}`?")),
             ));
         }
+        let takes_seconds = SECONDS.contains(&lower.as_str());
+        let seconds = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let quoted = |s: &str| s.len() >= 2 && s.starts_with('"') && s.ends_with('"');
         match argument {
-            Some(seconds) if SECONDS.contains(&lower.as_str()) => {
-                if seconds.is_empty() || !seconds.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err((
-                        format!("`{lower}` takes a number of seconds"),
-                        Some(format!(
-                            "write {lower}=3600 (one hour) or {lower}=31536000 (a year)"
-                        )),
-                    ));
-                }
+            Some(argument) if takes_seconds && !seconds(argument) => {
+                return Err((
+                    format!("`{lower}` takes a number of seconds"),
+                    Some(format!(
+                        "write {lower}=3600 (one hour) or {lower}=31536000 (a year)"
+                    )),
+                ));
             }
-            Some(argument) => {
-                let quoted =
-                    argument.len() >= 2 && argument.starts_with('"') && argument.ends_with('"');
-                if !token(argument) && !quoted {
-                    return Err((
-                        format!("`{argument}` is not a valid argument of `{name}`"),
-                        Some("quote it: name=\"argument\"".to_owned()),
-                    ));
-                }
+            Some(argument) if !takes_seconds && !token(argument) && !quoted(argument) => {
+                return Err((
+                    format!("`{argument}` is not a valid argument of `{name}`"),
+                    Some("quote it: name=\"argument\"".to_owned()),
+                ));
             }
-            None if SECONDS.contains(&lower.as_str()) => {
+            None if takes_seconds => {
                 return Err((
                     format!("`{lower}` needs a number of seconds"),
                     Some(format!("write {lower}=3600")),
                 ));
             }
-            None => {}
+            _ => {}
         }
     }
     Ok(())

@@ -19,7 +19,8 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listen on {listen}"))?;
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), %listen, ?target, ?headers, ?rate_limit, "berth proxy listening");
+    let bound = listener.local_addr().unwrap_or(listen);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), listen = %bound, ?target, ?headers, ?rate_limit, "berth proxy listening");
     let options = proxy::SingleOptions {
         headers: proxy::HeaderPolicy::preset(daemon::header_preset(headers)),
         rate_limit: rate_limit.map(|r| proxy::RateLimit {

@@ -117,12 +117,15 @@ impl fmt::Debug for Sites {
     }
 }
 
+/// Request paths (their keys) and what they name.
+type Shard = RwLock<HashMap<Box<str>, Found>>;
+
 /// One static root and what its paths name.
 pub(crate) struct Site {
     root: PathBuf,
     /// `root` with every symlink resolved, once it could be.
     canonical: OnceLock<PathBuf>,
-    shards: Box<[RwLock<HashMap<Box<str>, Found>>]>,
+    shards: Box<[Shard]>,
     hasher: std::hash::RandomState,
     budget: Arc<Budget>,
     misses: Arc<AtomicU64>,
@@ -207,5 +210,25 @@ impl Site {
             .iter()
             .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).len())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_paths_cannot_grow_the_cache() {
+        let site = Site::new(PathBuf::from("/nonexistent"), Budget::new(0));
+        for i in 0..MAX_ENTRIES * 3 {
+            site.insert(format!("made-up-{i}").into(), Found::Missing);
+        }
+        let len = site.len();
+        assert!(len <= MAX_ENTRIES, "{len}");
+        assert!(len >= MAX_ENTRIES * 9 / 10, "{len}: shards fill evenly");
+        // The newest entry is always there.
+        let newest = format!("made-up-{}", MAX_ENTRIES * 3 - 1);
+        let shard = site.shards[site.shard(&newest)].read().unwrap();
+        assert!(shard.contains_key(newest.as_str()));
     }
 }
