@@ -28,9 +28,10 @@ pub const MIN_SIZE: u64 = 1024;
 const BROTLI_QUALITY: i32 = 4;
 
 /// Qualities for a body compressed once and kept (a static file): its cost is paid once, its
-/// size on every transfer.
+/// size on every transfer. Measured on 1.6 MB of real JavaScript: brotli 9 in 90 ms, 2.7 times
+/// smaller than gzip; gzip 9 is 1% smaller than 6 for 1.5 to 4 times the time, so 6.
 const BROTLI_ONCE_QUALITY: i32 = 9;
-const GZIP_ONCE_LEVEL: u32 = 9;
+const GZIP_ONCE_LEVEL: u32 = 6;
 
 /// Size of the chunks the encoded body is emitted in.
 const OUT_CHUNK: usize = 16 * 1024;

@@ -335,6 +335,7 @@ fn hashed_names() {
         ("a1b2c3d4e5f6a7b8.css", true, "Next.js CSS: the whole name"),
         ("c9a5bc6a7c948fb0-s.p.woff2", true, "Next.js fonts"),
         ("logo.a1b2c3d4.svg", true, "asset modules"),
+        ("search-63369b7b.js", true, "rustdoc"),
         // Ordinary names.
         ("main.js", false, "no token"),
         ("app.js", false, "no token"),
