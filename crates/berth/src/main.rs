@@ -116,12 +116,21 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         http: SocketAddr,
     },
-    /// The proxy alone in front of one upstream (benchmarks, quick use).
+    /// The proxy alone in front of one upstream or one static directory (benchmarks, quick
+    /// use).
     Proxy {
         #[arg(long)]
         listen: SocketAddr,
-        #[arg(long)]
-        to: SocketAddr,
+        /// The upstream every request goes to.
+        #[arg(long, required_unless_present = "static_dir")]
+        to: Option<SocketAddr>,
+        /// Serve the files of DIR instead, as a static route of an app would. DIR is treated
+        /// like a release, whose files never change: restart after changing them.
+        #[arg(long = "static", value_name = "DIR", conflicts_with = "to")]
+        static_dir: Option<PathBuf>,
+        /// With --static: paths that are not files get DIR/index.html (a single-page app).
+        #[arg(long, requires = "static_dir")]
+        spa: bool,
         /// Security headers on every response: strict, basic or off.
         #[arg(long, default_value = "basic", value_parser = <spec::HeaderPreset as std::str::FromStr>::from_str)]
         headers: spec::HeaderPreset,
@@ -189,6 +198,8 @@ fn main() -> ExitCode {
             Command::Proxy {
                 listen,
                 to,
+                static_dir,
+                spa,
                 headers,
                 rate_limit,
                 max_connections_per_ip,
@@ -197,7 +208,14 @@ fn main() -> ExitCode {
                     max_connections_per_ip,
                     ..proxy::ProxyConfig::default()
                 };
-                cli::proxy::run(listen, to, config, headers, rate_limit).await
+                let target = match (to, static_dir) {
+                    (Some(to), _) => proxy::SingleTarget::Upstream(to),
+                    (None, root) => proxy::SingleTarget::Static {
+                        root: root.unwrap_or_default(),
+                        spa,
+                    },
+                };
+                cli::proxy::run(listen, target, config, headers, rate_limit).await
             }
         }
     });

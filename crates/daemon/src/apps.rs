@@ -242,6 +242,7 @@ impl Core {
                     headers: Arc::new(crate::routes::header_policy(settings, r)),
                     rate_limit: crate::routes::rate_limit(settings, r),
                     trusted_proxies: trusted.clone(),
+                    cache_control: crate::routes::cache_policy(r),
                 });
             }
         }

@@ -1,10 +1,11 @@
 //! What a route's `[proxy]` settings become in the proxy: the security headers (preset, the
-//! app's `set_headers`, the route's own), its rate-limit zone, and the app's trusted proxies.
+//! app's `set_headers`, the route's own), its rate-limit zone, the app's trusted proxies, and
+//! the `Cache-Control` of a static route's files.
 
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
-use proxy::{HeaderPolicy, IpNet, Preset, RateLimit};
+use proxy::{CachePolicy, HeaderPolicy, IpNet, Preset, RateLimit};
 use spec::{HeaderPreset, ProxySpec, RouteSpec};
 
 pub fn preset(p: HeaderPreset) -> Preset {
@@ -57,6 +58,18 @@ pub(crate) fn rate_limit(app: &ProxySpec, route: &RouteSpec) -> Option<RateLimit
     })
 }
 
+/// The route's `cache_control`: the `Cache-Control` of its static files, by kind.
+pub(crate) fn cache_policy(route: &RouteSpec) -> CachePolicy {
+    // spec has checked every value; one that does not convert sends no header
+    let value = |v: &Option<String>| v.as_deref().and_then(|v| HeaderValue::from_str(v).ok());
+    let c = &route.cache_control;
+    CachePolicy {
+        hashed: value(&c.hashed),
+        html: value(&c.html),
+        other: value(&c.other),
+    }
+}
+
 /// `[proxy] trusted_proxies`, shared by all routes of the app.
 pub(crate) fn trusted_proxies(app: &ProxySpec) -> Arc<[IpNet]> {
     app.trusted_proxies.as_slice().into()
@@ -83,8 +96,21 @@ mod tests {
             headers,
             set_headers: headers_map(set),
             force_headers: force,
+            cache_control: spec::CacheControlSpec::default(),
             span: spec::SourceSpan::default(),
         }
+    }
+
+    #[test]
+    fn cache_policy_from_spec() {
+        let mut r = route(None, &[], false);
+        assert_eq!(cache_policy(&r), CachePolicy::default());
+        r.cache_control.hashed = Some("public, max-age=60".into());
+        r.cache_control.html = None;
+        let p = cache_policy(&r);
+        assert_eq!(p.hashed.unwrap(), "public, max-age=60");
+        assert_eq!(p.html, None);
+        assert_eq!(p.other, CachePolicy::default().other);
     }
 
     fn headers_map(set: &[(&str, Option<&str>)]) -> BTreeMap<String, Option<String>> {

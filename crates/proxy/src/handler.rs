@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 
 use crate::body::{Body, empty_body, full_body};
 use crate::clientip::client_ip;
+use crate::compress;
 use crate::conn::ConnShared;
 use crate::error::ProxyError;
 use crate::forward::{self, X_REQUEST_ID};
@@ -21,7 +22,6 @@ use crate::proxy::Proxy;
 use crate::ratelimit::retry_after_secs;
 use crate::record::{Record, Tracked};
 use crate::table::{Entry, Target};
-use crate::{compress, files};
 
 type Result<T> = std::result::Result<T, ProxyError>;
 
@@ -159,8 +159,8 @@ impl Proxy {
             .is_some_and(|a| store.lookup(a.host()).is_some())
     }
 
-    /// The route's answer: forwarded to an instance, or a static file; compressed when the
-    /// client accepts it.
+    /// The route's answer: forwarded to an instance (compressed when the client accepts it),
+    /// or a static file (whose representation `files` chooses, for HEAD and GET alike).
     async fn serve_route(
         &self,
         entry: &Entry,
@@ -169,16 +169,21 @@ impl Proxy {
         record: &mut Record,
         host: Option<&HeaderValue>,
     ) -> Result<Response<Body>> {
-        let accept_encoding = req.headers().get(header::ACCEPT_ENCODING).cloned();
-        let resp = match &entry.route.target {
-            Target::Service(pool) => self.forward(pool, entry, req, conn, record, host).await,
-            Target::Static { root, spa } => {
+        match &entry.route.target {
+            Target::Service(pool) => {
+                let accept_encoding = req.headers().get(header::ACCEPT_ENCODING).cloned();
+                let resp = self.forward(pool, entry, req, conn, record, host).await;
+                resp.map(|r| compress::maybe_compress(accept_encoding.as_ref(), r))
+            }
+            Target::Static { .. } => {
                 let (parts, _body) = req.into_parts();
                 let rel = rel_path(parts.uri.path(), entry.strip_len);
-                Ok(files::serve(root, *spa, &rel, &parts).await)
+                match &entry.files {
+                    Some(files) => Ok(files.serve(&rel, &parts).await),
+                    None => Err(ProxyError::StaticUnavailable),
+                }
             }
-        };
-        resp.map(|r| compress::maybe_compress(accept_encoding.as_ref(), r))
+        }
     }
 }
 

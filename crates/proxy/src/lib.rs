@@ -38,6 +38,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -69,6 +70,7 @@ mod upstream;
 pub use body::{Body, BoxError, empty_body, full_body};
 pub use config::{AccessLog, ProxyConfig};
 pub use error::ProxyError;
+pub use files::CachePolicy;
 pub use headers::{HeaderEntry, HeaderPolicy, Preset};
 /// The IP network type of [`Route::trusted_proxies`] (the same as `spec`'s).
 pub use ipnet::IpNet;
@@ -86,34 +88,54 @@ pub struct SingleOptions {
     pub rate_limit: Option<RateLimit>,
 }
 
-/// `berth proxy --listen ADDR --to ADDR`: the proxy alone in front of one upstream, with the
-/// daemon's defaults (access log and metrics on).
+/// What `berth proxy` serves: one upstream, or one directory of static files.
+#[derive(Clone, Debug)]
+pub enum SingleTarget {
+    /// `--to ADDR`: every request goes to this upstream.
+    Upstream(SocketAddr),
+    /// `--static DIR [--spa]`: files under `root`, treated like a release's static directory
+    /// (immutable: what is cached stays until the process restarts).
+    Static { root: PathBuf, spa: bool },
+}
+
+impl From<SocketAddr> for SingleTarget {
+    fn from(addr: SocketAddr) -> SingleTarget {
+        SingleTarget::Upstream(addr)
+    }
+}
+
+/// `berth proxy --listen ADDR (--to ADDR | --static DIR)`: the proxy alone in front of one
+/// upstream or one static directory, with the daemon's defaults (access log and metrics on).
 pub async fn run_single(
     listener: TcpListener,
-    upstream: SocketAddr,
+    target: impl Into<SingleTarget>,
     config: ProxyConfig,
     options: SingleOptions,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let proxy = Proxy::new(config);
-    let pool = Pool::new(
-        "single",
-        Balance::RoundRobin,
-        vec![Upstream::new(format!("single@{upstream}"), upstream)],
-    );
+    let target = target.into();
+    let route_target = match &target {
+        SingleTarget::Upstream(upstream) => {
+            let pool = Pool::new(
+                "single",
+                Balance::RoundRobin,
+                vec![Upstream::new(format!("single@{upstream}"), *upstream)],
+            );
+            Target::Service(Arc::new(pool))
+        }
+        SingleTarget::Static { root, spa } => Target::Static {
+            root: root.clone(),
+            spa: *spa,
+        },
+    };
     proxy.publish(RouteTable {
         routes: vec![Route {
             headers: Arc::new(options.headers),
             rate_limit: options.rate_limit,
-            ..Route::new(
-                "single:/",
-                "single",
-                HostPattern::Any,
-                "/",
-                Target::Service(Arc::new(pool)),
-            )
+            ..Route::new("single:/", "single", HostPattern::Any, "/", route_target)
         }],
     });
-    tracing::info!(listen = %listener.local_addr()?, to = %upstream, "berth proxy started");
+    tracing::info!(listen = %listener.local_addr()?, ?target, "berth proxy started");
     proxy.serve(listener, shutdown).await
 }

@@ -14,6 +14,7 @@ use hyper_util::server::conn::auto;
 
 use crate::accesslog;
 use crate::config::ProxyConfig;
+use crate::files::Sites;
 use crate::forward::RequestIds;
 use crate::metrics::Registry;
 use crate::ratelimit::{ConnLimit, Zones};
@@ -33,6 +34,8 @@ pub struct Proxy {
     pub(crate) zones: Arc<Zones>,
     /// Open connections per client address.
     pub(crate) conn_limit: ConnLimit,
+    /// Static roots' caches: live as long as a published table has their root.
+    sites: Arc<Sites>,
 }
 
 impl Proxy {
@@ -62,6 +65,7 @@ impl Proxy {
             .keep_alive_interval(Some(Duration::from_secs(20)))
             .keep_alive_timeout(Duration::from_secs(20));
         let conn_limit = ConnLimit::new(config.max_connections_per_ip);
+        let sites = Arc::new(Sites::new(config.static_memory));
         Arc::new(Proxy {
             config,
             table: ArcSwap::from_pointee(Compiled::default()),
@@ -71,6 +75,7 @@ impl Proxy {
             builder,
             zones: Arc::default(),
             conn_limit,
+            sites,
         })
     }
 
@@ -85,6 +90,7 @@ impl Proxy {
             &self.metrics,
             &self.zones,
             self.config.rate_limit_max_keys,
+            &self.sites,
         );
         self.zones.retain(compiled.zones());
         self.table.store(Arc::new(compiled));
@@ -109,6 +115,7 @@ impl Proxy {
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         registry.register_collector(Box::new(self.metrics.clone()));
         registry.register_collector(Box::new(self.zones.clone()));
+        registry.register_collector(Box::new(self.sites.clone()));
     }
 
     /// The proxy's series alone in the Prometheus text format (version 0.0.4).

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use crate::files::{CachePolicy, Sites, StaticRoute};
 use crate::headers::HeaderPolicy;
 use crate::metrics::{Registry, RouteMetrics, UpstreamErrors};
 use crate::ratelimit::{RateLimit, Zone, Zones};
@@ -48,11 +49,14 @@ pub struct Route {
     /// Peers whose `X-Forwarded-For` names the client (for rate limiting); empty: the TCP peer
     /// is always the client.
     pub trusted_proxies: Arc<[IpNet]>,
+    /// `Cache-Control` of the files of a [`Target::Static`] route, by kind (ignored for
+    /// services).
+    pub cache_control: CachePolicy,
 }
 
 impl Route {
     /// A route with the defaults: no prefix stripping, the proxy's body limit, `basic`
-    /// headers, no rate limit, no trusted proxies.
+    /// headers, no rate limit, no trusted proxies, the default cache policy for static files.
     pub fn new(
         id: impl Into<String>,
         app: impl Into<String>,
@@ -72,6 +76,7 @@ impl Route {
             headers: Arc::default(),
             rate_limit: None,
             trusted_proxies: Arc::new([]),
+            cache_control: CachePolicy::default(),
         }
     }
 }
@@ -92,7 +97,9 @@ pub enum HostPattern {
 pub enum Target {
     /// A service's instances.
     Service(Arc<Pool>),
-    /// Files under `root`; with `spa`, extension-less paths fall back to `index.html`.
+    /// Files under `root` (a directory whose files never change while it is published: what
+    /// is found there is cached until no published table has `root`); with `spa`, paths that
+    /// name nothing fall back to `index.html`, unless they name an asset (`.js`, `.css`, …).
     Static { root: PathBuf, spa: bool },
 }
 
@@ -116,6 +123,8 @@ pub(crate) struct Entry {
     pub zone: Option<Arc<Zone>>,
     /// Length of the prefix to strip from the path (0 when not stripping).
     pub strip_len: usize,
+    /// The files of a static route, with its root's cache.
+    pub files: Option<StaticRoute>,
 }
 
 /// The published table, indexed by host.
@@ -129,13 +138,14 @@ pub(crate) struct Compiled {
 }
 
 impl Compiled {
-    /// Indexes `table`; route metrics and rate-limit zones come from `registry` and `zones`
-    /// (created there when new), so they outlive this table.
+    /// Indexes `table`; route metrics, rate-limit zones and static roots' caches come from
+    /// `registry`, `zones` and `sites` (created there when new), so they outlive this table.
     pub fn new(
         table: RouteTable,
         registry: &Registry,
         zones: &Zones,
         zone_max_keys: usize,
+        sites: &Sites,
     ) -> Compiled {
         let mut c = Compiled::default();
         for route in table.routes {
@@ -173,6 +183,15 @@ impl Compiled {
                 .rate_limit
                 .as_ref()
                 .map(|limit| zones.zone(&route.app, limit, zone_max_keys));
+            let files = match &route.target {
+                Target::Static { root, spa } => Some(StaticRoute::new(
+                    sites,
+                    root,
+                    *spa,
+                    route.cache_control.clone(),
+                )),
+                Target::Service(_) => None,
+            };
             c.entries.push(Entry {
                 route,
                 label,
@@ -180,6 +199,7 @@ impl Compiled {
                 errors,
                 zone,
                 strip_len,
+                files,
             });
         }
         let entries = &c.entries;
@@ -275,6 +295,7 @@ mod tests {
             &Registry::default(),
             &Zones::default(),
             100,
+            &Sites::new(0),
         )
     }
 

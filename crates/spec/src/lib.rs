@@ -9,6 +9,7 @@
 //! `schema.rs` walks that tree table by table with the small helpers in `walk.rs`, collecting
 //! problems instead of stopping at the first.
 
+mod cache;
 mod deploy;
 mod diagnostic;
 mod model;
@@ -26,8 +27,8 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 /// An IP network: `trusted_proxies` entries (the proxy takes the same type).
 pub use ipnet::IpNet;
 pub use model::{
-    AcmeChallenge, AppSpec, Balance, BuildSpec, DeploySpec, HeaderPreset, HealthSpec, ProxySpec,
-    RouteSpec, RouteTarget, ServiceSpec, SmokeCheck, SourceSpan, TlsSpec,
+    AcmeChallenge, AppSpec, Balance, BuildSpec, CacheControlSpec, DeploySpec, HeaderPreset,
+    HealthSpec, ProxySpec, RouteSpec, RouteTarget, ServiceSpec, SmokeCheck, SourceSpan, TlsSpec,
 };
 pub use names::{check_app_name, check_secret_name};
 pub use secrets::{SecretKind, SecretSpec, expand};

@@ -239,8 +239,41 @@ pub struct RouteSpec {
     /// `force_headers = true`: the route's headers replace (or remove) the ones the app sets
     /// itself. Default false: the app's own header wins.
     pub force_headers: bool,
+    /// `cache_control = { hashed = "…", html = "…", other = "…" }`: the `Cache-Control` of a
+    /// static route's files, by kind. Only on static routes.
+    pub cache_control: CacheControlSpec,
     /// Where this route is written in berth.toml, for later diagnostics.
     pub span: SourceSpan,
+}
+
+/// The `Cache-Control` a static route sends, by kind of file; `None` sends none (written `""`
+/// or `false`). A file is HTML (by its type, the SPA fallback included) before it is hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheControlSpec {
+    /// Names with a content hash (`app.3f9a1c2b.js`, `index-BkT9x2aB.css`; the rule is the
+    /// proxy's `is_hashed_name`). Default [`CacheControlSpec::IMMUTABLE`].
+    pub hashed: Option<String>,
+    /// HTML pages. Default [`CacheControlSpec::REVALIDATE`].
+    pub html: Option<String>,
+    /// Every other file. Default [`CacheControlSpec::REVALIDATE`].
+    pub other: Option<String>,
+}
+
+impl CacheControlSpec {
+    /// A year, and never revalidated: the bytes behind a hashed name never change.
+    pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+    /// Kept, but revalidated on every use (a 304 when unchanged): a deploy shows at once.
+    pub const REVALIDATE: &str = "no-cache";
+}
+
+impl Default for CacheControlSpec {
+    fn default() -> Self {
+        CacheControlSpec {
+            hashed: Some(Self::IMMUTABLE.to_owned()),
+            html: Some(Self::REVALIDATE.to_owned()),
+            other: Some(Self::REVALIDATE.to_owned()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

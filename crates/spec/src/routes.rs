@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use toml::de::DeValue;
 
+use crate::cache;
 use crate::diagnostic::Diagnostic;
 use crate::model::{RouteSpec, RouteTarget, SourceSpan};
 use crate::proxy;
@@ -24,6 +25,7 @@ const ROUTE_KEYS: &[&str] = &[
     "headers",
     "set_headers",
     "force_headers",
+    "cache_control",
 ];
 
 /// `zones`: the names of all rate-limit zones written in [proxy].
@@ -107,6 +109,7 @@ fn route(
     let set_headers_ctx = format!("`set_headers` of {}", t.ctx);
     let set_headers = proxy::set_headers(w, t, &set_headers_ctx);
     let force_headers = or_default(t, "force_headers", false, |k| w.bool(t, k));
+    let cache_control = cache::cache_control(w, t);
     Some(RouteSpec {
         host: host?,
         path: path?,
@@ -117,6 +120,7 @@ fn route(
         headers: headers?,
         set_headers,
         force_headers: force_headers?,
+        cache_control: cache_control?,
         span: SourceSpan(t.span.clone()),
     })
 }
@@ -136,12 +140,16 @@ fn route_target(w: &mut Walker<'_>, t: &Table<'_, '_>, services: &[String]) -> O
         );
         return None;
     }
-    if let (Some((spa_key, _)), None) = (spa.clone(), dir.clone()) {
-        w.report(
-            Diagnostic::error(format!("`spa` without `static`{}", t.in_ctx()))
-                .at(spa_key, "`spa` only applies to static routes")
-                .help("remove `spa`, or serve a directory with static = \"dir\""),
-        );
+    for key in ["spa", "cache_control"] {
+        if let (Some((key_span, _)), None) = (t.entry(key), dir.clone()) {
+            w.report(
+                Diagnostic::error(format!("`{key}` without `static`{}", t.in_ctx()))
+                    .at(key_span, format!("`{key}` only applies to static routes"))
+                    .help(format!(
+                        "remove `{key}`, or serve a directory with static = \"dir\""
+                    )),
+            );
+        }
     }
     if service.is_some() {
         let (name, span) = w.string(t, "service")?;
@@ -161,7 +169,8 @@ fn route_target(w: &mut Walker<'_>, t: &Table<'_, '_>, services: &[String]) -> O
             w.report(d);
             return None;
         }
-        return spa.is_none().then(|| RouteTarget::Service(name.to_owned()));
+        let static_only = spa.is_some() || t.get("cache_control").is_some();
+        return (!static_only).then(|| RouteTarget::Service(name.to_owned()));
     }
     if dir.is_some() {
         let spa = or_default(t, "spa", false, |k| w.bool(t, k));

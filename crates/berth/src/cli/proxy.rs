@@ -1,6 +1,7 @@
-//! `berth proxy --listen ADDR --to ADDR [--headers PRESET] [--rate-limit RATE]`: the proxy
-//! alone in front of one upstream, with the daemon's defaults (access log and metrics on,
-//! `basic` security headers). Used by the benchmarks.
+//! `berth proxy --listen ADDR (--to ADDR | --static DIR [--spa]) [--headers PRESET]
+//! [--rate-limit RATE]`: the proxy alone in front of one upstream or one static directory, with
+//! the daemon's defaults (access log and metrics on, `basic` security headers). Used by the
+//! benchmarks.
 
 use std::net::SocketAddr;
 
@@ -9,7 +10,7 @@ use spec::{HeaderPreset, RateSpec};
 
 pub async fn run(
     listen: SocketAddr,
-    to: SocketAddr,
+    target: proxy::SingleTarget,
     config: proxy::ProxyConfig,
     headers: HeaderPreset,
     rate_limit: Option<RateSpec>,
@@ -18,7 +19,8 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listen on {listen}"))?;
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), %listen, upstream = %to, ?headers, ?rate_limit, "berth proxy listening");
+    let bound = listener.local_addr().unwrap_or(listen);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), listen = %bound, ?target, ?headers, ?rate_limit, "berth proxy listening");
     let options = proxy::SingleOptions {
         headers: proxy::HeaderPolicy::preset(daemon::header_preset(headers)),
         rate_limit: rate_limit.map(|r| proxy::RateLimit {
@@ -28,7 +30,7 @@ pub async fn run(
             burst: r.burst,
         }),
     };
-    proxy::run_single(listener, to, config, options, daemon::shutdown_signal())
+    proxy::run_single(listener, target, config, options, daemon::shutdown_signal())
         .await
         .context("serve the proxy")?;
     Ok(0)

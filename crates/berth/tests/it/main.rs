@@ -13,3 +13,4 @@ mod deploy;
 mod https;
 mod rollout;
 mod secrets;
+mod static_files;

@@ -304,31 +304,87 @@ async fn head_with_range() {
 
 #[test]
 fn hashed_names() {
-    #[track_caller]
-    fn check(name: &str, expected: bool) {
-        assert_eq!(files::is_hashed_name(name), expected, "{name}");
+    // (name, hashed, who makes such names / why not)
+    let table: &[(&str, bool, &str)] = &[
+        // Real bundler output.
+        ("index-BkT9x2aB.css", true, "Vite (Rollup, 8 base64url)"),
+        ("index-BX8kP2Qa.css", true, "Vite"),
+        (
+            "index-C_7D-rZx.js",
+            true,
+            "Vite, `_` and `-` inside the hash",
+        ),
+        ("vendor-Dx-8aQ_f.js", true, "Vite"),
+        ("chunk-5JS3F7RA.js", true, "esbuild (8 base32)"),
+        ("main-5JS3F7RA.js", true, "Angular 17+ (esbuild)"),
+        ("app.3f9a1c2b.js", true, "Parcel, webpack [contenthash:8]"),
+        (
+            "main.3f9a1c2b4d5e6f708a9b.js",
+            true,
+            "webpack 5 [contenthash] (20 hex)",
+        ),
+        ("main.3f9a1c2b.chunk.js", true, "Create React App"),
+        (
+            "logo.6ce24c58023cc2f8fd88fe9393f4d5ab.svg",
+            true,
+            "Create React App media",
+        ),
+        ("main.3f9a1c2b4d5e6f70.js", true, "Angular (16 hex)"),
+        ("vendor-4f3a2b1c.js", true, "webpack [name]-[contenthash:8]"),
+        ("_app-3f9a1c2b4d5e6f70.js", true, "Next.js pages"),
+        ("a1b2c3d4e5f6a7b8.css", true, "Next.js CSS: the whole name"),
+        ("c9a5bc6a7c948fb0-s.p.woff2", true, "Next.js fonts"),
+        ("logo.a1b2c3d4.svg", true, "asset modules"),
+        ("search-63369b7b.js", true, "rustdoc"),
+        // Ordinary names.
+        ("main.js", false, "no token"),
+        ("app.js", false, "no token"),
+        ("index.html", false, "no token"),
+        ("jquery-3.7.1.min.js", false, "a version"),
+        ("jquery-3.6.0.min.js", false, "a version"),
+        ("bootstrap-5.3.2.min.css", false, "a version"),
+        ("font-awesome-4.7.0.css", false, "a version"),
+        ("vue.runtime.esm-bundler.js", false, "words"),
+        ("react-dom.production.min.js", false, "words"),
+        ("bootstrap5.css", false, "a word with a digit"),
+        ("my-component2.js", false, "a word with a digit"),
+        ("roboto-v30-latin-regular.woff2", false, "words"),
+        ("favicon-32x32.png", false, "a size"),
+        ("android-chrome-512x512.png", false, "a size"),
+        ("icon-1024x1024.png", false, "a size"),
+        ("report-20240101.pdf", false, "a date"),
+        ("photo-2024-01-01.jpg", false, "a date"),
+        ("IMG_20240101_123456.jpg", false, "a camera name"),
+        ("icon-arrowUp2.png", false, "camelCase word with a digit"),
+        ("logo-WhiteBg2.png", false, "camelCase word with a digit"),
+        ("theme-DarkMode.css", false, "camelCase words, no digit"),
+        ("Component2-Widget.js", false, "a word after the dash"),
+        ("app.deadbeef.js", false, "hex without a digit"),
+        (
+            "3f9a1c2b.js",
+            false,
+            "8 hex as the whole name could be anything",
+        ),
+        ("app.1a2b3c.js", false, "too short"),
+        (
+            "index-BkT9x2.css",
+            false,
+            "6 characters: shorter than any bundler's hash",
+        ),
+        (
+            "app.3f9a_1c2b.js",
+            false,
+            "neither hex nor base64url-looking",
+        ),
+        (
+            "LICENSE-3f9a1c2b",
+            false,
+            "no extension: the token is the stem",
+        ),
+    ];
+    for &(name, expected, why) in table {
+        assert_eq!(files::is_hashed_name(name), expected, "{name}: {why}");
     }
-    // webpack / Parcel (lowercase hex), Vite (mixed-case base64), esbuild (uppercase base32).
-    check("app.3f9a1c2b.js", true);
-    check("main.3f9a1c2b4d5e6f70.chunk.js", true);
-    check("index-BX8kP2Qa.css", true);
-    check("vendor-4f3a2b1c.js", true);
-    check("chunk-5JS3F7RA.js", true);
-    check("logo.a1b2c3d4.svg", true);
-    check("main-abc123def4567890.js", true);
-    // Not hashed: plain names, versions, words with a digit, dates, short tokens.
-    check("app.js", false);
-    check("index.html", false);
-    check("bootstrap5.css", false);
-    check("3f9a1c2b.js", false); // the whole stem: could be any name
-    check("jquery-3.6.0.min.js", false);
-    check("my-component2.js", false);
-    check("report-20240101.pdf", false);
-    check("app.deadbeef.js", false); // no digit
-    check("app.1a2b3c.js", false); // too short
-    check("app.3f9a_1c2b.js", false);
-    check("Component2-Widget.js", false);
-    check("LICENSE-3f9a1c2b", false); // no extension to strip: the token is the stem
 }
 
 #[tokio::test]
@@ -884,23 +940,39 @@ async fn partial_decode(encoding: &str, data: &[u8]) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn static_file_compressed_on_the_fly() {
+async fn static_file_compressed_once() {
     let dir = tempfile::tempdir().unwrap();
     let input = text(200_000);
     write(dir.path(), "app.js", &input);
-    let resp = get(dir.path(), "/app.js", &[("accept-encoding", "gzip")]).await;
-    // No sibling: identity from files, then compressed by maybe_compress.
-    assert_eq!(header(&resp, CONTENT_ENCODING), "");
-    let strong = header(&resp, ETAG).to_owned();
-    let resp = compress("gzip", resp).await;
-    assert_eq!(header(&resp, CONTENT_ENCODING), "gzip");
-    assert_eq!(header(&resp, ETAG), format!("W/{strong}"));
-    assert_eq!(header(&resp, VARY), "accept-encoding");
-    assert_eq!(decode("gzip", &bytes(resp).await).await, input);
+    let identity = get(dir.path(), "/app.js", &[]).await;
+    let strong = header(&identity, ETAG).to_owned();
+    for encoding in ["gzip", "br"] {
+        // No sibling: files compresses the file itself, once, with a length and a strong
+        // validator of its own; maybe_compress leaves it alone.
+        let resp = get(dir.path(), "/app.js", &[("accept-encoding", encoding)]).await;
+        assert_eq!(header(&resp, CONTENT_ENCODING), encoding);
+        let etag = header(&resp, ETAG).to_owned();
+        assert_eq!(
+            etag,
+            format!("{}-{encoding}\"", strong.trim_end_matches('"'))
+        );
+        assert_eq!(header(&resp, VARY), "accept-encoding");
+        assert_eq!(header(&resp, ACCEPT_RANGES), "");
+        let len: usize = header(&resp, CONTENT_LENGTH).parse().unwrap();
+        assert!(len < input.len() / 10, "{encoding}: {len}");
+        let resp = compress(encoding, resp).await;
+        assert_eq!(header(&resp, CONTENT_ENCODING), encoding);
+        let body = bytes(resp).await;
+        assert_eq!(body.len(), len);
+        assert_eq!(decode(encoding, &body).await, input);
 
-    // A 304 passes through untouched.
-    let resp = get(dir.path(), "/app.js", &[("if-none-match", &strong)]).await;
-    let resp = compress("gzip", resp).await;
-    assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
-    assert_eq!(header(&resp, CONTENT_ENCODING), "");
+        // A 304 for that representation's own validator.
+        let headers = [
+            ("accept-encoding", encoding),
+            ("if-none-match", etag.as_str()),
+        ];
+        let resp = get(dir.path(), "/app.js", &headers).await;
+        assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(header(&resp, ETAG), etag);
+    }
 }

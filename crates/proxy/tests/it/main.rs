@@ -16,5 +16,6 @@ mod limits;
 mod observe;
 mod ratelimit;
 mod routing;
+mod static_site;
 mod upstreams;
 mod websocket;
