@@ -51,9 +51,17 @@ async fn ask(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Answer {
+    let authority = format!("127.0.0.1:{}", addr.port());
     let mut req = Request::builder()
         .method(method)
-        .uri(format!("http://127.0.0.1:{}{path}", addr.port()));
+        .uri(format!("http://{authority}{path}"));
+    // HTTP/1.1 needs a Host (berth answers 400 without one); on h2 it agrees with :authority.
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        req = req.header("host", &authority);
+    }
     for (name, value) in headers {
         req = req.header(*name, *value);
     }
