@@ -137,21 +137,37 @@ pub(crate) async fn ensure(
             "create it (e.g. `useradd --system --user-group {name}`), or leave `user` out and berth makes one for the app"
         )));
     }
-    let made = Command::new("useradd")
-        .args(["--system", "--user-group", "--no-create-home", "--shell"])
-        .arg("/usr/sbin/nologin")
-        .arg("--home-dir")
-        .arg(home)
-        .arg("--comment")
-        .arg(format!("berth app {app}"))
-        .arg(&name)
-        .output()
-        .await
-        .map_err(|e| {
-            Failure::new(Gate::User, format!("create user {name} for {app}: {e}"))
-                .hint("berth needs `useradd` (Debian package passwd) to give each app its own user")
-        })?;
-    if !made.status.success() {
+    // Another daemon on this host (or useradd's lock on /etc/passwd) may be at it too: a
+    // failure with the user there is a success, and a busy lock is tried again.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let made = Command::new("useradd")
+            .args(["--system", "--user-group", "--no-create-home", "--shell"])
+            .arg("/usr/sbin/nologin")
+            .arg("--home-dir")
+            .arg(home)
+            .arg("--comment")
+            .arg(format!("berth app {app}"))
+            .arg(&name)
+            .output()
+            .await
+            .map_err(|e| {
+                Failure::new(Gate::User, format!("create user {name} for {app}: {e}")).hint(
+                    "berth needs `useradd` (Debian package passwd) to give each app its own user",
+                )
+            })?;
+        if made.status.success() {
+            break;
+        }
+        if let Some(user) = lookup(&name)? {
+            return Ok(Some(user));
+        }
+        // useradd exits 10 when it cannot lock /etc/passwd or /etc/group.
+        if made.status.code() == Some(10) && attempt < 10 {
+            tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+            continue;
+        }
         return Err(Failure::new(
             Gate::User,
             format!(
