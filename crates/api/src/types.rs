@@ -19,6 +19,9 @@ pub struct DaemonInfo {
     #[serde(default)]
     pub https: Option<String>,
     pub admin: Option<String>,
+    /// Whether apps run as users of their own: `on: …`, or `OFF: why`.
+    #[serde(default)]
+    pub isolation: String,
 }
 
 /// `GET /v1/status[?app=NAME]`
@@ -58,6 +61,9 @@ pub struct AppStatus {
     pub release: Option<String>,
     /// A deploy in progress, if any (release id).
     pub deploying: Option<String>,
+    /// The user its processes run as (none when the daemon cannot switch users).
+    #[serde(default)]
+    pub user: Option<String>,
     pub instances: Vec<InstanceStatus>,
     /// Releases a deploy replaced that still finish their requests before they stop.
     #[serde(default)]
@@ -87,7 +93,19 @@ pub struct InstanceStatus {
     pub uptime_secs: Option<u64>,
     pub memory_bytes: Option<u64>,
     pub crash_loop: bool,
+    /// Each limit of the instance and what enforces it.
+    #[serde(default)]
+    pub limits: Vec<LimitStatus>,
     pub warnings: Vec<String>,
+}
+
+/// A limit (`memory_max`, `cpu_max`, `pids_max`) and what holds it: `cgroup`, an rlimit, or
+/// `not enforced: why`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LimitStatus {
+    pub name: String,
+    pub value: String,
+    pub enforced_by: String,
 }
 
 /// One line of the NDJSON stream answering `POST /v1/deploy`.

@@ -107,6 +107,8 @@ words! {
         Unpack = "unpack",
         /// A required secret is missing or invalid.
         Secrets = "secrets",
+        /// The app's user could not be found or made.
+        User = "user",
         Build = "build",
         /// `[tls]` cannot work on this server (cert files, wildcard names, no HTTPS listener).
         Tls = "tls",

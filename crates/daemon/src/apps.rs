@@ -52,7 +52,12 @@ impl Core {
                         .as_ref()
                         .map_or(DEFAULT_START_DEADLINE, |h| h.start_deadline),
                     stop_timeout: s.stop_timeout,
-                    memory_max: s.memory_max,
+                    limits: supervisor::Limits {
+                        memory_max: s.memory_max,
+                        cpu_max: s.cpu_max,
+                        pids_max: s.pids_max.map(u64::from),
+                    },
+                    confinement: self.confinement(&app, release.user.as_ref(), &s.sandbox),
                 });
                 let upstream = Upstream::new(
                     format!("{app}/{service}.{index}@{}", release.id),
@@ -66,6 +71,29 @@ impl Core {
                 })
             })
             .collect()
+    }
+
+    /// How an instance of `app` is confined: its user, and the service's `Sandbox`.
+    fn confinement(
+        &self,
+        app: &str,
+        user: Option<&crate::users::AppUser>,
+        sandbox: &spec::Sandbox,
+    ) -> supervisor::Confinement {
+        supervisor::Confinement {
+            run_as: user.map(crate::users::AppUser::run_as),
+            no_new_privs: sandbox.no_new_privs,
+            private_tmp: (sandbox.private_tmp && self.private_tmp.is_ok() && user.is_some())
+                .then(|| self.dir.app_tmp(app)),
+            limits: supervisor::Rlimits {
+                open_files: Some(u64::from(sandbox.open_files)),
+                processes: Some(u64::from(sandbox.processes)),
+                core: (!sandbox.core_dumps).then_some(0),
+                address_space: None,
+            },
+            umask: Some(0o027),
+            cgroup: None,
+        }
     }
 
     /// Stop `members` gracefully and forget their process groups.

@@ -11,9 +11,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use supervisor::command::Command;
+use supervisor::{Confinement, Rlimits};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::core::Core;
+use crate::users::AppUser;
 
 /// How long a build may run before it is killed.
 pub const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -32,12 +34,26 @@ impl Core {
         command: &str,
         dir: &Path,
         env: &BTreeMap<String, String>,
+        user: Option<&AppUser>,
         mut on_line: impl FnMut(String),
     ) -> Result<(), BuildFailure> {
+        // A build runs what the app's dependencies say (postinstall scripts): as the app's
+        // user, without new privileges, never able to read berth's keys.
+        let confinement = Confinement {
+            run_as: user.map(AppUser::run_as),
+            no_new_privs: true,
+            limits: Rlimits {
+                core: Some(0),
+                ..Rlimits::default()
+            },
+            umask: Some(0o022),
+            ..Confinement::default()
+        };
         // stderr joins stdout so the lines keep their order.
         let mut child = Command::shell(format!("exec 2>&1; {command}"))
             .current_dir(dir)
             .envs(env)
+            .confine(confinement)
             .stdout(Stdio::piped())
             .spawn()
             .await

@@ -18,6 +18,7 @@ use crate::config::{Addrs, Config, Hooks};
 use crate::lock::lock;
 use crate::paths::StateDir;
 use crate::release::Release;
+use crate::users::{Host, Isolation};
 
 pub(crate) struct Core {
     pub dir: StateDir,
@@ -31,6 +32,10 @@ pub(crate) struct Core {
     /// progress stream.
     pub redactor: Arc<ArcSwap<secrets::Redactor>>,
     pub addrs: Addrs,
+    /// Whether apps get users of their own (the daemon is root), and why not.
+    pub isolation: Isolation,
+    /// Whether a child can get a private `/tmp` (a mount namespace) on this host; else why not.
+    pub private_tmp: Result<(), String>,
     /// Every series `/metrics` shows: the proxy's, the certificates'. Collectors read their
     /// numbers at scrape time; nothing is written to the registry on the request path.
     pub metrics: prometheus_client::registry::Registry,
@@ -62,6 +67,7 @@ impl Core {
         key: secrets::Key,
         certs: Certs,
         addrs: Addrs,
+        host: Host,
     ) -> Arc<Core> {
         let supervisor = Supervisor::new(SupervisorOptions::new(dir.logs()));
         let proxy = Proxy::new(ProxyConfig {
@@ -88,6 +94,8 @@ impl Core {
             )>::new(
             )))),
             addrs,
+            isolation: host.isolation,
+            private_tmp: host.private_tmp,
             metrics,
             hooks: config.hooks,
             tasks: TaskTracker::new(),
@@ -114,6 +122,17 @@ impl Core {
             http: Some(self.addrs.http.to_string()),
             https: self.addrs.https.map(|a| a.to_string()),
             admin: self.addrs.admin.map(|a| a.to_string()),
+            isolation: match &self.isolation {
+                Isolation::On => match &self.private_tmp {
+                    Ok(()) => {
+                        "on: each app runs as a user of its own, with its own /tmp".to_owned()
+                    }
+                    Err(why) => {
+                        format!("on: each app runs as a user of its own; no private /tmp: {why}")
+                    }
+                },
+                Isolation::Off(why) => format!("OFF: {why}"),
+            },
         }
     }
 }

@@ -27,6 +27,7 @@ mod failure;
 mod history;
 mod jobs;
 mod lock;
+mod ownership;
 mod paths;
 mod plan;
 mod recover;
@@ -36,6 +37,7 @@ mod rollout;
 mod routes;
 mod secrets;
 mod status;
+mod users;
 
 pub use api::Step;
 pub use config::{AcmeConfig, Config, Hooks, Listeners};
@@ -57,10 +59,14 @@ impl Daemon {
     /// Take the state directory (one daemon per directory), open `state.db` (applying
     /// migrations), load or create the secrets key, and open the certificate store.
     pub fn open(config: Config) -> Result<Daemon> {
+        // Everything the daemon creates is its own unless it says otherwise (state.db and its
+        // WAL, keys, logs): app users must read none of it.
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
         let dir = StateDir::new(&config.state);
         dir.prepare()?;
         let lock = dir.lock()?;
         let store = store::Store::open(&dir.database()).context("open the state database")?;
+        dir.make_private_files()?;
         let key_path = dir.secrets_key();
         let key = ::secrets::Key::load_or_create(&key_path)
             .with_context(|| format!("load the secrets key {}", key_path.display()))?;
@@ -103,7 +109,17 @@ impl Daemon {
             None => None,
         };
         let socket = self.dir.socket();
-        let core = core::Core::new(self.config, self.dir, self.db, self.key, self.certs, addrs);
+        let host =
+            users::Host::detect(self.dir.root(), &self.dir.tmp().join("private-tmp-probe")).await;
+        let core = core::Core::new(
+            self.config,
+            self.dir,
+            self.db,
+            self.key,
+            self.certs,
+            addrs,
+            host,
+        );
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             state = %core.dir.root().display(),

@@ -2,8 +2,13 @@
 //! only user.
 //!
 //! ```text
-//! STATE/ (0700)  state.db  secrets.key  daemon.lock  berth.sock (0600)
-//!   apps/APP/releases/ID/   apps/APP/shared/   logs/APP/SERVICE/   certs/   tmp/
+//! STATE/ (0711)  state.db  secrets.key  daemon.lock  berth.sock (0600)
+//!   apps/APP/releases/ID/   apps/APP/{shared,home,tmp}/   logs/APP/SERVICE/   certs/   tmp/
+//! ```
+//!
+//! Who may read what, once apps have users of their own, is in `ownership.rs`.
+//!
+//! ```text
 //! ```
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -60,8 +65,13 @@ impl StateDir {
         self.root.join("tmp")
     }
 
+    /// `apps/APP`: everything of one app.
+    pub fn app(&self, app: &str) -> PathBuf {
+        self.root.join("apps").join(app)
+    }
+
     pub fn releases(&self, app: &str) -> PathBuf {
-        self.root.join("apps").join(app).join("releases")
+        self.app(app).join("releases")
     }
 
     pub fn release(&self, app: &str, release: &str) -> PathBuf {
@@ -70,22 +80,57 @@ impl StateDir {
 
     /// Data that survives releases (uploads, SQLite files): `BERTH_SHARED`.
     pub fn shared(&self, app: &str) -> PathBuf {
-        self.root.join("apps").join(app).join("shared")
+        self.app(app).join("shared")
     }
 
-    /// Create the directory and its parts, private (0700) whether or not they existed, and
-    /// clear what interrupted uploads left in `tmp/`.
+    /// The app's user's `HOME`.
+    pub fn home(&self, app: &str) -> PathBuf {
+        self.app(app).join("home")
+    }
+
+    /// The app's `TMPDIR`, and its `/tmp` where the kernel allows a private one.
+    pub fn app_tmp(&self, app: &str) -> PathBuf {
+        self.app(app).join("tmp")
+    }
+
+    /// Create the directory and its parts whether or not they existed: the root and `apps/`
+    /// traversable but not listable (0711: an app's user reaches its own directory and
+    /// nothing else), the rest private (0700); and clear what interrupted uploads left in
+    /// `tmp/`.
     pub fn prepare(&self) -> Result<()> {
-        private_dir(&self.root)?;
-        // It may have existed already: it holds keys and secrets, so it is private either way.
-        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("set mode 0700 on {}", self.root.display()))?;
-        for sub in ["apps", "logs", "tmp", "certs"] {
-            private_dir(&self.root.join(sub))?;
+        for (dir, mode) in [
+            (self.root.clone(), 0o711),
+            (self.root.join("apps"), 0o711),
+            (self.logs(), 0o700),
+            (self.tmp(), 0o700),
+            (self.certs(), 0o700),
+        ] {
+            private_dir(&dir)?;
+            // It may have existed already, with other modes.
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("set mode {mode:o} on {}", dir.display()))?;
         }
         if let Ok(entries) = std::fs::read_dir(self.tmp()) {
             for e in entries.flatten() {
                 let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// The files at the top of the state directory, 0600 whatever made them (an older berth,
+    /// SQLite under another umask): the root is traversable, so their mode is what guards them.
+    pub fn make_private_files(&self) -> Result<()> {
+        let entries = std::fs::read_dir(&self.root)
+            .with_context(|| format!("read {}", self.root.display()))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("set mode 0600 on {}", path.display()))?;
             }
         }
         Ok(())

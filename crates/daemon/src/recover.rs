@@ -76,8 +76,16 @@ impl Core {
     async fn restore(&self, app: &str, release: &str) -> anyhow::Result<()> {
         let dir = self.dir.release(app, release);
         let spec = Arc::new(load_spec(&dir, environment_of(app))?);
-        let env = self.release_env(&spec, release).await?;
-        let mut started = Release::new(release, spec.clone(), &dir, env);
+        // An app deployed before it had a user of its own gets one now.
+        let user = self
+            .seat(&spec)
+            .await
+            .map_err(|f| anyhow::anyhow!(f.reason))?;
+        self.seal(&dir, user.as_ref(), None)
+            .await
+            .map_err(|f| anyhow::anyhow!(f.reason))?;
+        let env = self.release_env(&spec, release, user.as_ref()).await?;
+        let mut started = Release::new(release, spec.clone(), &dir, env, user);
         started.members = self.start_members(&started, &all_slots(&spec));
         // Instances that are not ready yet join the route table as soon as they are: the
         // supervisor keeps restarting them, and `watch_supervisor` republishes on each change.

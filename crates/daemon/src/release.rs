@@ -10,12 +10,16 @@ use proxy::Upstream;
 use spec::AppSpec;
 use supervisor::Instance;
 
+use crate::users::AppUser;
+
 pub(crate) struct Release {
     pub id: String,
     pub spec: Arc<AppSpec>,
     pub dir: PathBuf,
     /// The processes' environment (secrets included): never printed.
     pub env: Arc<BTreeMap<String, String>>,
+    /// Who its processes run as (`None`: the daemon's own user, isolation off).
+    pub user: Option<AppUser>,
     pub members: Vec<Member>,
 }
 
@@ -32,12 +36,19 @@ pub(crate) type Slot = (String, u32);
 
 impl Release {
     /// A release with no instances yet.
-    pub fn new(id: &str, spec: Arc<AppSpec>, dir: &Path, env: BTreeMap<String, String>) -> Release {
+    pub fn new(
+        id: &str,
+        spec: Arc<AppSpec>,
+        dir: &Path,
+        env: BTreeMap<String, String>,
+        user: Option<AppUser>,
+    ) -> Release {
         Release {
             id: id.to_owned(),
             spec,
             dir: dir.to_owned(),
             env: Arc::new(env),
+            user,
             members: Vec::new(),
         }
     }
@@ -49,6 +60,7 @@ impl Release {
             spec: self.spec.clone(),
             dir: self.dir.clone(),
             env: self.env.clone(),
+            user: self.user.clone(),
             members: Vec::new(),
         }
     }

@@ -11,6 +11,7 @@ use spec::{AppSpec, SecretSpec};
 use crate::core::Core;
 use crate::failure::Failure;
 use crate::refusal::Refusal;
+use crate::users::AppUser;
 
 impl Core {
     /// Decrypted values of `app`'s secrets, by name.
@@ -94,12 +95,19 @@ impl Core {
         &self,
         spec: &AppSpec,
         release: &str,
+        user: Option<&AppUser>,
     ) -> Result<BTreeMap<String, String>> {
         let app = spec.instance_name();
         let values = self.secret_values(&app).await?;
         let mut env = spec.resolve_env(|name| values.get(name).cloned());
-        let shared = self.dir.shared(&app);
-        env.insert("BERTH_SHARED".to_owned(), shared.display().to_string());
+        let path = |p: std::path::PathBuf| p.display().to_string();
+        env.insert("BERTH_SHARED".to_owned(), path(self.dir.shared(&app)));
+        env.insert("HOME".to_owned(), path(self.dir.home(&app)));
+        env.insert("TMPDIR".to_owned(), path(self.dir.app_tmp(&app)));
+        if let Some(user) = user {
+            env.insert("USER".to_owned(), user.name.clone());
+            env.insert("LOGNAME".to_owned(), user.name.clone());
+        }
         env.insert("BERTH_RELEASE".to_owned(), release.to_owned());
         env.insert("BERTH_APP".to_owned(), app);
         Ok(env)

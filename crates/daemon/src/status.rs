@@ -30,6 +30,10 @@ impl Core {
                             })
                             .unwrap_or_default(),
                         deploying: here.and_then(|s| s.deploying.clone()),
+                        user: here
+                            .and_then(|s| s.running.as_ref())
+                            .and_then(|r| r.user.as_ref())
+                            .map(|u| u.name.clone()),
                         draining: here
                             .map(|s| {
                                 s.draining
@@ -102,6 +106,31 @@ fn instance_status(m: &Member, release: &str, now: SystemTime) -> api::InstanceS
             .map(|d| d.as_secs()),
         memory_bytes: st.memory_rss,
         crash_loop: st.crash_loop,
+        limits: st
+            .limits
+            .iter()
+            .map(|l| api::LimitStatus {
+                name: l.name.to_owned(),
+                value: shown_limit(l.name, &l.value),
+                enforced_by: l.enforced_by.to_string(),
+            })
+            .collect(),
         warnings: st.warnings.clone(),
+    }
+}
+
+/// A limit as berth.toml writes it: `128M`, `50%`, `256`.
+fn shown_limit(name: &str, value: &str) -> String {
+    match (name, value.parse::<f64>()) {
+        ("memory_max", Ok(bytes)) => {
+            let mib = bytes / f64::from(1u32 << 20);
+            if mib >= 1024.0 && (mib / 1024.0).fract() == 0.0 {
+                format!("{}G", mib / 1024.0)
+            } else {
+                format!("{mib}M")
+            }
+        }
+        ("cpu_max", Ok(cpus)) => format!("{}%", (cpus * 100.0).round()),
+        _ => value.to_owned(),
     }
 }

@@ -28,7 +28,8 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub use ipnet::IpNet;
 pub use model::{
     AcmeChallenge, AppSpec, Balance, BuildSpec, CacheControlSpec, DeploySpec, HeaderPreset,
-    HealthSpec, ProxySpec, RouteSpec, RouteTarget, ServiceSpec, SmokeCheck, SourceSpan, TlsSpec,
+    HealthSpec, ProxySpec, RouteSpec, RouteTarget, Sandbox, ServiceSpec, SmokeCheck, SourceSpan,
+    TlsSpec,
 };
 pub use names::{check_app_name, check_secret_name};
 pub use secrets::{SecretKind, SecretSpec, expand};

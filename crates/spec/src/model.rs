@@ -13,6 +13,9 @@ use crate::units::RateSpec;
 pub struct AppSpec {
     /// `[app] name`: `[a-z0-9-]`, 1 to 40 characters, starts with a letter, unique per server.
     pub name: String,
+    /// `[app] user = "www"`: an existing user the app runs as (never root). `None`: berth
+    /// creates one for the app (`berth-APP`).
+    pub user: Option<String>,
     /// `[build]`: run inside the new release directory before anything starts.
     pub build: Option<BuildSpec>,
     /// `[env]`: plain configuration injected into every service. Values may hold `${NAME}`
@@ -184,6 +187,39 @@ pub struct ServiceSpec {
     pub stop_timeout: Duration,
     /// Memory limit per instance in bytes (`memory_max = "512M"`).
     pub memory_max: Option<u64>,
+    /// CPU limit per instance, in CPUs (`cpu_max = "50%"` is 0.5, `"200%"` two cores).
+    pub cpu_max: Option<f64>,
+    /// Processes and threads per instance (`pids_max = 256`).
+    pub pids_max: Option<u32>,
+    /// How the instance is confined; every part on by default.
+    pub sandbox: Sandbox,
+}
+
+/// The hardening of a service's processes (each key in `[services.NAME]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sandbox {
+    /// `no_new_privs = false` lets setuid binaries raise the app's rights (default on).
+    pub no_new_privs: bool,
+    /// `private_tmp = false` shares the host's `/tmp` (default: the app's own `/tmp`).
+    pub private_tmp: bool,
+    /// `open_files = 65536`: `RLIMIT_NOFILE`.
+    pub open_files: u32,
+    /// `processes = 4096`: `RLIMIT_NPROC`, for every process and thread of the app's user.
+    pub processes: u32,
+    /// `core_dumps = true` allows core dumps (default off: secrets live in memory).
+    pub core_dumps: bool,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox {
+            no_new_privs: true,
+            private_tmp: true,
+            open_files: 65_536,
+            processes: 4_096,
+            core_dumps: false,
+        }
+    }
 }
 
 /// `health = { path = "/health/ready", interval = "2s", timeout = "1s", healthy_after = 2 }`

@@ -38,6 +38,33 @@ pub(crate) fn check_name(name: &str) -> Result<(), Problem> {
     Err((label.to_owned(), suggest()))
 }
 
+/// A Unix user name (`[a-z_][a-z0-9_-]*`, at most 32 characters), and never `root`: an app
+/// never runs as root.
+pub(crate) fn check_user(name: &str) -> Result<(), Problem> {
+    if name == "root" {
+        return Err((
+            "an app never runs as root".to_owned(),
+            Some("leave `user` out: berth creates a user for the app (berth-NAME)".to_owned()),
+        ));
+    }
+    let valid = !name.is_empty()
+        && name.len() <= 32
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if valid {
+        return Ok(());
+    }
+    Err((
+        "not a user name".to_owned(),
+        Some(
+            "an existing user: lowercase letters, digits, `_` and `-`, at most 32 characters"
+                .to_owned(),
+        ),
+    ))
+}
+
 /// `[A-Z_][A-Z0-9_]*`, not set by berth itself.
 pub(crate) fn check_env_name(name: &str) -> Result<(), Problem> {
     if name == "PORT" {

@@ -7,8 +7,8 @@ use std::ops::Range;
 use toml::de::{DeTable, DeValue};
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::model::{AppSpec, BuildSpec, HealthSpec, RouteTarget, ServiceSpec};
-use crate::names::{check_env_name, check_name};
+use crate::model::{AppSpec, BuildSpec, HealthSpec, RouteTarget, Sandbox, ServiceSpec};
+use crate::names::{check_env_name, check_name, check_user};
 use crate::overlay;
 use crate::proxy::proxy;
 use crate::routes::routes;
@@ -22,7 +22,7 @@ const ROOT_KEYS: &[&str] = &[
 ];
 /// Sections of the target design (DESIGN.md) that this version does not read yet.
 const LATER_KEYS: &[&str] = &["databases", "backups", "alerts", "notify"];
-const APP_KEYS: &[&str] = &["name"];
+const APP_KEYS: &[&str] = &["name", "user"];
 const BUILD_KEYS: &[&str] = &["command"];
 const SERVICE_KEYS: &[&str] = &[
     "command",
@@ -30,6 +30,13 @@ const SERVICE_KEYS: &[&str] = &[
     "health",
     "stop_timeout",
     "memory_max",
+    "cpu_max",
+    "pids_max",
+    "no_new_privs",
+    "private_tmp",
+    "open_files",
+    "processes",
+    "core_dumps",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -196,14 +203,16 @@ fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
         let mut d = Diagnostic::error("the app has nothing to run or serve").help(
             "add a [services.NAME] table with a `command`, or a [[routes]] entry with `static`",
         );
-        if let Some(span) = app.as_ref().map(|(_, span)| span.clone()) {
+        if let Some(span) = app.as_ref().map(|a| a.span.clone()) {
             d = d.at(span, "no services and no static routes");
         }
         w.report(d);
     }
 
+    let app = app?;
     Some(AppSpec {
-        name: app?.0,
+        name: app.name,
+        user: app.user,
         build,
         env,
         secrets,
@@ -217,8 +226,15 @@ fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
     })
 }
 
-/// `[app]`: returns the name and the table's span.
-fn app(w: &mut Walker<'_>, root: &Table<'_, '_>) -> Option<(String, Range<usize>)> {
+/// What `[app]` says, and where.
+struct AppHead {
+    name: String,
+    user: Option<String>,
+    span: Range<usize>,
+}
+
+/// `[app]`.
+fn app(w: &mut Walker<'_>, root: &Table<'_, '_>) -> Option<AppHead> {
     let Some(value) = root.get("app") else {
         w.report(
             Diagnostic::error("missing [app] table")
@@ -234,9 +250,14 @@ fn app(w: &mut Walker<'_>, root: &Table<'_, '_>) -> Option<(String, Range<usize>
         w.wrong_type(root, "app", value, "a table", Some(help));
         return None;
     };
+    let user = optional(&t, "user", |k| w.checked(&t, k, "user", check_user));
     w.required(&t, "name", "name = \"my-app\"")?;
     let name = w.checked(&t, "name", "app name", check_name)?;
-    Some((name, t.span))
+    Some(AppHead {
+        name,
+        user: user?,
+        span: t.span,
+    })
 }
 
 fn build(w: &mut Walker<'_>, value: &Value<'_>) -> Option<BuildSpec> {
@@ -387,12 +408,43 @@ fn service(w: &mut Walker<'_>, value: &Value<'_>, ctx: &str) -> Option<ServiceSp
         }
         Some(bytes)
     });
+    let cpu_max = optional(&t, "cpu_max", |k| {
+        w.unit_value(&t, k, "CPU share", "50%", crate::units::cpu_share)
+    });
+    let pids_max = optional(&t, "pids_max", |k| w.int(&t, k, 8, 1_000_000));
+    let sandbox = sandbox(w, &t)?;
     Some(ServiceSpec {
         command: command?.0.to_owned(),
         instances: instances?,
         health: health?,
         stop_timeout: stop_timeout?,
         memory_max: memory_max?,
+        cpu_max: cpu_max?,
+        pids_max: pids_max?,
+        sandbox,
+    })
+}
+
+/// The hardening keys of a service; each defaults to [`Sandbox::default`]. `None` when a key
+/// is wrong (reported).
+fn sandbox(w: &mut Walker<'_>, t: &Table<'_, '_>) -> Option<Sandbox> {
+    let d = Sandbox::default();
+    let flag = |w: &mut Walker<'_>, key: &str, default: bool| {
+        optional(t, key, |k| w.bool(t, k)).map(|v| v.unwrap_or(default))
+    };
+    let no_new_privs = flag(w, "no_new_privs", d.no_new_privs);
+    let private_tmp = flag(w, "private_tmp", d.private_tmp);
+    let core_dumps = flag(w, "core_dumps", d.core_dumps);
+    let open_files =
+        optional(t, "open_files", |k| w.int(t, k, 64, 1 << 20)).map(|v| v.unwrap_or(d.open_files));
+    let processes =
+        optional(t, "processes", |k| w.int(t, k, 16, 1 << 22)).map(|v| v.unwrap_or(d.processes));
+    Some(Sandbox {
+        no_new_privs: no_new_privs?,
+        private_tmp: private_tmp?,
+        open_files: open_files?,
+        processes: processes?,
+        core_dumps: core_dumps?,
     })
 }
 

@@ -95,6 +95,30 @@ pub(crate) fn percent(input: &str) -> Result<f64, UnitError> {
     }
 }
 
+/// `"50%"` of one CPU, up to `"6400%"` (64 CPUs), as a number of CPUs.
+pub(crate) fn cpu_share(input: &str) -> Result<f64, UnitError> {
+    let Some(number) = input.trim().strip_suffix('%') else {
+        return Err(UnitError::new(
+            "missing `%`",
+            format!(
+                "write a share of one CPU, e.g. \"{}%\" (\"200%\" is two CPUs)",
+                input.trim()
+            ),
+        ));
+    };
+    match number.trim().parse::<f64>() {
+        Ok(p) if (1.0..=6400.0).contains(&p) => Ok(p / 100.0),
+        Ok(_) => Err(UnitError::new(
+            "must be from 1% to 6400%",
+            "100% is one CPU, e.g. \"50%\" or \"200%\"".to_owned(),
+        )),
+        Err(_) => Err(UnitError::new(
+            "not a number",
+            "write a share of one CPU, e.g. \"50%\"".to_owned(),
+        )),
+    }
+}
+
 pub(crate) fn duration(input: &str) -> Result<Duration, UnitError> {
     let ms = amount(input, Kind::Duration)?;
     Ok(Duration::from_millis(ms))

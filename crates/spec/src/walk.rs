@@ -315,6 +315,18 @@ impl<'s> Walker<'s> {
             .map(|(p, _)| p)
     }
 
+    /// A string with a unit, parsed by `parse` (e.g. [`crate::units::cpu_share`]).
+    pub fn unit_value<T>(
+        &mut self,
+        table: &Table<'_, '_>,
+        key: &str,
+        what: &str,
+        example: &str,
+        parse: fn(&str) -> Result<T, UnitError>,
+    ) -> Option<T> {
+        self.unit(table, key, what, example, parse).map(|(v, _)| v)
+    }
+
     fn unit<T>(
         &mut self,
         table: &Table<'_, '_>,

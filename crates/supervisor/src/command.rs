@@ -6,7 +6,9 @@
 //! - dies with the daemon, even on `kill -9`: `PR_SET_PDEATHSIG(SIGKILL)` (the direct child
 //!   only; grandchildren are reached through the group);
 //! - has its whole group SIGKILLed when its [`Child`] is dropped, so a timeout is a `drop`;
-//! - has stdin, stdout and stderr on `/dev/null` unless the caller says otherwise.
+//! - has stdin, stdout and stderr on `/dev/null` unless the caller says otherwise;
+//! - is confined as the caller says ([`Confinement`]: user, no-new-privs, private `/tmp`,
+//!   limits, cgroup).
 //!
 //! Every child is forked from one dedicated, never-exiting thread ("berth-spawner").
 //! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process;
@@ -27,6 +29,8 @@ use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 use tokio::sync::oneshot;
+
+use crate::confine::{Confinement, Prepared};
 
 /// Variables passed through from the daemon's environment; everything else is the child's.
 /// `CARGO_HOME`/`RUSTUP_HOME` locate the host's toolchains, like `PATH`.
@@ -67,7 +71,7 @@ pub struct Command {
     stdin: Option<Stdio>,
     stdout: Option<Stdio>,
     stderr: Option<Stdio>,
-    rlimit_as: Option<u64>,
+    confinement: Confinement,
 }
 
 impl Command {
@@ -81,7 +85,7 @@ impl Command {
             stdin: None,
             stdout: None,
             stderr: None,
-            rlimit_as: None,
+            confinement: Confinement::default(),
         }
     }
 
@@ -151,16 +155,27 @@ impl Command {
 
     /// Limit the child's address space (`RLIMIT_AS`, bytes).
     pub fn rlimit_as(mut self, bytes: u64) -> Command {
-        self.rlimit_as = Some(bytes);
+        self.confinement.limits.address_space = Some(bytes);
+        self
+    }
+
+    /// Run the child confined: as another user, without new privileges, with its own `/tmp`,
+    /// limits and cgroup (see [`Confinement`]).
+    pub fn confine(mut self, confinement: Confinement) -> Command {
+        let address_space = self.confinement.limits.address_space;
+        self.confinement = confinement;
+        if self.confinement.limits.address_space.is_none() {
+            self.confinement.limits.address_space = address_space;
+        }
         self
     }
 
     /// Start the process from the spawner thread. Must be called inside a tokio runtime (any
     /// flavour), which then reaps the child.
     pub async fn spawn(self) -> io::Result<Child> {
-        let rlimit_as = self.rlimit_as;
+        let confinement = self.confinement.prepare()?;
         let mut cmd = self.into_tokio();
-        install_pre_exec(&mut cmd, std::process::id(), rlimit_as);
+        install_pre_exec(&mut cmd, std::process::id(), confinement);
         let mut inner = from_spawner_thread(cmd).await?;
         let pid = inner
             .id()
@@ -211,7 +226,7 @@ impl std::fmt::Debug for Command {
             .field("args", &self.args)
             .field("cwd", &self.cwd)
             .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
-            .field("rlimit_as", &self.rlimit_as)
+            .field("confinement", &self.confinement)
             .finish_non_exhaustive()
     }
 }
@@ -300,18 +315,19 @@ impl Drop for Child {
     }
 }
 
-/// In the child, between fork and exec: own session and process group, die with the daemon,
-/// optional address-space limit.
+/// In the child, between fork and exec: own session and process group, the confinement, then
+/// die with the daemon (after the user switch, which would clear it).
 #[allow(unsafe_code)]
-fn install_pre_exec(cmd: &mut tokio::process::Command, parent: u32, rlimit_as: Option<u64>) {
+fn install_pre_exec(cmd: &mut tokio::process::Command, parent: u32, confinement: Prepared) {
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe calls (setsid, prctl, getppid, setrlimit, _exit); it allocates nothing
-    // (`io::Error::last_os_error` stores the errno inline).
+    // async-signal-safe calls (setsid, the confinement's syscalls, prctl, getppid, _exit); it
+    // allocates nothing (`io::Error::last_os_error` stores the errno inline).
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
+            confinement.apply()?;
             if libc::prctl(
                 libc::PR_SET_PDEATHSIG,
                 libc::SIGKILL as libc::c_ulong,
@@ -326,17 +342,27 @@ fn install_pre_exec(cmd: &mut tokio::process::Command, parent: u32, rlimit_as: O
             if libc::getppid() as u32 != parent {
                 libc::_exit(1);
             }
-            if let Some(limit) = rlimit_as {
-                let lim = libc::rlimit {
-                    rlim_cur: limit as libc::rlim_t,
-                    rlim_max: limit as libc::rlim_t,
-                };
-                if libc::setrlimit(libc::RLIMIT_AS, &lim) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
             Ok(())
         });
+    }
+}
+
+/// Whether a child can get a private `/tmp` here: the daemon is root and the kernel lets it
+/// unshare a mount namespace (not inside every container). Tried once, in a child.
+pub async fn private_tmp_works(scratch: &Path) -> bool {
+    let confinement = Confinement {
+        private_tmp: Some(scratch.to_owned()),
+        ..Confinement::default()
+    };
+    let spawned = Command::new("/bin/sh")
+        .arg("-c")
+        .arg("exit 0")
+        .confine(confinement)
+        .spawn()
+        .await;
+    match spawned {
+        Ok(mut child) => child.wait().await.is_ok_and(|s| s.success()),
+        Err(_) => false,
     }
 }
 

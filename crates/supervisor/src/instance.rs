@@ -9,9 +9,10 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::{self, Tail};
+use crate::cgroup;
 use crate::command::{self, Child};
 use crate::logs::{self, Record};
-use crate::memory::{self, Cgroup, Limiter};
+use crate::memory;
 use crate::probe;
 use crate::spawn;
 use crate::types::*;
@@ -42,6 +43,7 @@ struct Dynamic {
     started_at: Option<SystemTime>,
     last_exit: Option<Exit>,
     crash_loop: bool,
+    limits: Vec<crate::cgroup::LimitStatus>,
     warnings: Vec<String>,
 }
 
@@ -111,6 +113,7 @@ impl Instance {
             memory_rss: pgid.and_then(memory::group_rss),
             last_exit: d.last_exit,
             crash_loop: d.crash_loop,
+            limits: d.limits.clone(),
             warnings: d.warnings.clone(),
         }
     }
@@ -300,42 +303,34 @@ enum Live {
 
 async fn run_once(ctx: &Ctx, inst: &Instance, spec: &ProcessSpec) -> Attempt {
     inst.set_state(InstanceState::Starting);
-    // memory_max: cgroup if possible, else RLIMIT_AS.
-    let mut cgroup = None;
-    let mut rlimit = None;
-    let mut warnings = Vec::new();
-    if let Some(max) = spec.memory_max {
-        match memory::limiter() {
-            Limiter::Cgroup(parent) => {
-                let name = format!(
-                    "{}-{}-{}-{}",
-                    spec.app, spec.service, spec.instance, spec.release
-                );
-                match Cgroup::create(parent, &name, max) {
-                    Ok(cg) => cgroup = Some(cg),
-                    Err(e) => {
-                        rlimit = Some(max);
-                        warnings.push(format!(
-                            "memory_max enforced with RLIMIT_AS: cannot create cgroup: {e}"
-                        ));
-                    }
-                }
-            }
-            Limiter::Rlimit(why) => {
-                rlimit = Some(max);
-                warnings.push(format!(
-                    "memory_max enforced with RLIMIT_AS (virtual memory, per process): {why}"
-                ));
-            }
-        }
+    // Limits: the instance's cgroup where berth has one, else rlimits (see cgroup.rs).
+    let name = format!(
+        "{}-{}-{}-{}",
+        spec.app, spec.service, spec.instance, spec.release
+    );
+    let plan = cgroup::plan(&name, spec.limits);
+    let mut confinement = spec.confinement.clone();
+    confinement.cgroup = plan.cgroup.as_ref().map(|c| c.dir().to_owned());
+    if plan.address_space.is_some() {
+        confinement.limits.address_space = plan.address_space;
     }
+    if let Some(max) = plan.processes {
+        let own = confinement.limits.processes.unwrap_or(u64::MAX);
+        confinement.limits.processes = Some(own.min(max));
+    }
+    let instance_cgroup = plan.cgroup;
+    let limits = plan.report;
+    let warnings = Vec::new();
 
-    let mut child = match spawn::command(spec, rlimit).spawn().await {
+    let mut child = match spawn::command(spec, confinement).spawn().await {
         Ok(c) => c,
         Err(e) => {
             let msg = format!("{e} (cwd {})", spec.cwd.display());
             tracing::error!(instance = %inst.inner.key, error = %msg, "cannot spawn instance");
-            inst.update(|d| d.warnings = warnings);
+            inst.update(|d| {
+                d.warnings = warnings;
+                d.limits = limits;
+            });
             inst.set_state(InstanceState::Failed);
             inst.set_first(Err(inst.failure(StartFailureKind::Spawn(msg))));
             return Attempt {
@@ -345,17 +340,11 @@ async fn run_once(ctx: &Ctx, inst: &Instance, spec: &ProcessSpec) -> Attempt {
         }
     };
     let pid = child.id();
-    if let Some(cg) = &cgroup
-        && let Err(e) = cg.add(pid)
-    {
-        warnings.push(format!(
-            "memory_max not enforced: cannot move pid {pid} into its cgroup: {e}"
-        ));
-    }
     inst.update(|d| {
         d.pid = Some(pid);
         d.started_at = Some(SystemTime::now());
         d.warnings = warnings;
+        d.limits = limits;
     });
     tracing::info!(instance = %inst.inner.key, pid, port = spec.port, "instance started");
     ctx.emit(inst, EventKind::Started { pid });
@@ -440,7 +429,7 @@ async fn run_once(ctx: &Ctx, inst: &Instance, spec: &ProcessSpec) -> Attempt {
         d.pid = None;
         d.last_exit = status.or(d.last_exit);
     });
-    drop(cgroup);
+    drop(instance_cgroup);
     Attempt {
         ready_for,
         stopped: inst.inner.cancel.is_cancelled(),

@@ -21,7 +21,9 @@
 //! - the supervisor must run inside a tokio runtime ([`Supervisor::start`] spawns tasks).
 
 mod capture;
+mod cgroup;
 pub mod command;
+mod confine;
 mod instance;
 pub mod logs;
 mod memory;
@@ -35,6 +37,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, mpsc};
 
+pub use cgroup::{Enforcement, LimitStatus, Limits};
+pub use confine::{Confinement, Rlimits, RunAs};
 pub use instance::Instance;
 pub use probe::{http_status, http_status_on};
 pub use types::{

@@ -4,6 +4,7 @@
 use std::process::Stdio;
 
 use crate::command::Command;
+use crate::confine::Confinement;
 use crate::types::ProcessSpec;
 
 /// The `sh -c` argument: `exec COMMAND` when that is safe, so no shell stays in between.
@@ -47,9 +48,10 @@ fn is_simple(command: &str) -> bool {
     !single && !double && !escaped
 }
 
-/// The command for one attempt. `rlimit_as` is the `RLIMIT_AS` fallback for `memory_max`.
-pub(crate) fn command(spec: &ProcessSpec, rlimit_as: Option<u64>) -> Command {
-    let cmd = Command::shell(shell_line(&spec.command))
+/// The command for one attempt, confined as `confinement` says (the spec's, with the
+/// instance's cgroup and rlimit fallbacks added).
+pub(crate) fn command(spec: &ProcessSpec, confinement: Confinement) -> Command {
+    Command::shell(shell_line(&spec.command))
         .current_dir(&spec.cwd)
         .envs(&spec.env)
         .env("PORT", spec.port.to_string())
@@ -58,11 +60,8 @@ pub(crate) fn command(spec: &ProcessSpec, rlimit_as: Option<u64>) -> Command {
         .env("BERTH_RELEASE", &spec.release)
         .env("BERTH_INSTANCE", spec.instance.to_string())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    match rlimit_as {
-        Some(bytes) => cmd.rlimit_as(bytes),
-        None => cmd,
-    }
+        .stderr(Stdio::piped())
+        .confine(confinement)
 }
 
 #[cfg(test)]

@@ -5,6 +5,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use crate::cgroup::{LimitStatus, Limits};
+use crate::confine::Confinement;
+
 /// Everything the supervisor needs to run one instance of one service.
 ///
 /// The daemon builds it from berth.toml and the store; the supervisor knows nothing else.
@@ -30,8 +33,12 @@ pub struct ProcessSpec {
     pub start_deadline: Duration,
     /// Time between SIGTERM and SIGKILL when stopping.
     pub stop_timeout: Duration,
-    /// Memory limit in bytes (cgroup v2 `memory.max`, else `RLIMIT_AS`).
-    pub memory_max: Option<u64>,
+    /// Memory, CPU and process limits (cgroup v2 where berth has one, else rlimits; see
+    /// [`crate::LimitStatus`]).
+    pub limits: Limits,
+    /// Who the instance runs as and how it is confined (the supervisor adds the cgroup and
+    /// the rlimit fallbacks of `limits`).
+    pub confinement: Confinement,
 }
 
 /// An HTTP GET probe against `http://127.0.0.1:PORT{path}`; any 2xx passes.
@@ -200,7 +207,9 @@ pub struct InstanceStatus {
     pub memory_rss: Option<u64>,
     pub last_exit: Option<Exit>,
     pub crash_loop: bool,
-    /// Operator-facing caveats, e.g. how `memory_max` is enforced.
+    /// Each limit asked for, and what holds it (cgroup, an rlimit, or nothing and why).
+    pub limits: Vec<LimitStatus>,
+    /// Operator-facing caveats.
     pub warnings: Vec<String>,
 }
 

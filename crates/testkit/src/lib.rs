@@ -23,3 +23,19 @@ pub use apps::{PY_WEB, PY_WS_WEB, app, http_get};
 pub use pebble::Pebble;
 pub use port::free_port;
 pub use wait::{Done, alive, eventually, wait_for};
+
+/// A temporary state directory for a daemon under test: under `/var/tmp`, not `/tmp`, so that
+/// apps get a private `/tmp` as in production (a state directory under `/tmp` would be hidden
+/// by it, and the daemon then gives apps `TMPDIR` only).
+pub fn state_dir(prefix: &str) -> tempfile::TempDir {
+    let base = std::path::Path::new("/var/tmp");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
+    if base.is_dir() {
+        builder
+            .tempdir_in(base)
+            .expect("a state directory under /var/tmp")
+    } else {
+        builder.tempdir().expect("a temporary state directory")
+    }
+}

@@ -11,7 +11,15 @@ use crate::output;
 
 pub async fn run(http: SocketAddr) -> Result<u8> {
     let example = example_dir().context("find examples/hello")?;
-    let state = std::env::temp_dir().join(format!("berth-demo-{}", std::process::id()));
+    // Not under /tmp: the demo's app gets a private /tmp, as in production.
+    let base = [
+        std::path::Path::new("/var/tmp").to_owned(),
+        std::env::temp_dir(),
+    ]
+    .into_iter()
+    .find(|d| d.is_dir())
+    .unwrap_or_else(std::env::temp_dir);
+    let state = base.join(format!("berth-demo-{}", std::process::id()));
     std::fs::create_dir_all(&state).with_context(|| format!("create {}", state.display()))?;
     output::progress(format!("==> state directory {}", state.display()));
     crate::serve::init_tracing();

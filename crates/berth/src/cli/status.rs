@@ -20,6 +20,12 @@ pub async fn run(state: &Path, app: Option<&str>, json: bool) -> Result<u8> {
         output::json(&status);
         return Ok(0);
     }
+    if status.daemon.isolation.starts_with("OFF") {
+        output::line(format!(
+            "warning: app isolation is {}",
+            status.daemon.isolation
+        ));
+    }
     if status.apps.is_empty() {
         output::line("no apps deployed yet; deploy one with: berth deploy DIR");
         return Ok(0);
@@ -31,7 +37,12 @@ pub async fn run(state: &Path, app: Option<&str>, json: bool) -> Result<u8> {
             .as_deref()
             .map(|r| format!(" (deploying {r})"))
             .unwrap_or_default();
-        output::line(format!("{}  release {release}{deploying}", app.name));
+        let user = app
+            .user
+            .as_deref()
+            .map(|u| format!("  user {u}"))
+            .unwrap_or_default();
+        output::line(format!("{}  release {release}{deploying}{user}", app.name));
         if app.instances.is_empty() {
             output::line("  no processes (static routes only, or nothing running)");
         } else {
@@ -61,6 +72,20 @@ pub async fn run(state: &Path, app: Option<&str>, json: bool) -> Result<u8> {
         }
         for w in &warnings {
             output::line(format!("  warning: {w}"));
+        }
+        // Limits are the same for every instance of a service: one line per service.
+        let mut seen = Vec::new();
+        for i in app.instances.iter().filter(|i| !i.limits.is_empty()) {
+            if seen.contains(&i.service.as_str()) {
+                continue;
+            }
+            seen.push(&i.service);
+            let limits: Vec<String> = i
+                .limits
+                .iter()
+                .map(|l| format!("{} {} ({})", l.name, l.value, l.enforced_by))
+                .collect();
+            output::line(format!("  {} limits: {}", i.service, limits.join("; ")));
         }
         for d in &app.draining {
             output::line(format!(

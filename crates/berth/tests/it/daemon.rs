@@ -10,8 +10,16 @@ fn state_dir_socket_and_database_are_private() {
     let d = Daemon::start();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&d.path().join("berth.sock")), 0o600);
-    assert_eq!(mode(d.path()), 0o700);
+    // Traversable, so an app's user reaches its own directory under apps/; not listable; and
+    // every file in it is the daemon's alone.
+    assert_eq!(mode(d.path()), 0o711);
     assert!(d.path().join("state.db").is_file());
+    for entry in std::fs::read_dir(d.path()).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_file() && !path.ends_with("daemon.log") {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
     let status = d.status();
     assert_eq!(status["daemon"]["version"], env!("CARGO_PKG_VERSION"));
     assert!(status["apps"].as_array().unwrap().is_empty());

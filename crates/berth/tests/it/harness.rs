@@ -73,10 +73,7 @@ impl Daemon {
 
     /// `berth serve ARGS` with extra environment `env`.
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let state = tempfile::Builder::new()
-            .prefix("berth-it-")
-            .tempdir()
-            .unwrap();
+        let state = testkit::state_dir("berth-it-");
         let mut d = Daemon {
             state,
             child: None,

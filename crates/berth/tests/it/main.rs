@@ -11,6 +11,7 @@ mod daemon;
 mod demo;
 mod deploy;
 mod https;
+mod isolation;
 mod rollout;
 mod secrets;
 mod static_files;

@@ -261,13 +261,19 @@ impl Core {
         let gates = Gates::of(&r.spec);
         // Secrets first: a missing one refuses the rollout before anything is built or started.
         self.ensure_secrets(&r.spec).await?;
+        let user = self.seat(&r.spec).await?;
         let env = self
-            .release_env(&r.spec, &r.release)
+            .release_env(&r.spec, &r.release, user.as_ref())
             .await
             .map_err(|e| Failure::new(Gate::Secrets, format!("{e:#}")))?;
         if r.kind == DeployKind::Deploy {
-            self.build_step(r, &env).await?;
+            self.build_step(r, &env, user.as_ref()).await?;
         }
+        let previous = match r.kind {
+            DeployKind::Deploy => self.with_running(&r.app, |old| old.dir.clone()),
+            DeployKind::Rollback | DeployKind::Restart => None,
+        };
+        self.seal(&r.dir, user.as_ref(), previous).await?;
         self.certs
             .check(&r.spec, &r.dir, self.addrs.https.is_some())
             .map_err(|reason| Failure::new(Gate::Tls, reason).hint(self.serving(&r.app)))?;
@@ -275,7 +281,7 @@ impl Core {
         self.step(r, Step::Start).await;
         let old_spec = self.with_running(&r.app, |old| old.spec.clone());
         let plan = Plan::new(&r.spec, old_spec.as_deref());
-        let mut new = Release::new(&r.release, r.spec.clone(), &r.dir, env);
+        let mut new = Release::new(&r.release, r.spec.clone(), &r.dir, env, user);
         new.members = self.start_members(&new, &plan.first);
         let n = new.members.len();
         r.progress.phase(
@@ -334,18 +340,23 @@ impl Core {
         Ok(old)
     }
 
-    /// The `[build]` step of a deploy, its output streamed to the client.
+    /// The `[build]` step of a deploy, run as the app's user with the tree its own, its output
+    /// streamed to the client.
     async fn build_step(
         &self,
         r: &Rollout<'_>,
         env: &std::collections::BTreeMap<String, String>,
+        user: Option<&crate::users::AppUser>,
     ) -> Result<(), Failure> {
         let Some(build) = &r.spec.build else {
             return Ok(());
         };
         self.step(r, Step::Build).await;
         r.progress.phase(Phase::Build, &build.command);
-        self.build(&r.app, &build.command, &r.dir, env, |line| {
+        if let Some(user) = user {
+            self.open_for_build(&r.dir, user).await?;
+        }
+        self.build(&r.app, &build.command, &r.dir, env, user, |line| {
             r.progress.build(&line)
         })
         .await

@@ -15,7 +15,9 @@ use spec::AppSpec;
 use super::progress::Progress;
 use crate::core::Core;
 use crate::failure::Failure;
+use crate::ownership;
 use crate::release::{environment_of, load_spec, to_prune};
+use crate::users::{self, AppUser};
 
 /// What a rollout installs.
 pub(crate) enum Source {
@@ -103,9 +105,7 @@ impl Core {
                         format!("place release {release} in {}: {err}", dir.display()),
                     )
                 })?;
-                if let Some(previous) = self.with_running(app, |r| r.dir.clone()) {
-                    self.share_unchanged(app, release, &dir, previous).await;
-                }
+
                 Ok(Target {
                     release: release.clone(),
                     spec,
@@ -203,24 +203,66 @@ impl Core {
         }
     }
 
-    /// Hard-link the files `dir` has in common with the previous release's tree, so a release
-    /// costs the disk space of what changed. A failure only costs space: it is logged.
-    async fn share_unchanged(&self, app: &str, release: &str, dir: &Path, previous: PathBuf) {
-        let tree = dir.to_owned();
-        match tokio::task::spawn_blocking(move || deploy::link_unchanged(&tree, &previous)).await {
-            Ok(Ok(linked)) => tracing::debug!(
-                app,
-                release,
-                linked,
-                "files shared with the previous release"
-            ),
-            Ok(Err(err)) => {
-                tracing::warn!(app, release, error = %err, "share unchanged files with the previous release")
-            }
-            Err(err) => {
-                tracing::warn!(app, release, error = %err, "share unchanged files with the previous release")
+    /// The app's user (made on its first deploy) and its directories, owned as
+    /// `ownership.rs` says. `None` when the daemon cannot switch users.
+    pub async fn seat(&self, spec: &AppSpec) -> Result<Option<AppUser>, Failure> {
+        let app = spec.instance_name();
+        let user = users::ensure(&self.isolation, spec, &self.dir.home(&app)).await?;
+        let (dir, owner, name) = (self.dir.clone(), user.clone(), app.clone());
+        blocking(move || ownership::app_dirs(&dir, &name, owner.as_ref()))
+            .await
+            .map_err(|e| {
+                Failure::new(Gate::User, format!("prepare the directories of {app}: {e}"))
+            })?;
+        Ok(user)
+    }
+
+    /// Give a release tree to the app's user, for its `[build]`.
+    pub async fn open_for_build(&self, tree: &Path, user: &AppUser) -> Result<(), Failure> {
+        let (tree, user) = (tree.to_owned(), user.clone());
+        blocking(move || ownership::for_build(&tree, &user))
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    Gate::Build,
+                    format!("give the release tree to the app's user: {e}"),
+                )
+            })
+    }
+
+    /// Lock a release tree down (read-only to the app's group, nothing for others), then
+    /// hard-link the files it shares with `previous`, so a release costs the disk space of
+    /// what changed (the modes compare once both trees are locked). Linking is only an
+    /// economy: a failure of it is logged.
+    pub async fn seal(
+        &self,
+        tree: &Path,
+        user: Option<&AppUser>,
+        previous: Option<PathBuf>,
+    ) -> Result<(), Failure> {
+        if let Some(user) = user {
+            let (t, gid) = (tree.to_owned(), user.gid);
+            blocking(move || ownership::lock_down(&t, gid))
+                .await
+                .map_err(|e| {
+                    Failure::new(
+                        Gate::Start,
+                        format!("lock the release tree {}: {e}", tree.display()),
+                    )
+                })?;
+        }
+        if let Some(previous) = previous {
+            let t = tree.to_owned();
+            match blocking(move || deploy::link_unchanged(&t, &previous)).await {
+                Ok(linked) => {
+                    tracing::debug!(tree = %tree.display(), linked, "files shared with the previous release")
+                }
+                Err(err) => {
+                    tracing::warn!(tree = %tree.display(), error = %err, "share unchanged files with the previous release")
+                }
             }
         }
+        Ok(())
     }
 
     /// Move an unpacked tree to its release directory (same filesystem: a rename). The
@@ -265,6 +307,14 @@ impl Core {
             }
         }
     }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// Recreate the tree `src` at `dst` with hard links (copies where linking fails): a new release

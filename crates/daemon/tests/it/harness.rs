@@ -80,10 +80,7 @@ pub struct TestDaemon {
 
 impl TestDaemon {
     pub fn start(pause: Option<Step>) -> TestDaemon {
-        let state = tempfile::Builder::new()
-            .prefix("berth-daemon-it-")
-            .tempdir()
-            .unwrap();
+        let state = testkit::state_dir("berth-daemon-it-");
         let mut d = TestDaemon {
             state,
             child: None,

@@ -1,6 +1,7 @@
 //! The command builder every child of berth is started with: its environment, pipes, exit
 //! status, and that nothing it started outlives its handle or its parent.
 
+use std::path::Path;
 use std::process::Stdio;
 
 use supervisor::command::Command;
@@ -135,4 +136,70 @@ fn debug_shows_env_keys_not_values() {
     let text = format!("{cmd:?}");
     assert!(text.contains("DATABASE_PASSWORD"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
+}
+
+/// Runs as root in CI: a confined child runs as its user (never root again), without new
+/// privileges, with its limits and umask, and with its own directory as `/tmp`. Without root
+/// the switch is refused (EPERM), which is what a non-root daemon must report.
+#[tokio::test]
+async fn a_confined_child_runs_as_its_user_with_its_own_tmp_and_limits() {
+    use supervisor::{Confinement, Rlimits, RunAs};
+    let nobody = RunAs::new(65534, 65534).unwrap();
+    assert!(
+        RunAs::new(0, 0).is_none(),
+        "nothing is ever switched to root"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let own_tmp = tmp.path().join("tmp");
+    std::fs::create_dir(&own_tmp).unwrap();
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        nix::unistd::chown(&own_tmp, Some(65534.into()), Some(65534.into())).unwrap();
+    }
+    let marker = format!("berth-confined-{}", std::process::id());
+    let confinement = Confinement {
+        run_as: Some(nobody),
+        no_new_privs: true,
+        private_tmp: Some(own_tmp.clone()),
+        limits: Rlimits {
+            open_files: Some(1234),
+            core: Some(0),
+            ..Rlimits::default()
+        },
+        umask: Some(0o027),
+        cgroup: None,
+    };
+    let script = format!(
+        "grep -E '^(Uid|Gid|Groups|NoNewPrivs):' /proc/self/status; echo core=$(ulimit -c) files=$(ulimit -n) umask=$(umask); touch /tmp/{marker}; ls /tmp"
+    );
+    let out = Command::shell(&script).confine(confinement).output().await;
+    if !root {
+        let err = out.unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+        return;
+    }
+    let out = out.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "Uid:\t65534\t65534\t65534\t65534",
+        "Gid:\t65534\t65534\t65534\t65534",
+        "NoNewPrivs:\t1",
+    ] {
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.trim() == "Groups:\t65534" || l.trim() == "Groups:\t65534 "),
+        "{text}"
+    );
+    assert!(text.contains("core=0 files=1234 umask=0027"), "{text}");
+    // Its /tmp is its own directory: the file is there, not in the host's /tmp.
+    assert!(own_tmp.join(&marker).exists(), "{text}");
+    assert!(!Path::new("/tmp").join(&marker).exists());
+    assert!(text.contains(&marker));
 }

@@ -80,7 +80,8 @@ impl Env {
             health: None,
             start_deadline: Duration::from_secs(15),
             stop_timeout: Duration::from_secs(5),
-            memory_max: None,
+            limits: Default::default(),
+            confinement: Default::default(),
         }
     }
 
@@ -422,17 +423,23 @@ async fn memory_max_is_enforced() {
     let env = Env::new();
     // Within the limit: runs.
     let mut spec = env.spec("python3 -c 'b = bytearray(10 << 20); import time; time.sleep(30)'");
-    spec.memory_max = Some(200 << 20);
+    spec.limits.memory_max = Some(200 << 20);
     let small = env.sup.start(spec);
     small.wait_ready().await.unwrap();
     // Beyond it: fails.
     let mut spec = env.spec("python3 -c 'b = bytearray(400 << 20); print(\"allocated\")'");
     spec.instance = 1;
-    spec.memory_max = Some(200 << 20);
+    spec.limits.memory_max = Some(200 << 20);
     let big = env.sup.start(spec);
     let err = big.wait_ready().await.unwrap_err();
-    let warnings = big.status().warnings;
-    if warnings.iter().any(|w| w.contains("RLIMIT_AS")) {
+    let limits = big.status().limits;
+    assert_eq!(limits.len(), 1, "{limits:?}");
+    assert_eq!(limits[0].name, "memory_max");
+    if limits[0].enforced_by != supervisor::Enforcement::Cgroup {
+        assert!(
+            limits[0].enforced_by.to_string().contains("RLIMIT_AS"),
+            "{limits:?}"
+        );
         assert_eq!(err.kind, StartFailureKind::Exited(Exit::Code(1)));
         assert!(
             err.log_tail.iter().any(|l| l.contains("MemoryError")),

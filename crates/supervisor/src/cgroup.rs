@@ -1,0 +1,290 @@
+//! Resource limits of an instance, and what enforces each one.
+//!
+//! Preferred: a cgroup v2 subtree berth may use (the daemon's own under systemd's
+//! `Delegate=yes`, or the root's when the daemon is root on a cgroup v2 host). Each limited
+//! instance gets `SUBTREE/berth/APP-SERVICE-INSTANCE-RELEASE` (the release is in the name
+//! because old and new instances overlap during a deploy) with `memory.max`, `cpu.max` and
+//! `pids.max`; the child joins it before exec, and it is removed when the process is gone.
+//! Without a controller the limit falls back: `memory_max` to `RLIMIT_AS` (virtual memory,
+//! per process), `pids_max` to `RLIMIT_NPROC` (every process of the app's user), and `cpu_max`
+//! to nothing — and the instance's status says which mechanism holds each limit.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// What berth may use of cgroup v2, found once per process.
+#[derive(Debug, Clone)]
+pub(crate) struct Cgroups {
+    /// `.../berth`, with these controllers enabled for its children.
+    parent: Option<PathBuf>,
+    controllers: Vec<&'static str>,
+    /// Why some or all of memory, cpu and pids are not available.
+    why_not: Option<String>,
+}
+
+const WANTED: [&str; 3] = ["memory", "cpu", "pids"];
+
+pub(crate) fn cgroups() -> &'static Cgroups {
+    static CGROUPS: OnceLock<Cgroups> = OnceLock::new();
+    CGROUPS.get_or_init(|| {
+        let c = detect();
+        match (&c.parent, &c.why_not) {
+            (Some(p), None) => {
+                tracing::info!(cgroup = %p.display(), "limits enforced with cgroup v2 (memory, cpu, pids)")
+            }
+            (_, Some(why)) => tracing::info!(
+                controllers = ?c.controllers,
+                reason = %why,
+                "some limits fall back to rlimits or are not enforced"
+            ),
+            (None, None) => {}
+        }
+        c
+    })
+}
+
+fn detect() -> Cgroups {
+    let candidates = [
+        Path::new("/sys/fs/cgroup"),
+        Path::new("/sys/fs/cgroup/unified"),
+    ];
+    let mut why = String::from("no cgroup v2 hierarchy with controllers found");
+    for root in candidates {
+        let Ok(available) = fs::read_to_string(root.join("cgroup.controllers")) else {
+            continue;
+        };
+        let controllers: Vec<&'static str> = WANTED
+            .into_iter()
+            .filter(|c| available.split_whitespace().any(|a| a == *c))
+            .collect();
+        if controllers.is_empty() {
+            why = format!(
+                "cgroup v2 at {} has none of the memory, cpu and pids controllers",
+                root.display()
+            );
+            continue;
+        }
+        match enable(root, &controllers) {
+            Ok(dir) => {
+                let missing: Vec<&str> = WANTED
+                    .into_iter()
+                    .filter(|c| !controllers.contains(c))
+                    .collect();
+                return Cgroups {
+                    parent: Some(dir),
+                    why_not: (!missing.is_empty()).then(|| {
+                        format!(
+                            "cgroup v2 at {} lacks {}",
+                            root.display(),
+                            missing.join(", ")
+                        )
+                    }),
+                    controllers,
+                };
+            }
+            Err(e) => why = format!("cannot set up {}/berth: {e}", root.display()),
+        }
+    }
+    Cgroups {
+        parent: None,
+        controllers: Vec::new(),
+        why_not: Some(why),
+    }
+}
+
+fn enable(root: &Path, controllers: &[&str]) -> io::Result<PathBuf> {
+    let enable_in = |dir: &Path| -> io::Result<()> {
+        let current = fs::read_to_string(dir.join("cgroup.subtree_control"))?;
+        let add: Vec<String> = controllers
+            .iter()
+            .filter(|c| !current.split_whitespace().any(|x| x == **c))
+            .map(|c| format!("+{c}"))
+            .collect();
+        if !add.is_empty() {
+            fs::write(dir.join("cgroup.subtree_control"), add.join(" "))?;
+        }
+        Ok(())
+    };
+    enable_in(root)?;
+    let dir = root.join("berth");
+    match fs::create_dir(&dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    enable_in(&dir)?;
+    Ok(dir)
+}
+
+/// The limits asked of one instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    /// Bytes of memory.
+    pub memory_max: Option<u64>,
+    /// Share of one CPU (`0.5` = half a core; `2.0` = two cores).
+    pub cpu_max: Option<f64>,
+    /// Processes and threads.
+    pub pids_max: Option<u64>,
+}
+
+/// What holds one limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enforcement {
+    Cgroup,
+    /// An rlimit in the child, with what it really limits.
+    Rlimit(&'static str),
+    /// Nothing: the reason.
+    NotEnforced(String),
+}
+
+impl fmt::Display for Enforcement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Enforcement::Cgroup => f.write_str("cgroup"),
+            Enforcement::Rlimit(what) => write!(f, "{what}"),
+            Enforcement::NotEnforced(why) => write!(f, "not enforced: {why}"),
+        }
+    }
+}
+
+/// One limit of an instance and its mechanism, for status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitStatus {
+    /// `memory_max`, `cpu_max`, `pids_max`.
+    pub name: &'static str,
+    /// As configured: bytes, share of a CPU, count.
+    pub value: String,
+    pub enforced_by: Enforcement,
+}
+
+/// How an instance's limits are held: its cgroup (if any), the rlimits the child gets, and
+/// the report for status.
+pub(crate) struct Plan {
+    pub cgroup: Option<Cgroup>,
+    pub address_space: Option<u64>,
+    pub processes: Option<u64>,
+    pub report: Vec<LimitStatus>,
+}
+
+pub(crate) fn plan(name: &str, limits: Limits) -> Plan {
+    let cg = cgroups();
+    let has = |c: &str| cg.parent.is_some() && cg.controllers.contains(&c);
+    let why = || cg.why_not.clone().unwrap_or_else(|| "no cgroup".to_owned());
+    let wanted =
+        limits.memory_max.is_some() || limits.cpu_max.is_some() || limits.pids_max.is_some();
+    let mut cgroup = None;
+    let mut failed = None;
+    if wanted && let Some(parent) = &cg.parent {
+        match Cgroup::create(parent, name) {
+            Ok(c) => cgroup = Some(c),
+            Err(e) => failed = Some(format!("cannot create the instance's cgroup: {e}")),
+        }
+    }
+    let mut plan = Plan {
+        cgroup: None,
+        address_space: None,
+        processes: None,
+        report: Vec::new(),
+    };
+    let in_cgroup = |controller: &str, file: &str, value: String| -> Result<(), String> {
+        match (&cgroup, has(controller)) {
+            (Some(c), true) => c
+                .set(file, &value)
+                .map_err(|e| format!("write {file}: {e}")),
+            _ => Err(failed.clone().unwrap_or_else(why)),
+        }
+    };
+    if let Some(max) = limits.memory_max {
+        let enforced_by = match in_cgroup("memory", "memory.max", max.to_string()) {
+            Ok(()) => {
+                // Without this the limit only pushes the app into swap.
+                if let Some(c) = &cgroup {
+                    let _ = c.set("memory.swap.max", "0");
+                }
+                Enforcement::Cgroup
+            }
+            Err(_) => {
+                plan.address_space = Some(max);
+                Enforcement::Rlimit("RLIMIT_AS (virtual memory, per process)")
+            }
+        };
+        plan.report.push(LimitStatus {
+            name: "memory_max",
+            value: max.to_string(),
+            enforced_by,
+        });
+    }
+    if let Some(share) = limits.cpu_max {
+        const PERIOD: u64 = 100_000;
+        let quota = ((share * PERIOD as f64).round() as u64).max(1_000);
+        let enforced_by = match in_cgroup("cpu", "cpu.max", format!("{quota} {PERIOD}")) {
+            Ok(()) => Enforcement::Cgroup,
+            Err(why) => Enforcement::NotEnforced(why),
+        };
+        plan.report.push(LimitStatus {
+            name: "cpu_max",
+            value: format!("{share}"),
+            enforced_by,
+        });
+    }
+    if let Some(max) = limits.pids_max {
+        let enforced_by = match in_cgroup("pids", "pids.max", max.to_string()) {
+            Ok(()) => Enforcement::Cgroup,
+            Err(_) => {
+                plan.processes = Some(max);
+                Enforcement::Rlimit("RLIMIT_NPROC (every process of the app's user)")
+            }
+        };
+        plan.report.push(LimitStatus {
+            name: "pids_max",
+            value: max.to_string(),
+            enforced_by,
+        });
+    }
+    plan.cgroup = cgroup;
+    plan
+}
+
+/// One instance's cgroup, removed on drop (best effort: it must be empty by then).
+pub(crate) struct Cgroup {
+    dir: PathBuf,
+}
+
+impl Cgroup {
+    fn create(parent: &Path, name: &str) -> io::Result<Cgroup> {
+        let name: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.@".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let dir = parent.join(name);
+        match fs::create_dir(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        Ok(Cgroup { dir })
+    }
+
+    fn set(&self, file: &str, value: &str) -> io::Result<()> {
+        fs::write(self.dir.join(file), value)
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_dir(&self.dir) {
+            tracing::warn!(cgroup = %self.dir.display(), error = %e, "cannot remove instance cgroup");
+        }
+    }
+}
