@@ -166,6 +166,14 @@ impl Core {
         self.supervisor.shutdown().await;
     }
 
+    /// `Ok` when berth knows `app` (a release of it was ever made), else the refusal.
+    pub async fn known_app(&self, app: &str) -> Result<(), crate::refusal::Refusal> {
+        match self.db.app(app).await.map_err(anyhow::Error::new)? {
+            Some(_) => Ok(()),
+            None => Err(crate::refusal::Refusal::no_app(app)),
+        }
+    }
+
     /// The routes of `spec` that another app already serves, all of them at once.
     pub fn check_route_conflicts(&self, spec: &AppSpec) -> Result<(), Failure> {
         let keys: Vec<api::RouteKey> = spec

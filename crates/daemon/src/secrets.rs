@@ -10,7 +10,7 @@ use spec::{AppSpec, SecretSpec};
 
 use crate::core::Core;
 use crate::failure::Failure;
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, RefusalKind};
 use crate::users::AppUser;
 
 impl Core {
@@ -139,15 +139,7 @@ impl Core {
 
     /// Names, origin and dates of `app`'s secrets, declared or stored; never values.
     pub async fn list_secrets(&self, app: &str) -> Result<Vec<SecretInfo>, Refusal> {
-        if self
-            .db
-            .app(app)
-            .await
-            .map_err(anyhow::Error::new)?
-            .is_none()
-        {
-            return Err(Refusal::no_app(app));
-        }
+        self.known_app(app).await?;
         let stored = self.db.secrets(app).await.map_err(anyhow::Error::new)?;
         let spec = self.running_spec(app);
         let mut out: BTreeMap<String, SecretInfo> = BTreeMap::new();
@@ -243,18 +235,12 @@ impl Core {
     /// `app` is one berth knows (a release of it was ever made) and `name` a valid secret name.
     async fn known_app_and_name(&self, app: &str, name: &str) -> Result<(), Refusal> {
         spec::check_secret_name(name).map_err(Refusal::bad_input)?;
-        if self
-            .db
-            .app(app)
-            .await
-            .map_err(anyhow::Error::new)?
-            .is_none()
-        {
-            return Err(Refusal::no_app(app).hint(format!(
+        self.known_app(app).await.map_err(|refusal| match refusal.kind {
+            RefusalKind::NotFound => refusal.hint(format!(
                 "`berth status` lists the apps; to set a secret of an app before its first deploy, run `berth secrets set --new {app} {name}`"
-            )));
-        }
-        Ok(())
+            )),
+            _ => refusal,
+        })
     }
 
     pub async fn unset_secret(&self, app: &str, name: &str) -> Result<bool, Refusal> {

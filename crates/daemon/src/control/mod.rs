@@ -260,15 +260,7 @@ fn rollout(core: &Arc<Core>, source: Source, req: Request) -> Response<ApiBody> 
 }
 
 async fn logs(core: &Arc<Core>, app: &str, q: LogsQuery) -> Answer {
-    if core
-        .db
-        .app(app)
-        .await
-        .map_err(anyhow::Error::new)?
-        .is_none()
-    {
-        return Err(Refusal::no_app(app));
-    }
+    core.known_app(app).await?;
     let since = q
         .since_ms
         .and_then(|ms| SystemTime::now().checked_sub(Duration::from_millis(ms)));
