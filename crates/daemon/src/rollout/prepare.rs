@@ -153,12 +153,22 @@ impl Core {
                         from_dir.display()
                     ),
                 );
-                let spec = link_tree(&from_dir, &dir)
-                    .map_err(anyhow::Error::new)
-                    .and_then(|()| load_spec(&dir, environment_of(app)))
-                    .map_err(|e| {
-                        Failure::new(Gate::Start, format!("prepare release {release}: {e:#}"))
-                    })?;
+                // A tree of many files: linked off the async workers.
+                let (src, dst, env) = (
+                    from_dir.clone(),
+                    dir.clone(),
+                    environment_of(app).map(str::to_owned),
+                );
+                let spec = tokio::task::spawn_blocking(move || {
+                    link_tree(&src, &dst)?;
+                    load_spec(&dst, env.as_deref())
+                })
+                .await
+                .map_err(anyhow::Error::new)
+                .and_then(|r| r)
+                .map_err(|e| {
+                    Failure::new(Gate::Start, format!("prepare release {release}: {e:#}"))
+                })?;
                 Ok(Target {
                     release: release.clone(),
                     spec: Arc::new(spec),
