@@ -133,8 +133,8 @@ pub struct Limits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Enforcement {
     Cgroup,
-    /// An rlimit in the child, with what it really limits.
-    Rlimit(&'static str),
+    /// An rlimit in the child, with what it really limits, and why no cgroup holds it.
+    Rlimit(&'static str, String),
     /// Nothing: the reason.
     NotEnforced(String),
 }
@@ -143,7 +143,7 @@ impl fmt::Display for Enforcement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Enforcement::Cgroup => f.write_str("cgroup"),
-            Enforcement::Rlimit(what) => write!(f, "{what}"),
+            Enforcement::Rlimit(what, why) => write!(f, "{what}; no cgroup: {why}"),
             Enforcement::NotEnforced(why) => write!(f, "not enforced: {why}"),
         }
     }
@@ -205,9 +205,9 @@ pub(crate) fn plan(name: &str, limits: Limits) -> Plan {
                 }
                 Enforcement::Cgroup
             }
-            Err(_) => {
+            Err(why) => {
                 plan.address_space = Some(max);
-                Enforcement::Rlimit("RLIMIT_AS (virtual memory, per process)")
+                Enforcement::Rlimit("RLIMIT_AS (virtual memory, per process)", why)
             }
         };
         plan.report.push(LimitStatus {
@@ -232,9 +232,9 @@ pub(crate) fn plan(name: &str, limits: Limits) -> Plan {
     if let Some(max) = limits.pids_max {
         let enforced_by = match in_cgroup("pids", "pids.max", max.to_string()) {
             Ok(()) => Enforcement::Cgroup,
-            Err(_) => {
+            Err(why) => {
                 plan.processes = Some(max);
-                Enforcement::Rlimit("RLIMIT_NPROC (every process of the app's user)")
+                Enforcement::Rlimit("RLIMIT_NPROC (every process of the app's user)", why)
             }
         };
         plan.report.push(LimitStatus {
