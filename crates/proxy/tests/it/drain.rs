@@ -12,7 +12,6 @@ use proxy::{Balance, HostPattern};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Message;
 
 use crate::support::*;
@@ -196,13 +195,7 @@ async fn half_frame_upstream(len: usize, closed: oneshot::Sender<u16>) -> TestUp
                     io.write_all(&[0x88, 0x02, 0x03, 0xe9]).await.unwrap();
                     io.shutdown().await.unwrap();
                 });
-                Response::builder()
-                    .status(StatusCode::SWITCHING_PROTOCOLS)
-                    .header("connection", "upgrade")
-                    .header("upgrade", "websocket")
-                    .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
-                    .body(proxy::empty_body())
-                    .unwrap()
+                switching_protocols(key.as_bytes())
             })
         }),
     )

@@ -274,7 +274,6 @@ pub async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// An upstream that accepts WebSockets: says `hello from NAME`, then echoes every message.
 pub async fn websocket_upstream(name: &str) -> TestUpstream {
     use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
     use tokio_tungstenite::tungstenite::protocol::{Message, Role};
     let label = name.to_owned();
     TestUpstream::start(
@@ -304,17 +303,25 @@ pub async fn websocket_upstream(name: &str) -> TestUpstream {
                         }
                     }
                 });
-                Response::builder()
-                    .status(StatusCode::SWITCHING_PROTOCOLS)
-                    .header("connection", "upgrade")
-                    .header("upgrade", "websocket")
-                    .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
-                    .body(proxy::empty_body())
-                    .unwrap()
+                switching_protocols(key.as_bytes())
             })
         }),
     )
     .await
+}
+
+/// An instance's `101 Switching Protocols` to a WebSocket upgrade with `Sec-WebSocket-Key: key`.
+pub fn switching_protocols(key: &[u8]) -> Response<proxy::Body> {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header(
+            "sec-websocket-accept",
+            tokio_tungstenite::tungstenite::handshake::derive_accept_key(key),
+        )
+        .body(proxy::empty_body())
+        .unwrap()
 }
 
 pub type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
