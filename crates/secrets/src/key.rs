@@ -32,6 +32,8 @@ pub enum Error {
 pub struct Key {
     identity: Identity,
     recipient: Recipient,
+    /// The comment written above the key in its file and in [`Key::export`].
+    header: &'static str,
 }
 
 impl Key {
@@ -45,13 +47,25 @@ impl Key {
         Key {
             identity,
             recipient,
+            header: HEADER,
         }
+    }
+
+    /// The same key, exported and written with another comment (the backup key's says how to
+    /// keep it).
+    pub fn with_header(self, header: &'static str) -> Key {
+        Key { header, ..self }
     }
 
     /// Reads the key at `path`, or creates it there on first use: the file with mode 0600 (written
     /// whole to a temporary file, then renamed into place), a missing parent directory with mode
     /// 0700. A key file that group or others may read is refused, as ssh refuses such keys.
     pub fn load_or_create(path: &Path) -> io::Result<Key> {
+        Key::load_or_create_as(path, HEADER)
+    }
+
+    /// [`Key::load_or_create`], with `header` as the key's comment.
+    pub fn load_or_create_as(path: &Path, header: &'static str) -> io::Result<Key> {
         match fs::read_to_string(path) {
             Ok(text) => {
                 let mode = fs::metadata(path)?.permissions().mode() & 0o777;
@@ -65,15 +79,17 @@ impl Key {
                         ),
                     ));
                 }
-                Key::import(&text).map_err(|e| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{}: {e}", path.display()),
-                    )
-                })
+                Key::import(&text)
+                    .map(|k| k.with_header(header))
+                    .map_err(|e| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{}: {e}", path.display()),
+                        )
+                    })
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let key = Key::generate();
+                let key = Key::generate().with_header(header);
                 key.write(path)?;
                 Ok(key)
             }
@@ -113,7 +129,11 @@ impl Key {
     /// The key as text an operator can back up and give to [`Key::import`]: a comment and one
     /// `AGE-SECRET-KEY-1…` line (the age identity format, so `age -d -i` can read it too).
     pub fn export(&self) -> String {
-        format!("{HEADER}{}\n", self.identity.to_string().expose_secret())
+        format!(
+            "{}{}\n",
+            self.header,
+            self.identity.to_string().expose_secret()
+        )
     }
 
     /// A key from text made by [`Key::export`] (comment and blank lines are skipped) or a bare
@@ -134,6 +154,16 @@ impl Key {
     /// A short public fingerprint (the age recipient), to tell keys apart without showing them.
     pub fn public(&self) -> String {
         self.recipient.to_string()
+    }
+
+    /// The age identity, to decrypt streams (backups) with.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The age recipient, to encrypt streams (backups) to.
+    pub fn recipient(&self) -> &Recipient {
+        &self.recipient
     }
 
     /// `plaintext` encrypted to this key, in the age binary format.
