@@ -4,6 +4,7 @@
 //! - [`Pebble`]: Let's Encrypt's ACME test server (Debian package `pebble`) and its DNS server;
 //! - [`Postgres`]: a throwaway PostgreSQL cluster (Debian package `postgresql-15`) with a
 //!   superuser password, `psql` and `pgbench` against it;
+//! - [`S3`]: an S3-compatible object store (moto's `moto_server`, from pip);
 //! - [`free_port`]: a port for a program told its port in advance;
 //! - [`wait_for`] / [`eventually`]: poll a check with a deadline (blocking / async), the only
 //!   way tests wait for something to happen; [`alive`]: is a process still running;
@@ -11,7 +12,7 @@
 //! - [`app`], [`PY_WEB`], [`PY_WS_WEB`]: app directories with Python services that answer with
 //!   their release; [`http_get`]: one plain HTTP/1.1 GET.
 
-// Tests run real tools (pebble, postgres, curl): they are started with std's Command,
+// Tests run real tools (pebble, postgres, moto, curl): they are started with std's Command,
 // not with the supervisor's builder that production code must use.
 #![allow(clippy::disallowed_methods)]
 
@@ -19,6 +20,7 @@ mod apps;
 mod pebble;
 mod port;
 mod postgres;
+mod s3;
 mod wait;
 pub mod ws;
 
@@ -26,6 +28,7 @@ pub use apps::{PY_WEB, PY_WS_WEB, app, http_get};
 pub use pebble::Pebble;
 pub use port::free_port;
 pub use postgres::Postgres;
+pub use s3::S3;
 pub use wait::{Done, alive, eventually, wait_for};
 
 /// A temporary state directory for a daemon under test: under `/var/tmp`, not `/tmp`, so that

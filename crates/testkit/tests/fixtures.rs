@@ -1,13 +1,13 @@
 //! The fixtures start real servers that do what the backup tests will ask of them.
 
-// The tests drive psql as a client would.
+// The tests drive psql and curl as a client would.
 #![allow(clippy::disallowed_methods)]
 
 use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use testkit::Postgres;
+use testkit::{Postgres, S3};
 
 /// Starts `what` and reports how long it took (shown with `--no-capture`).
 #[allow(clippy::print_stderr)]
@@ -71,4 +71,36 @@ fn postgres_killed_refuses_connections() {
     let out = psql_url(&pg, &pg.url("postgres"), "SELECT 1");
     assert!(!out.status.success());
     assert!(TcpStream::connect(("127.0.0.1", pg.port())).is_err());
+}
+
+#[test]
+fn s3_stores_signed_uploads() {
+    let s3 = timed("moto_server", S3::start);
+    s3.create_bucket("backups");
+    assert_eq!(s3.list("backups"), Vec::<String>::new());
+
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "a dump").unwrap();
+    let put = Command::new("curl")
+        .args(["--silent", "--show-error", "--fail-with-body"])
+        .arg("--aws-sigv4")
+        .arg(format!("aws:amz:{}:s3", s3.region()))
+        .arg("--user")
+        .arg(format!("{}:{}", s3.access_key(), s3.secret_key()))
+        .arg("--upload-file")
+        .arg(file.path())
+        .arg(format!("{}/backups/app/2026-01-01.sql.zst", s3.endpoint()))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(put.status.success(), "{put:?}");
+    assert_eq!(s3.list("backups"), ["app/2026-01-01.sql.zst"]);
+}
+
+#[test]
+fn s3_stopped_refuses_connections() {
+    let mut s3 = S3::start();
+    assert!(TcpStream::connect(("127.0.0.1", s3.port())).is_ok());
+    s3.stop();
+    assert!(TcpStream::connect(("127.0.0.1", s3.port())).is_err());
 }
