@@ -2,6 +2,9 @@
 //! directories.
 //!
 //! - [`Pebble`]: Let's Encrypt's ACME test server (Debian package `pebble`) and its DNS server;
+//! - [`Postgres`]: a throwaway PostgreSQL cluster (Debian package `postgresql-15`) with a
+//!   superuser password, `psql` and `pgbench` against it;
+//! - [`S3`]: an S3-compatible object store (moto's `moto_server`, from pip);
 //! - [`free_port`]: a port for a program told its port in advance;
 //! - [`wait_for`] / [`eventually`]: poll a check with a deadline (blocking / async), the only
 //!   way tests wait for something to happen; [`alive`]: is a process still running;
@@ -9,19 +12,23 @@
 //! - [`app`], [`PY_WEB`], [`PY_WS_WEB`]: app directories with Python services that answer with
 //!   their release; [`http_get`]: one plain HTTP/1.1 GET.
 
-// Tests run real tools (pebble, curl): they are started with std's Command, not with the
-// supervisor's builder that production code must use.
+// Tests run real tools (pebble, postgres, moto, curl): they are started with std's Command,
+// not with the supervisor's builder that production code must use.
 #![allow(clippy::disallowed_methods)]
 
 mod apps;
 mod pebble;
 mod port;
+mod postgres;
+mod s3;
 mod wait;
 pub mod ws;
 
 pub use apps::{PY_WEB, PY_WS_WEB, app, http_get};
 pub use pebble::Pebble;
 pub use port::free_port;
+pub use postgres::Postgres;
+pub use s3::S3;
 pub use wait::{Done, alive, eventually, wait_for};
 
 /// A temporary state directory for a daemon under test: under `/var/tmp`, not `/tmp`, so that
@@ -38,4 +45,15 @@ pub fn state_dir(prefix: &str) -> tempfile::TempDir {
     } else {
         builder.tempdir().expect("a temporary state directory")
     }
+}
+
+/// Panics naming `what` with the program's output unless it succeeded.
+fn assert_success(what: &str, out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

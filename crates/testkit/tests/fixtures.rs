@@ -1,0 +1,106 @@
+//! The fixtures start real servers that do what the backup tests will ask of them.
+
+// The tests drive psql and curl as a client would.
+#![allow(clippy::disallowed_methods)]
+
+use std::net::TcpStream;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use testkit::{Postgres, S3};
+
+/// Starts `what` and reports how long it took (shown with `--no-capture`).
+#[allow(clippy::print_stderr)]
+fn timed<T>(what: &str, start: impl FnOnce() -> T) -> T {
+    let began = Instant::now();
+    let value = start();
+    eprintln!("{what} started in {:?}", began.elapsed());
+    value
+}
+
+/// psql against `url`, the password only in the URL.
+fn psql_url(pg: &Postgres, url: &str, sql: &str) -> Output {
+    Command::new(pg.bin_dir().join("psql"))
+        .args(["--no-psqlrc", "-Atqc", sql, url])
+        .env_remove("PGPASSWORD")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn postgres_holds_pgbench_tables() {
+    let pg = timed("postgres", Postgres::start);
+    pg.create_db("bench");
+    pg.pgbench_init("bench", 1);
+    assert_eq!(pg.count("bench", "pgbench_accounts"), 100_000);
+}
+
+#[test]
+fn postgres_asks_for_the_password_over_tcp() {
+    let pg = Postgres::start();
+    let url = pg.url("postgres");
+    assert!(url.contains(&format!(":{}@", pg.password())), "{url}");
+    let right = psql_url(&pg, &url, "SELECT current_user");
+    assert!(right.status.success(), "{right:?}");
+    assert_eq!(String::from_utf8_lossy(&right.stdout).trim(), "postgres");
+
+    let wrong_url = url.replace(pg.password(), "not-the-password");
+    let wrong = psql_url(&pg, &wrong_url, "SELECT 1");
+    assert!(!wrong.status.success());
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("password authentication failed"), "{err}");
+}
+
+#[test]
+fn postgres_takes_a_writing_load() {
+    let pg = Postgres::start();
+    pg.pgbench_init("postgres", 1);
+    let load = pg.pgbench_load("postgres", Duration::from_secs(1));
+    let out = load.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(pg.count("postgres", "pgbench_history") > 0);
+}
+
+#[test]
+fn postgres_killed_refuses_connections() {
+    let mut pg = Postgres::start();
+    assert!(pg.ready());
+    pg.kill();
+    assert!(!pg.ready());
+    let out = psql_url(&pg, &pg.url("postgres"), "SELECT 1");
+    assert!(!out.status.success());
+    assert!(TcpStream::connect(("127.0.0.1", pg.port())).is_err());
+}
+
+#[test]
+fn s3_stores_signed_uploads() {
+    let s3 = timed("moto_server", S3::start);
+    s3.create_bucket("backups");
+    assert_eq!(s3.list("backups"), Vec::<String>::new());
+
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "a dump").unwrap();
+    let put = Command::new("curl")
+        .args(["--silent", "--show-error", "--fail-with-body"])
+        .arg("--aws-sigv4")
+        .arg(format!("aws:amz:{}:s3", s3.region()))
+        .arg("--user")
+        .arg(format!("{}:{}", s3.access_key(), s3.secret_key()))
+        .arg("--upload-file")
+        .arg(file.path())
+        .arg(format!("{}/backups/app/2026-01-01.sql.zst", s3.endpoint()))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(put.status.success(), "{put:?}");
+    assert_eq!(s3.list("backups"), ["app/2026-01-01.sql.zst"]);
+}
+
+#[test]
+fn s3_stopped_refuses_connections() {
+    let mut s3 = S3::start();
+    assert!(TcpStream::connect(("127.0.0.1", s3.port())).is_ok());
+    s3.stop();
+    assert!(TcpStream::connect(("127.0.0.1", s3.port())).is_err());
+}
