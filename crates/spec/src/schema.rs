@@ -322,14 +322,31 @@ fn env(w: &mut Walker<'_>, value: &Value<'_>) -> BTreeMap<String, (String, Range
 /// `[services.NAME]`: returns the valid services and the names of all services written, so that
 /// routes to a service with problems of its own are not reported twice.
 fn services(w: &mut Walker<'_>, value: &Value<'_>) -> (BTreeMap<String, ServiceSpec>, Vec<String>) {
+    named_tables(w, value, "service", "services", |w, value, _, ctx| {
+        service(w, value, ctx)
+    })
+}
+
+/// A table of named tables (`[services.NAME]`, `[databases.NAME]`, ...): each name follows
+/// [`check_name`], each table is read by `each(w, value, name, ctx)` with `ctx` naming it
+/// (`[services.web]`). Returns the valid entries, and the names of all entries written (so
+/// that references to an entry with problems of its own are not reported twice). `what` is
+/// the singular ("service"), `section` the key ("services").
+pub(crate) fn named_tables<T>(
+    w: &mut Walker<'_>,
+    value: &Value<'_>,
+    what: &str,
+    section: &str,
+    mut each: impl FnMut(&mut Walker<'_>, &Value<'_>, &str, &str) -> Option<T>,
+) -> (BTreeMap<String, T>, Vec<String>) {
     let mut out = BTreeMap::new();
     let mut names = Vec::new();
     let DeValue::Table(entries) = value.get_ref() else {
         report_not_table(
             w,
-            "services",
+            section,
             value,
-            "write one [services.NAME] table per service".to_owned(),
+            format!("write one [{section}.NAME] table per {what}"),
         );
         return (out, names);
     };
@@ -339,19 +356,15 @@ fn services(w: &mut Walker<'_>, value: &Value<'_>) -> (BTreeMap<String, ServiceS
         let name_ok = match check_name(name) {
             Ok(()) => true,
             Err(problem) => {
-                w.problem(
-                    format!("invalid service name `{name}`"),
-                    key.span(),
-                    problem,
-                );
+                w.problem(format!("invalid {what} name `{name}`"), key.span(), problem);
                 false
             }
         };
-        let ctx = format!("[services.{name}]");
-        if let Some(service) = service(w, value, &ctx)
+        let ctx = format!("[{section}.{name}]");
+        if let Some(entry) = each(w, value, name, &ctx)
             && name_ok
         {
-            out.insert(name.to_owned(), service);
+            out.insert(name.to_owned(), entry);
         }
     }
     (out, names)
@@ -524,7 +537,7 @@ fn health(
     })
 }
 
-fn report_not_table(w: &mut Walker<'_>, key: &str, value: &Value<'_>, help: String) {
+pub(crate) fn report_not_table(w: &mut Walker<'_>, key: &str, value: &Value<'_>, help: String) {
     w.report(
         Diagnostic::error(format!("`{key}` must be a table"))
             .at(
