@@ -60,23 +60,37 @@ impl AppSpec {
             .keys()
             .filter_map(|name| Some((name.clone(), secret(name)?)))
             .collect();
-        for key in self.env.keys() {
-            let value = self.expand_env(key, &secret, 0);
-            out.insert(key.clone(), value);
+        for (key, value) in &self.env {
+            out.insert(key.clone(), self.expand_template(value, &secret));
         }
         out
     }
 
-    fn expand_env(
+    /// Expands the `${NAME}` references of a template written in berth.toml (an `[env]` value,
+    /// a database `url`): `[env]` values (themselves expanded) and secrets (value from
+    /// `secret`), exactly as a service's environment gets them ([`AppSpec::resolve_env`]).
+    /// A reference to a secret `secret` does not know is kept as written.
+    pub fn expand_template(
         &self,
-        key: &str,
+        template: &str,
+        secret: impl Fn(&str) -> Option<String>,
+    ) -> String {
+        self.expand_nested(template, &secret, 0)
+    }
+
+    /// `depth` bounds the recursion through `[env]`, which [`crate::parse`] knows to be
+    /// acyclic; the bound only guards a hand-built spec.
+    fn expand_nested(
+        &self,
+        template: &str,
         secret: &impl Fn(&str) -> Option<String>,
         depth: u32,
     ) -> String {
-        let template = &self.env[key];
         expand(template, |name| {
-            if self.env.contains_key(name) && depth < 32 {
-                Some(self.expand_env(name, secret, depth + 1))
+            if let Some(value) = self.env.get(name)
+                && depth < 32
+            {
+                Some(self.expand_nested(value, secret, depth + 1))
             } else if self.secrets.contains_key(name) {
                 secret(name)
             } else {

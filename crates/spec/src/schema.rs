@@ -12,7 +12,7 @@ use crate::names::{check_env_name, check_name, check_user};
 use crate::overlay;
 use crate::proxy::proxy;
 use crate::routes::routes;
-use crate::secrets::{check_references, secrets};
+use crate::secrets::{Defined, check_references, secrets};
 use crate::walk::{
     Table, Value, Walker, backticked, did_you_mean, optional, or_default, type_name,
 };
@@ -179,7 +179,11 @@ fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
         .map(|v| secrets(w, v))
         .unwrap_or_default();
     let env_spanned = root.get("env").map(|v| env(w, v)).unwrap_or_default();
-    check_references(w, &env_spanned, &secret_names);
+    let defined = Defined {
+        env: &env_spanned,
+        secrets: &secret_names,
+    };
+    check_references(w, &defined);
     let env = env_spanned.into_iter().map(|(k, (v, _))| (k, v)).collect();
     let (services, service_names) = root
         .get("services")
