@@ -10,6 +10,7 @@
 //! problems instead of stopping at the first.
 
 mod cache;
+mod databases;
 mod deploy;
 mod diagnostic;
 mod model;
@@ -27,9 +28,9 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 /// An IP network: `trusted_proxies` entries (the proxy takes the same type).
 pub use ipnet::IpNet;
 pub use model::{
-    AcmeChallenge, AppSpec, Balance, BuildSpec, CacheControlSpec, DeploySpec, HeaderPreset,
-    HealthSpec, ProxySpec, RouteSpec, RouteTarget, Sandbox, ServiceSpec, SmokeCheck, SourceSpan,
-    TlsSpec,
+    AcmeChallenge, AppSpec, Balance, BuildSpec, CacheControlSpec, DatabaseEngine, DatabaseSpec,
+    DeploySpec, HeaderPreset, HealthSpec, ProxySpec, RouteSpec, RouteTarget, Sandbox, ServiceSpec,
+    SmokeCheck, SourceSpan, TlsSpec,
 };
 pub use names::{check_app_name, check_secret_name};
 pub use secrets::{SecretKind, SecretSpec, expand};

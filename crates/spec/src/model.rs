@@ -34,6 +34,8 @@ pub struct AppSpec {
     pub deploy: DeploySpec,
     /// `[tls]`: the certificate for the app's route hosts; `None` serves plain HTTP only.
     pub tls: Option<TlsSpec>,
+    /// `[databases.NAME]`: the app's own databases, which berth backs up but does not run.
+    pub databases: BTreeMap<String, DatabaseSpec>,
     /// The environment applied (`--env NAME`), if any.
     pub environment: Option<String>,
     /// Names of all `[environments.NAME]` the file defines, sorted.
@@ -98,6 +100,30 @@ impl AppSpec {
             }
         })
     }
+}
+
+/// `[databases.NAME]`: a database of the app. berth does not run it; it backs it up and
+/// restores it in drills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseSpec {
+    pub engine: DatabaseEngine,
+}
+
+/// `engine = "postgres" | "sqlite"`, with the keys of that engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseEngine {
+    /// `url = "${DATABASE_URL}"`, `verify_url = "${DRILL_DATABASE_URL}"`: templates like
+    /// `[env]` values, kept unexpanded (resolve them with [`AppSpec::expand_template`]); every
+    /// reference is known to be defined, and no password is written in the file.
+    /// `verify_url` is where restore drills restore to; `None`: a scratch database on the
+    /// server of `url`.
+    Postgres {
+        url: String,
+        verify_url: Option<String>,
+    },
+    /// `path = "data/app.db"`: a file under the app's shared directory; normalized (no `.`,
+    /// `..` or empty components), relative, never leaving that directory.
+    Sqlite { path: String },
 }
 
 /// `[tls]`: where the certificate for the app's route hosts ([`crate::certificate_names`]) comes from.

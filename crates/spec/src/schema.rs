@@ -18,10 +18,19 @@ use crate::walk::{
 };
 
 const ROOT_KEYS: &[&str] = &[
-    "app", "build", "env", "secrets", "services", "routes", "proxy", "deploy", "tls",
+    "app",
+    "build",
+    "env",
+    "secrets",
+    "services",
+    "routes",
+    "proxy",
+    "deploy",
+    "tls",
+    "databases",
 ];
 /// Sections of the target design (DESIGN.md) that this version does not read yet.
-const LATER_KEYS: &[&str] = &["databases", "backups", "alerts", "notify"];
+const LATER_KEYS: &[&str] = &["backups", "alerts", "notify"];
 const APP_KEYS: &[&str] = &["name", "user"];
 const BUILD_KEYS: &[&str] = &["command"];
 const SERVICE_KEYS: &[&str] = &[
@@ -184,6 +193,10 @@ fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
         secrets: &secret_names,
     };
     check_references(w, &defined);
+    let (databases, _) = root
+        .get("databases")
+        .map(|v| crate::databases::databases(w, v, &defined))
+        .unwrap_or_default();
     let env = env_spanned.into_iter().map(|(k, (v, _))| (k, v)).collect();
     let (services, service_names) = root
         .get("services")
@@ -225,6 +238,7 @@ fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
         proxy,
         deploy,
         tls: tls.flatten(),
+        databases,
         environment: None,
         environments: Vec::new(),
     })
