@@ -2,7 +2,10 @@
 
 use ipnet::IpNet;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::ops::Range;
+use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use crate::secrets::{SecretSpec, expand};
@@ -36,6 +39,8 @@ pub struct AppSpec {
     pub tls: Option<TlsSpec>,
     /// `[databases.NAME]`: the app's own databases, which berth backs up but does not run.
     pub databases: BTreeMap<String, DatabaseSpec>,
+    /// `[backups.NAME]`: what is backed up, when, how long it is kept, where it goes.
+    pub backups: BTreeMap<String, BackupSpec>,
     /// The environment applied (`--env NAME`), if any.
     pub environment: Option<String>,
     /// Names of all `[environments.NAME]` the file defines, sorted.
@@ -124,6 +129,138 @@ pub enum DatabaseEngine {
     /// `path = "data/app.db"`: a file under the app's shared directory; normalized (no `.`,
     /// `..` or empty components), relative, never leaving that directory.
     Sqlite { path: String },
+}
+
+/// `[backups.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSpec {
+    /// `database = "main"` or `dir = "uploads"`.
+    pub source: BackupSource,
+    /// `schedule = "0 2 * * *"`: as written, known to be valid: five cron fields (minute hour
+    /// day-of-month month day-of-week) or `@hourly`, `@daily`, `@weekly`, `@monthly`, readable
+    /// by the `croner` crate. Default [`BackupSpec::DEFAULT_SCHEDULE`].
+    pub schedule: String,
+    /// `keep = { last = 3, daily = 7, weekly = 4, monthly = 12 }`: the backups kept.
+    pub keep: Keep,
+    /// `to = "s3://bucket/prefix"` or `"/srv/backups"`.
+    pub to: BackupTarget,
+    /// `verify = "weekly"`: how often a backup is restored in a drill. Default weekly.
+    pub verify: VerifyCadence,
+}
+
+impl BackupSpec {
+    pub const DEFAULT_SCHEDULE: &str = "@daily";
+}
+
+/// What a backup copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupSource {
+    /// `database = "main"`: a key of [`AppSpec::databases`].
+    Database(String),
+    /// `dir = "uploads"`: a directory under the app's shared directory; normalized like
+    /// [`DatabaseEngine::Sqlite`]'s `path`.
+    Dir(String),
+}
+
+/// How many backups are kept: the `last` ones, and the newest of each of the last `daily`
+/// days, `weekly` weeks and `monthly` months. Each at most [`Keep::MAX`]; never all zero.
+/// Keys left out of an explicit `keep` table are 0 (an `[environments.NAME]` overlay's `keep`
+/// merges into the base's key by key, like every table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keep {
+    pub last: u32,
+    pub daily: u32,
+    pub weekly: u32,
+    pub monthly: u32,
+}
+
+impl Keep {
+    pub const MAX: u32 = 10_000;
+}
+
+/// When `keep` is left out.
+impl Default for Keep {
+    fn default() -> Self {
+        Keep {
+            last: 3,
+            daily: 7,
+            weekly: 4,
+            monthly: 12,
+        }
+    }
+}
+
+/// Where backups are stored (`to`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupTarget {
+    /// `to` left out: the daemon's `STATE/backups/APP`.
+    Default,
+    /// `to = "/srv/backups/shop"`: an absolute directory on the server.
+    Local(PathBuf),
+    /// `to = "s3://bucket/shop"`: an S3 (or compatible) bucket; the credentials are the
+    /// secrets [`BackupTarget::S3_SECRETS`], the endpoint and region the optional
+    /// `S3_ENDPOINT` and `S3_REGION` ([env] or [secrets]).
+    S3 {
+        /// 3 to 63 characters of `[a-z0-9.-]`, starting and ending with a letter or digit.
+        bucket: String,
+        /// Key prefix; may be empty, never with a leading or trailing `/`.
+        prefix: String,
+    },
+}
+
+impl BackupTarget {
+    /// The secrets an app with an `s3://` target must declare.
+    pub const S3_SECRETS: [&str; 2] = ["S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"];
+}
+
+/// How often a backup is restored in a drill (`verify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VerifyCadence {
+    /// `"every"`: after every backup.
+    Every,
+    /// `"daily"`: the first backup of each day.
+    Daily,
+    /// `"weekly"`: the first backup of each week.
+    #[default]
+    Weekly,
+    /// `"off"`: never.
+    Off,
+}
+
+impl VerifyCadence {
+    pub const ALL: [VerifyCadence; 4] = [
+        VerifyCadence::Every,
+        VerifyCadence::Daily,
+        VerifyCadence::Weekly,
+        VerifyCadence::Off,
+    ];
+
+    /// The word written in berth.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyCadence::Every => "every",
+            VerifyCadence::Daily => "daily",
+            VerifyCadence::Weekly => "weekly",
+            VerifyCadence::Off => "off",
+        }
+    }
+}
+
+impl fmt::Display for VerifyCadence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for VerifyCadence {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        VerifyCadence::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| "expected every, daily, weekly or off".to_owned())
+    }
 }
 
 /// `[tls]`: where the certificate for the app's route hosts ([`crate::certificate_names`]) comes from.

@@ -28,9 +28,10 @@ const ROOT_KEYS: &[&str] = &[
     "deploy",
     "tls",
     "databases",
+    "backups",
 ];
 /// Sections of the target design (DESIGN.md) that this version does not read yet.
-const LATER_KEYS: &[&str] = &["backups", "alerts", "notify"];
+const LATER_KEYS: &[&str] = &["alerts", "notify"];
 const APP_KEYS: &[&str] = &["name", "user"];
 const BUILD_KEYS: &[&str] = &["command"];
 const SERVICE_KEYS: &[&str] = &[
@@ -193,9 +194,13 @@ fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
         secrets: &secret_names,
     };
     check_references(w, &defined);
-    let (databases, _) = root
+    let (databases, database_names) = root
         .get("databases")
         .map(|v| crate::databases::databases(w, v, &defined))
+        .unwrap_or_default();
+    let backups = root
+        .get("backups")
+        .map(|v| crate::backups::backups(w, v, &database_names, &defined))
         .unwrap_or_default();
     let env = env_spanned.into_iter().map(|(k, (v, _))| (k, v)).collect();
     let (services, service_names) = root
@@ -239,6 +244,7 @@ fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
         deploy,
         tls: tls.flatten(),
         databases,
+        backups,
         environment: None,
         environments: Vec::new(),
     })
