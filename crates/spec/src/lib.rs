@@ -9,7 +9,10 @@
 //! `schema.rs` walks that tree table by table with the small helpers in `walk.rs`, collecting
 //! problems instead of stopping at the first.
 
+mod backups;
 mod cache;
+mod cron;
+mod databases;
 mod deploy;
 mod diagnostic;
 mod model;
@@ -27,9 +30,10 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 /// An IP network: `trusted_proxies` entries (the proxy takes the same type).
 pub use ipnet::IpNet;
 pub use model::{
-    AcmeChallenge, AppSpec, Balance, BuildSpec, CacheControlSpec, DeploySpec, HeaderPreset,
-    HealthSpec, ProxySpec, RouteSpec, RouteTarget, Sandbox, ServiceSpec, SmokeCheck, SourceSpan,
-    TlsSpec,
+    AcmeChallenge, AppSpec, BackupSource, BackupSpec, BackupTarget, Balance, BuildSpec,
+    CacheControlSpec, DatabaseEngine, DatabaseSpec, DeploySpec, HeaderPreset, HealthSpec, Keep,
+    ProxySpec, RouteSpec, RouteTarget, Sandbox, ServiceSpec, SmokeCheck, SourceSpan, TlsSpec,
+    VerifyCadence,
 };
 pub use names::{check_app_name, check_secret_name};
 pub use secrets::{SecretKind, SecretSpec, expand};

@@ -2,7 +2,10 @@
 
 use ipnet::IpNet;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::ops::Range;
+use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use crate::secrets::{SecretSpec, expand};
@@ -34,6 +37,10 @@ pub struct AppSpec {
     pub deploy: DeploySpec,
     /// `[tls]`: the certificate for the app's route hosts; `None` serves plain HTTP only.
     pub tls: Option<TlsSpec>,
+    /// `[databases.NAME]`: the app's own databases, which berth backs up but does not run.
+    pub databases: BTreeMap<String, DatabaseSpec>,
+    /// `[backups.NAME]`: what is backed up, when, how long it is kept, where it goes.
+    pub backups: BTreeMap<String, BackupSpec>,
     /// The environment applied (`--env NAME`), if any.
     pub environment: Option<String>,
     /// Names of all `[environments.NAME]` the file defines, sorted.
@@ -60,29 +67,199 @@ impl AppSpec {
             .keys()
             .filter_map(|name| Some((name.clone(), secret(name)?)))
             .collect();
-        for key in self.env.keys() {
-            let value = self.expand_env(key, &secret, 0);
-            out.insert(key.clone(), value);
+        for (key, value) in &self.env {
+            out.insert(key.clone(), self.expand_template(value, &secret));
         }
         out
     }
 
-    fn expand_env(
+    /// Expands the `${NAME}` references of a template written in berth.toml (an `[env]` value,
+    /// a database `url`): `[env]` values (themselves expanded) and secrets (value from
+    /// `secret`), exactly as a service's environment gets them ([`AppSpec::resolve_env`]).
+    /// A reference to a secret `secret` does not know is kept as written.
+    pub fn expand_template(
         &self,
-        key: &str,
+        template: &str,
+        secret: impl Fn(&str) -> Option<String>,
+    ) -> String {
+        self.expand_nested(template, &secret, 0)
+    }
+
+    /// `depth` bounds the recursion through `[env]`, which [`crate::parse`] knows to be
+    /// acyclic; the bound only guards a hand-built spec.
+    fn expand_nested(
+        &self,
+        template: &str,
         secret: &impl Fn(&str) -> Option<String>,
         depth: u32,
     ) -> String {
-        let template = &self.env[key];
         expand(template, |name| {
-            if self.env.contains_key(name) && depth < 32 {
-                Some(self.expand_env(name, secret, depth + 1))
+            if let Some(value) = self.env.get(name)
+                && depth < 32
+            {
+                Some(self.expand_nested(value, secret, depth + 1))
             } else if self.secrets.contains_key(name) {
                 secret(name)
             } else {
                 None
             }
         })
+    }
+}
+
+/// `[databases.NAME]`: a database of the app. berth does not run it; it backs it up and
+/// restores it in drills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseSpec {
+    pub engine: DatabaseEngine,
+}
+
+/// `engine = "postgres" | "sqlite"`, with the keys of that engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseEngine {
+    /// `url = "${DATABASE_URL}"`, `verify_url = "${DRILL_DATABASE_URL}"`: templates like
+    /// `[env]` values, kept unexpanded (resolve them with [`AppSpec::expand_template`]); every
+    /// reference is known to be defined, and no password is written in the file.
+    /// `verify_url` is where restore drills restore to; `None`: a scratch database on the
+    /// server of `url`.
+    Postgres {
+        url: String,
+        verify_url: Option<String>,
+    },
+    /// `path = "data/app.db"`: a file under the app's shared directory; normalized (no `.`,
+    /// `..` or empty components), relative, never leaving that directory.
+    Sqlite { path: String },
+}
+
+/// `[backups.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSpec {
+    /// `database = "main"` or `dir = "uploads"`.
+    pub source: BackupSource,
+    /// `schedule = "0 2 * * *"`: as written, known to be valid: five cron fields (minute hour
+    /// day-of-month month day-of-week) or `@hourly`, `@daily`, `@weekly`, `@monthly`, readable
+    /// by the `croner` crate. Default [`BackupSpec::DEFAULT_SCHEDULE`].
+    pub schedule: String,
+    /// `keep = { last = 3, daily = 7, weekly = 4, monthly = 12 }`: the backups kept.
+    pub keep: Keep,
+    /// `to = "s3://bucket/prefix"` or `"/srv/backups"`.
+    pub to: BackupTarget,
+    /// `verify = "weekly"`: how often a backup is restored in a drill. Default weekly.
+    pub verify: VerifyCadence,
+}
+
+impl BackupSpec {
+    pub const DEFAULT_SCHEDULE: &str = "@daily";
+}
+
+/// What a backup copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupSource {
+    /// `database = "main"`: a key of [`AppSpec::databases`].
+    Database(String),
+    /// `dir = "uploads"`: a directory under the app's shared directory; normalized like
+    /// [`DatabaseEngine::Sqlite`]'s `path`.
+    Dir(String),
+}
+
+/// How many backups are kept: the `last` ones, and the newest of each of the last `daily`
+/// days, `weekly` weeks and `monthly` months. Each at most [`Keep::MAX`]; never all zero.
+/// Keys left out of an explicit `keep` table are 0 (an `[environments.NAME]` overlay's `keep`
+/// merges into the base's key by key, like every table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keep {
+    pub last: u32,
+    pub daily: u32,
+    pub weekly: u32,
+    pub monthly: u32,
+}
+
+impl Keep {
+    pub const MAX: u32 = 10_000;
+}
+
+/// When `keep` is left out.
+impl Default for Keep {
+    fn default() -> Self {
+        Keep {
+            last: 3,
+            daily: 7,
+            weekly: 4,
+            monthly: 12,
+        }
+    }
+}
+
+/// Where backups are stored (`to`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupTarget {
+    /// `to` left out: the daemon's `STATE/backups/APP`.
+    Default,
+    /// `to = "/srv/backups/shop"`: an absolute directory on the server.
+    Local(PathBuf),
+    /// `to = "s3://bucket/shop"`: an S3 (or compatible) bucket; the credentials are the
+    /// secrets [`BackupTarget::S3_SECRETS`], the endpoint and region the optional
+    /// `S3_ENDPOINT` and `S3_REGION` ([env] or [secrets]).
+    S3 {
+        /// 3 to 63 characters of `[a-z0-9.-]`, starting and ending with a letter or digit.
+        bucket: String,
+        /// Key prefix; may be empty, never with a leading or trailing `/`.
+        prefix: String,
+    },
+}
+
+impl BackupTarget {
+    /// The secrets an app with an `s3://` target must declare.
+    pub const S3_SECRETS: [&str; 2] = ["S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"];
+}
+
+/// How often a backup is restored in a drill (`verify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VerifyCadence {
+    /// `"every"`: after every backup.
+    Every,
+    /// `"daily"`: the first backup of each day.
+    Daily,
+    /// `"weekly"`: the first backup of each week.
+    #[default]
+    Weekly,
+    /// `"off"`: never.
+    Off,
+}
+
+impl VerifyCadence {
+    pub const ALL: [VerifyCadence; 4] = [
+        VerifyCadence::Every,
+        VerifyCadence::Daily,
+        VerifyCadence::Weekly,
+        VerifyCadence::Off,
+    ];
+
+    /// The word written in berth.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyCadence::Every => "every",
+            VerifyCadence::Daily => "daily",
+            VerifyCadence::Weekly => "weekly",
+            VerifyCadence::Off => "off",
+        }
+    }
+}
+
+impl fmt::Display for VerifyCadence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for VerifyCadence {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        VerifyCadence::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| "expected every, daily, weekly or off".to_owned())
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::ops::Range;
 
 use toml::de::DeValue;
 
@@ -83,9 +82,9 @@ pub(crate) fn proxy(w: &mut Walker<'_>, value: &Value<'_>) -> (ProxySpec, Vec<St
         .duration(&t, "response_timeout")
         .unwrap_or(defaults.response_timeout);
     let balance = match w.string(&t, "balance") {
-        Some((name, span)) => {
-            one_of(w, "balance", name, span, BALANCES, " in [proxy]").unwrap_or(defaults.balance)
-        }
+        Some((name, span)) => w
+            .one_of("balance", name, span, BALANCES, " in [proxy]")
+            .unwrap_or(defaults.balance),
         None => defaults.balance,
     };
     let headers = preset(w, &t, "headers").unwrap_or(defaults.headers);
@@ -105,30 +104,6 @@ pub(crate) fn proxy(w: &mut Walker<'_>, value: &Value<'_>) -> (ProxySpec, Vec<St
     (spec, zones)
 }
 
-/// `value` looked up in `choices`, or a "did you mean" / "expected one of" diagnostic.
-fn one_of<T: Copy>(
-    w: &mut Walker<'_>,
-    what: &str,
-    name: &str,
-    span: Range<usize>,
-    choices: &[(&str, T)],
-    in_ctx: &str,
-) -> Option<T> {
-    if let Some((_, v)) = choices.iter().find(|(n, _)| *n == name) {
-        return Some(*v);
-    }
-    let names = choices.iter().map(|(n, _)| *n);
-    let d = Diagnostic::error(format!("unknown {what} `{name}`{in_ctx}"));
-    let d = match did_you_mean(name, names.clone()) {
-        Some(close) => d.at(span, format!("did you mean `{close}`?")),
-        None => d
-            .at(span, "unknown")
-            .help(format!("expected one of {}", backticked(names))),
-    };
-    w.report(d);
-    None
-}
-
 /// `headers = "strict" | "basic" | "off"` in `t` (the app's [proxy] or a route).
 pub(crate) fn preset(w: &mut Walker<'_>, t: &Table<'_, '_>, key: &str) -> Option<HeaderPreset> {
     let value = t.get(key)?;
@@ -146,7 +121,7 @@ pub(crate) fn preset(w: &mut Walker<'_>, t: &Table<'_, '_>, key: &str) -> Option
         );
         return None;
     }
-    one_of(w, "header preset", name, span, PRESETS, &t.in_ctx())
+    w.one_of("header preset", name, span, PRESETS, &t.in_ctx())
 }
 
 /// `set_headers` of `t`: header name → value (`None`: remove). `ctx` names the table.

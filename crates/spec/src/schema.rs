@@ -12,16 +12,26 @@ use crate::names::{check_env_name, check_name, check_user};
 use crate::overlay;
 use crate::proxy::proxy;
 use crate::routes::routes;
-use crate::secrets::{check_references, secrets};
+use crate::secrets::{Defined, check_references, secrets};
 use crate::walk::{
     Table, Value, Walker, backticked, did_you_mean, optional, or_default, type_name,
 };
 
 const ROOT_KEYS: &[&str] = &[
-    "app", "build", "env", "secrets", "services", "routes", "proxy", "deploy", "tls",
+    "app",
+    "build",
+    "env",
+    "secrets",
+    "services",
+    "routes",
+    "proxy",
+    "deploy",
+    "tls",
+    "databases",
+    "backups",
 ];
 /// Sections of the target design (DESIGN.md) that this version does not read yet.
-const LATER_KEYS: &[&str] = &["databases", "backups", "alerts", "notify"];
+const LATER_KEYS: &[&str] = &["alerts", "notify"];
 const APP_KEYS: &[&str] = &["name", "user"];
 const BUILD_KEYS: &[&str] = &["command"];
 const SERVICE_KEYS: &[&str] = &[
@@ -179,7 +189,19 @@ fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
         .map(|v| secrets(w, v))
         .unwrap_or_default();
     let env_spanned = root.get("env").map(|v| env(w, v)).unwrap_or_default();
-    check_references(w, &env_spanned, &secret_names);
+    let defined = Defined {
+        env: &env_spanned,
+        secrets: &secret_names,
+    };
+    check_references(w, &defined);
+    let (databases, database_names) = root
+        .get("databases")
+        .map(|v| crate::databases::databases(w, v, &defined))
+        .unwrap_or_default();
+    let backups = root
+        .get("backups")
+        .map(|v| crate::backups::backups(w, v, &database_names, &defined))
+        .unwrap_or_default();
     let env = env_spanned.into_iter().map(|(k, (v, _))| (k, v)).collect();
     let (services, service_names) = root
         .get("services")
@@ -221,6 +243,8 @@ fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
         proxy,
         deploy,
         tls: tls.flatten(),
+        databases,
+        backups,
         environment: None,
         environments: Vec::new(),
     })
@@ -322,14 +346,31 @@ fn env(w: &mut Walker<'_>, value: &Value<'_>) -> BTreeMap<String, (String, Range
 /// `[services.NAME]`: returns the valid services and the names of all services written, so that
 /// routes to a service with problems of its own are not reported twice.
 fn services(w: &mut Walker<'_>, value: &Value<'_>) -> (BTreeMap<String, ServiceSpec>, Vec<String>) {
+    named_tables(w, value, "service", "services", |w, value, _, ctx| {
+        service(w, value, ctx)
+    })
+}
+
+/// A table of named tables (`[services.NAME]`, `[databases.NAME]`, ...): each name follows
+/// [`check_name`], each table is read by `each(w, value, name, ctx)` with `ctx` naming it
+/// (`[services.web]`). Returns the valid entries, and the names of all entries written (so
+/// that references to an entry with problems of its own are not reported twice). `what` is
+/// the singular ("service"), `section` the key ("services").
+pub(crate) fn named_tables<T>(
+    w: &mut Walker<'_>,
+    value: &Value<'_>,
+    what: &str,
+    section: &str,
+    mut each: impl FnMut(&mut Walker<'_>, &Value<'_>, &str, &str) -> Option<T>,
+) -> (BTreeMap<String, T>, Vec<String>) {
     let mut out = BTreeMap::new();
     let mut names = Vec::new();
     let DeValue::Table(entries) = value.get_ref() else {
         report_not_table(
             w,
-            "services",
+            section,
             value,
-            "write one [services.NAME] table per service".to_owned(),
+            format!("write one [{section}.NAME] table per {what}"),
         );
         return (out, names);
     };
@@ -339,19 +380,15 @@ fn services(w: &mut Walker<'_>, value: &Value<'_>) -> (BTreeMap<String, ServiceS
         let name_ok = match check_name(name) {
             Ok(()) => true,
             Err(problem) => {
-                w.problem(
-                    format!("invalid service name `{name}`"),
-                    key.span(),
-                    problem,
-                );
+                w.problem(format!("invalid {what} name `{name}`"), key.span(), problem);
                 false
             }
         };
-        let ctx = format!("[services.{name}]");
-        if let Some(service) = service(w, value, &ctx)
+        let ctx = format!("[{section}.{name}]");
+        if let Some(entry) = each(w, value, name, &ctx)
             && name_ok
         {
-            out.insert(name.to_owned(), service);
+            out.insert(name.to_owned(), entry);
         }
     }
     (out, names)
@@ -524,7 +561,7 @@ fn health(
     })
 }
 
-fn report_not_table(w: &mut Walker<'_>, key: &str, value: &Value<'_>, help: String) {
+pub(crate) fn report_not_table(w: &mut Walker<'_>, key: &str, value: &Value<'_>, help: String) {
     w.report(
         Diagnostic::error(format!("`{key}` must be a table"))
             .at(

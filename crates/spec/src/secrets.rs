@@ -361,59 +361,87 @@ pub fn expand(template: &str, lookup: impl Fn(&str) -> Option<String>) -> String
     out
 }
 
-/// Checks the references of every `[env]` value: each names a secret or another env key,
-/// and env keys do not refer to each other in a cycle. `spans` are the value spans of the
-/// env entries; `defined_env` all env keys written.
-pub(crate) fn check_references(
+/// What a `${NAME}` may name: the keys of `[env]` (with their values and value spans) and the
+/// names of all secrets written.
+pub(crate) struct Defined<'a> {
+    pub env: &'a BTreeMap<String, (String, Range<usize>)>,
+    pub secrets: &'a BTreeSet<String>,
+}
+
+/// Checks the `${NAME}` references of one template, `value` written at `span`: each must be
+/// well formed and name a secret or an `[env]` key. `owner` names the template in messages
+/// ("`GREETING` in [env]", "`url` in [databases.main]"). Returns the references to `[env]`
+/// keys with their spans in the source, or `None` when the template is malformed (reported).
+pub(crate) fn check_template<'t>(
     w: &mut Walker<'_>,
-    env: &BTreeMap<String, (String, Range<usize>)>,
-    secrets: &BTreeSet<String>,
-) {
+    owner: &str,
+    value: &'t str,
+    span: &Range<usize>,
+    defined: &Defined<'_>,
+) -> Option<Vec<(&'t str, Range<usize>)>> {
+    let to_source = |r: Range<usize>| inner_span(w.source, span, value, r);
+    let refs = match references(value) {
+        Ok(refs) => refs,
+        Err((range, label)) => {
+            w.report(
+                Diagnostic::error(format!("invalid reference in {owner}"))
+                    .at(to_source(range), label)
+                    .help("write ${NAME} to use a secret or an [env] value, $${ for a literal ${"),
+            );
+            return None;
+        }
+    };
+    let mut to_env = Vec::new();
+    for r in refs {
+        if defined.env.contains_key(r.name) {
+            to_env.push((r.name, to_source(r.range)));
+        } else if !defined.secrets.contains(r.name) {
+            let names = defined
+                .env
+                .keys()
+                .chain(defined.secrets)
+                .map(String::as_str);
+            let mut d = Diagnostic::error(format!("undefined `${{{}}}` in {owner}", r.name));
+            d = match did_you_mean(r.name, names) {
+                Some(close) => d.at(to_source(r.range), format!("did you mean `{close}`?")),
+                None => d
+                    .at(to_source(r.range), "not a secret or [env] key")
+                    .help(format!(
+                        "define it in [secrets] (e.g. {} = {{ required = true }}) or in [env]",
+                        r.name
+                    )),
+            };
+            w.report(d);
+        }
+    }
+    Some(to_env)
+}
+
+/// Checks the references of every `[env]` value ([`check_template`]), and that env keys
+/// refer neither to themselves nor to each other in a cycle.
+pub(crate) fn check_references(w: &mut Walker<'_>, defined: &Defined<'_>) {
+    let env = defined.env;
     let mut graph: BTreeMap<&str, Vec<(&str, Range<usize>)>> = BTreeMap::new();
     for (key, (value, span)) in env {
-        if secrets.contains(key) {
+        if defined.secrets.contains(key) {
             w.report(
                 Diagnostic::error(format!("`{key}` is defined in both [env] and [secrets]"))
                     .at(key_span(w, span), "also a secret")
                     .help("a name is either plain configuration or a secret; remove one"),
             );
         }
-        let to_source = |r: Range<usize>| inner_span(w.source, span, value, r);
-        let refs = match references(value) {
-            Ok(refs) => refs,
-            Err((range, label)) => {
-                w.report(
-                    Diagnostic::error(format!("invalid reference in `{key}` in [env]"))
-                        .at(to_source(range), label)
-                        .help("write ${NAME} to use a secret or another [env] value, $${ for a literal ${"),
-                );
-                continue;
-            }
+        let owner = format!("`{key}` in [env]");
+        let Some(refs) = check_template(w, &owner, value, span, defined) else {
+            continue;
         };
-        for r in refs {
-            if r.name == key {
+        for (name, ref_span) in refs {
+            if name == key {
                 w.report(
                     Diagnostic::error(format!("`{key}` in [env] refers to itself"))
-                        .at(to_source(r.range), "refers to itself"),
+                        .at(ref_span, "refers to itself"),
                 );
-            } else if env.contains_key(r.name) {
-                graph
-                    .entry(key)
-                    .or_default()
-                    .push((r.name, to_source(r.range)));
-            } else if !secrets.contains(r.name) {
-                let names = env.keys().chain(secrets).map(String::as_str);
-                let mut d = Diagnostic::error(format!("undefined `${{{}}}` in `{key}`", r.name));
-                d = match did_you_mean(r.name, names) {
-                    Some(close) => d.at(to_source(r.range), format!("did you mean `{close}`?")),
-                    None => d
-                        .at(to_source(r.range), "not a secret or [env] key")
-                        .help(format!(
-                            "define it in [secrets] (e.g. {} = {{ required = true }}) or in [env]",
-                            r.name
-                        )),
-                };
-                w.report(d);
+            } else {
+                graph.entry(key).or_default().push((name, ref_span));
             }
         }
     }
@@ -472,7 +500,12 @@ fn cycle_from<'g>(
 
 /// The span of `range` (a byte range of the decoded string `value`) in the source, when the
 /// string is written without escapes; otherwise the whole value.
-fn inner_span(source: &str, span: &Range<usize>, value: &str, range: Range<usize>) -> Range<usize> {
+pub(crate) fn inner_span(
+    source: &str,
+    span: &Range<usize>,
+    value: &str,
+    range: Range<usize>,
+) -> Range<usize> {
     let raw = source.get(span.clone()).unwrap_or_default();
     let quotes = raw.len().saturating_sub(value.len());
     if quotes <= 6
@@ -487,7 +520,7 @@ fn inner_span(source: &str, span: &Range<usize>, value: &str, range: Range<usize
 }
 
 /// The key before a value span (`KEY = "value"` on one line), for "defined twice" reports.
-fn key_span(w: &Walker<'_>, value: &Range<usize>) -> Range<usize> {
+pub(crate) fn key_span(w: &Walker<'_>, value: &Range<usize>) -> Range<usize> {
     let line_start = w.source[..value.start.min(w.source.len())]
         .rfind('\n')
         .map_or(0, |i| i + 1);

@@ -283,6 +283,31 @@ impl<'s> Walker<'s> {
         }
     }
 
+    /// `name` looked up in `choices`, or a "did you mean" / "expected one of" diagnostic.
+    /// `what` names the setting ("balance"), `in_ctx` the table (" in [proxy]").
+    pub fn one_of<T: Copy>(
+        &mut self,
+        what: &str,
+        name: &str,
+        span: Range<usize>,
+        choices: &[(&str, T)],
+        in_ctx: &str,
+    ) -> Option<T> {
+        if let Some((_, v)) = choices.iter().find(|(n, _)| *n == name) {
+            return Some(*v);
+        }
+        let names = choices.iter().map(|(n, _)| *n);
+        let d = Diagnostic::error(format!("unknown {what} `{name}`{in_ctx}"));
+        let d = match did_you_mean(name, names.clone()) {
+            Some(close) => d.at(span, format!("did you mean `{close}`?")),
+            None => d
+                .at(span, "unknown")
+                .help(format!("expected one of {}", backticked(names))),
+        };
+        self.report(d);
+        None
+    }
+
     /// A duration string such as "2s"; zero is rejected (no field of berth.toml wants it).
     pub fn duration(&mut self, table: &Table<'_, '_>, key: &str) -> Option<Duration> {
         let (d, span) = self.unit(table, key, "duration", "2s", units::duration)?;

@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use spec::{AppSpec, Balance, HeaderPreset, HealthSpec, IpNet, RateSpec, RouteTarget};
+use spec::{
+    AppSpec, BackupSource, BackupSpec, BackupTarget, Balance, DatabaseEngine, DatabaseSpec,
+    HeaderPreset, HealthSpec, IpNet, Keep, RateSpec, RouteTarget, VerifyCadence,
+};
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -320,5 +323,144 @@ fn rates() {
     assert_eq!(
         spec::parse_rate("20/sec").unwrap_err(),
         "unknown unit `sec`; write \"20/s\""
+    );
+}
+
+#[test]
+fn databases_and_backups() {
+    let app = fixture("ok_backups");
+    let postgres = |url: &str, verify_url: Option<&str>| DatabaseSpec {
+        engine: DatabaseEngine::Postgres {
+            url: url.to_owned(),
+            verify_url: verify_url.map(str::to_owned),
+        },
+    };
+    assert_eq!(
+        app.databases,
+        BTreeMap::from([
+            (
+                "main".to_owned(),
+                postgres("${DATABASE_URL}", Some("${DRILL_DATABASE_URL}"))
+            ),
+            (
+                "cache".to_owned(),
+                DatabaseSpec {
+                    engine: DatabaseEngine::Sqlite {
+                        path: "data/app.db".to_owned()
+                    }
+                }
+            ),
+            (
+                "local".to_owned(),
+                postgres("postgresql:///shop?host=/run/postgresql", None)
+            ),
+        ])
+    );
+    assert_eq!(
+        app.backups["nightly"],
+        BackupSpec {
+            source: BackupSource::Database("main".to_owned()),
+            schedule: "0 2 * * *".to_owned(),
+            keep: Keep {
+                last: 3,
+                daily: 7,
+                weekly: 4,
+                monthly: 12
+            },
+            to: BackupTarget::S3 {
+                bucket: "bucket".to_owned(),
+                prefix: "shop".to_owned()
+            },
+            verify: VerifyCadence::Daily,
+        }
+    );
+    // Every default.
+    assert_eq!(
+        app.backups["cache"],
+        BackupSpec {
+            source: BackupSource::Database("cache".to_owned()),
+            schedule: BackupSpec::DEFAULT_SCHEDULE.to_owned(),
+            keep: Keep::default(),
+            to: BackupTarget::Default,
+            verify: VerifyCadence::Weekly,
+        }
+    );
+    // A directory, normalized; keys left out of `keep` are 0.
+    let uploads = &app.backups["uploads"];
+    assert_eq!(
+        uploads.source,
+        BackupSource::Dir("uploads/images".to_owned())
+    );
+    assert_eq!(
+        uploads.keep,
+        Keep {
+            last: 0,
+            daily: 14,
+            weekly: 0,
+            monthly: 0
+        }
+    );
+    assert_eq!(uploads.to, BackupTarget::Local("/srv/backups/shop".into()));
+    assert_eq!(uploads.verify.as_str(), "off");
+    assert_eq!(
+        app.backups["archive"].to,
+        BackupTarget::S3 {
+            bucket: "archive.example-1".to_owned(),
+            prefix: "shop/db".to_owned()
+        }
+    );
+    assert_eq!(app.backups["reports"].keep.monthly, 24);
+
+    // A database url resolves like an [env] value: through [env], to secrets.
+    let DatabaseEngine::Postgres { url, verify_url } = &app.databases["main"].engine else {
+        panic!("main is postgres");
+    };
+    let secret = |name: &str| (name == "DATABASE_URL").then(|| "postgres://db/shop".to_owned());
+    assert_eq!(app.expand_template(url, secret), "postgres://db/shop");
+    assert_eq!(
+        app.expand_template(verify_url.as_deref().unwrap(), secret),
+        "postgres://db/shop_drill"
+    );
+    assert_eq!(
+        app.expand_template("${DATABASE_URL}", |_| None),
+        "${DATABASE_URL}"
+    );
+}
+
+#[test]
+fn backups_in_environments() {
+    let source = std::fs::read_to_string(fixtures_dir().join("ok_backups_staging.toml")).unwrap();
+    let base = spec::parse("b.toml", &source).unwrap();
+    let nightly = &base.backups["nightly"];
+    assert_eq!(nightly.to, BackupTarget::Local("/srv/backups/shop".into()));
+    assert_eq!(nightly.verify, VerifyCadence::Weekly);
+    assert!(!base.databases.contains_key("files"));
+
+    let staging = spec::parse_env("b.toml", &source, Some("staging")).unwrap();
+    let nightly = &staging.backups["nightly"];
+    assert_eq!(
+        nightly.to,
+        BackupTarget::Local("/srv/backups/shop-staging".into())
+    );
+    assert_eq!(nightly.verify, VerifyCadence::Off);
+    assert_eq!(nightly.source, BackupSource::Database("main".to_owned()));
+    // `keep` is a table: it merges key by key like every table of an overlay.
+    assert_eq!(
+        nightly.keep,
+        Keep {
+            last: 1,
+            daily: 7,
+            weekly: 0,
+            monthly: 0
+        }
+    );
+    // An environment may add a database.
+    assert!(staging.databases.contains_key("files"));
+
+    let prod = spec::parse_env("b.toml", &source, Some("prod")).unwrap();
+    assert_eq!(prod.backups["nightly"].schedule, "0 3 * * *");
+    assert_eq!(
+        prod.backups["nightly"].to, base.backups["nightly"].to,
+        "untouched keys stay"
     );
 }
