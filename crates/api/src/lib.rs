@@ -30,11 +30,11 @@ mod types;
 mod vocab;
 
 pub use query::{
-    AppQuery, DeployQuery, ImportKeyQuery, LogsQuery, NoQuery, RollbackQuery, SetSecretQuery,
-    parse, path, segments,
+    AppQuery, BackupQuery, DeployQuery, ImportKeyQuery, LogsQuery, NoQuery, RollbackQuery,
+    SetSecretQuery, parse, path, segments,
 };
 pub use types::*;
 pub use vocab::{
-    CertSource, DeployKind, DeployResult, Gate, Phase, ReleaseState, ReleaseStatus, SecretOrigin,
-    Step, UnknownWord,
+    BackupStatus, BackupTrigger, CertSource, DeployKind, DeployResult, Gate, Phase, ReleaseState,
+    ReleaseStatus, SecretOrigin, Step, UnknownWord,
 };

@@ -79,6 +79,21 @@ pub struct DeployQuery {
     pub env: Option<String>,
 }
 
+/// `POST /v1/apps/APP/backups/run`, `…/verify`, `…/restore`.
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackupQuery {
+    /// The `[backups.NAME]`; may be left out when the app has only one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The backup (verify, restore); the newest good one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Restore: answer a [`crate::RestorePlan`]; change nothing.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dry_run: bool,
+}
+
 /// `POST /v1/apps/APP/rollback`.
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::vocab::{
-    CertSource, DeployKind, DeployResult, Gate, Phase, ReleaseState, SecretOrigin, Step,
+    BackupStatus, BackupTrigger, CertSource, DeployKind, DeployResult, Gate, Phase, ReleaseState,
+    SecretOrigin, Step,
 };
 
 /// `GET /v1/daemon`
@@ -68,6 +69,12 @@ pub struct AppStatus {
     /// Releases a deploy replaced that still finish their requests before they stop.
     #[serde(default)]
     pub draining: Vec<Draining>,
+    /// Its `[backups.NAME]`: last success and its age, the last drill.
+    #[serde(default)]
+    pub backups: Vec<BackupDefinition>,
+    /// The app's services answer 503 meanwhile (a restore is running): why.
+    #[serde(default)]
+    pub maintenance: Option<String>,
 }
 
 /// A replaced release finishing its requests and WebSockets.
@@ -124,6 +131,102 @@ pub enum DeployEvent {
     },
     /// The deploy is over.
     Done(DeployOutcome),
+}
+
+/// `GET /v1/apps/APP/backups`: the app's backup definitions and its backups, newest first.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Backups {
+    pub app: String,
+    pub definitions: Vec<BackupDefinition>,
+    pub backups: Vec<BackupRecord>,
+}
+
+/// One `[backups.NAME]` of the serving release, and how it stands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupDefinition {
+    pub name: String,
+    /// What it backs up: `postgres 127.0.0.1:5432/shop (database main)`, `dir uploads`.
+    pub source: String,
+    pub schedule: String,
+    /// When it runs next (RFC 3339, UTC).
+    pub next_run: Option<String>,
+    /// Where backups go: `/var/lib/berth/backups/shop`, `s3://bucket/shop`.
+    pub to: String,
+    pub keep: String,
+    pub verify: String,
+    /// The newest successful backup: when it started (RFC 3339) and how old it is.
+    pub last_success: Option<String>,
+    pub last_success_age_secs: Option<u64>,
+    /// The newest drill of any of its backups.
+    pub last_drill: Option<DrillRecord>,
+    /// The newest backup failed: why.
+    pub last_failure: Option<String>,
+    /// A backup of it is running now.
+    pub running: bool,
+}
+
+/// One backup, as the daemon recorded it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupRecord {
+    pub id: String,
+    pub name: String,
+    pub trigger: BackupTrigger,
+    pub status: BackupStatus,
+    /// RFC 3339, UTC.
+    pub started: String,
+    pub took_ms: Option<u64>,
+    /// Stored bytes (compressed and encrypted), and bytes read from the source.
+    pub size: Option<u64>,
+    pub plain_size: Option<u64>,
+    pub sha256: Option<String>,
+    pub tables: u64,
+    pub rows: u64,
+    /// Directories: files in the backup.
+    pub files: Option<u64>,
+    /// A failed backup: the stage that failed and why.
+    pub stage: Option<String>,
+    pub error: Option<String>,
+    /// Its newest restore drill.
+    pub drill: Option<DrillRecord>,
+}
+
+/// A restore drill's receipt: the backup restored into a scratch target and compared.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DrillRecord {
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub ok: bool,
+    /// The time the restore took: the app's measured time to restore.
+    pub duration_ms: u64,
+    pub tables: u64,
+    pub rows: u64,
+    pub problem: Option<String>,
+}
+
+/// One line of the NDJSON stream answering a backup run, verify or restore.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum BackupEvent {
+    /// A step began or ended (`safety backup 2026…: ok`, `services stopped`).
+    Step { detail: String },
+    /// Bytes read from the source so far.
+    Progress { bytes: u64 },
+    /// It is over: the backup concerned, and whether all went well.
+    Done {
+        ok: bool,
+        backup: Option<Box<BackupRecord>>,
+        error: Option<String>,
+        hint: Option<String>,
+    },
+}
+
+/// `POST /v1/apps/APP/backups/restore?dry_run=true`: what a restore would do.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RestorePlan {
+    pub app: String,
+    pub backup: BackupRecord,
+    pub age_secs: u64,
+    pub steps: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -206,6 +309,18 @@ pub struct ReleaseInfo {
 pub struct History {
     pub deploys: Vec<DeployRecord>,
     pub summary: Vec<AppSummary>,
+    /// Backups, drills, restores, retention deletions, restarts: newest first.
+    #[serde(default)]
+    pub events: Vec<EventRecord>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub app: String,
+    pub kind: String,
+    pub detail: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -212,6 +212,29 @@ words! {
     }
 }
 
+words! {
+    /// Where a backup stands.
+    pub enum BackupStatus {
+        Running = "running",
+        /// Every stage succeeded, the object read back with its sha256, the manifest written.
+        Ok = "ok",
+        Failed = "failed",
+        /// Removed by retention.
+        Deleted = "deleted",
+    }
+}
+
+words! {
+    /// Why a backup was made.
+    pub enum BackupTrigger {
+        Schedule = "schedule",
+        /// `berth backup run`.
+        Manual = "manual",
+        /// Before a restore, of what the restore replaces.
+        Safety = "safety",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -110,6 +110,9 @@ enum Command {
     /// Manage an app's secrets (values only ever on stdin).
     #[command(subcommand)]
     Secrets(cli::secrets::SecretsCommand),
+    /// Back up an app's data, list, verify and restore its backups.
+    #[command(subcommand)]
+    Backup(cli::backup::BackupCommand),
     /// Run the bundled example end to end in a temporary state directory.
     Demo {
         /// Proxy address for the demo.
@@ -167,6 +170,7 @@ fn main() -> ExitCode {
                 wait,
             } => cli::deploy::run(&cli.state, &dir, env.as_deref(), dry_run, wait).await,
             Command::Secrets(cmd) => cli::secrets::run(&cli.state, cmd).await,
+            Command::Backup(cmd) => cli::backup::run(&cli.state, cmd).await,
             Command::Rollback { app, to, wait } => {
                 cli::deploy::rollback(&cli.state, &app, to.as_deref(), wait).await
             }

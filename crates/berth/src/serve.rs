@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// names (DNS-01). It gets BERTH_DNS_ACTION=set|clear, BERTH_DNS_NAME and BERTH_DNS_VALUE.
     #[arg(long, value_name = "COMMAND")]
     pub acme_dns_hook: Option<String>,
+    /// Where `pg_dump` and `pg_restore` are (default: those of the database server's major
+    /// version under /usr/lib/postgresql, else PATH's).
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin_dir: Option<PathBuf>,
 }
 
 pub async fn run(state: &Path, args: ServeArgs) -> Result<u8> {
@@ -39,6 +43,7 @@ pub async fn run(state: &Path, args: ServeArgs) -> Result<u8> {
     config.max_connections_per_ip = args.max_connections_per_ip;
     config.acme.ca_root = args.acme_ca_root;
     config.acme.dns_hook = args.acme_dns_hook;
+    config.pg_bin_dir = args.pg_bin_dir;
     let daemon = daemon::Daemon::open(config)?;
     let listeners = daemon::Listeners {
         http: bind(args.http, "HTTP").await?,

@@ -238,6 +238,7 @@ impl Core {
         };
         let mut routes = Vec::new();
         for (app, release) in running() {
+            let maintenance = apps[app].maintenance.is_some();
             let settings = &release.spec.proxy;
             let trusted = crate::routes::trusted_proxies(settings);
             for r in &release.spec.routes {
@@ -279,6 +280,9 @@ impl Core {
                     rate_limit: crate::routes::rate_limit(settings, r),
                     trusted_proxies: trusted.clone(),
                     cache_control: crate::routes::cache_policy(r),
+                    // A restore: the services answer 503 + Retry-After; static files still serve.
+                    maintenance: (maintenance && matches!(r.target, RouteTarget::Service(_)))
+                        .then_some(crate::backups::MAINTENANCE_RETRY_AFTER),
                 });
             }
         }

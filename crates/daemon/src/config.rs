@@ -16,6 +16,9 @@ pub struct Config {
     /// Open connections one client address (IPv6: one /64) may have; 0 for no limit.
     pub max_connections_per_ip: u32,
     pub acme: AcmeConfig,
+    /// Where `pg_dump` and `pg_restore` are; by default those of the database server's major
+    /// version (`/usr/lib/postgresql/MAJOR/bin`), else `PATH`'s.
+    pub pg_bin_dir: Option<PathBuf>,
     pub hooks: Hooks,
 }
 
@@ -25,6 +28,7 @@ impl Config {
             state: state.into(),
             max_connections_per_ip: proxy::ProxyConfig::default().max_connections_per_ip,
             acme: AcmeConfig::default(),
+            pg_bin_dir: None,
             hooks: Hooks::default(),
         }
     }

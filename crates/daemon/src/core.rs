@@ -40,6 +40,10 @@ pub(crate) struct Core {
     /// numbers at scrape time; nothing is written to the registry on the request path.
     pub metrics: prometheus_client::registry::Registry,
     pub hooks: Hooks,
+    /// Backup locks and figures (`backups/`).
+    pub backups: crate::backups::Backups,
+    /// Where `pg_dump` and `pg_restore` are found.
+    pub backup_tools: backup::Tools,
     /// Rollouts, recovery and schedules: shutdown cancels, then waits for, them.
     pub tasks: TaskTracker,
     pub cancel: CancellationToken,
@@ -57,6 +61,8 @@ pub(crate) struct AppState {
     pub slot: Arc<tokio::sync::Mutex<()>>,
     /// Replaced releases still finishing their requests: (release, instances, stopped by).
     pub draining: Vec<(String, u32, std::time::SystemTime)>,
+    /// Under maintenance (a restore): its service routes answer 503. Why.
+    pub maintenance: Option<String>,
 }
 
 impl Core {
@@ -81,6 +87,10 @@ impl Core {
         let mut metrics = prometheus_client::registry::Registry::default();
         proxy.register_metrics(&mut metrics);
         metrics.register_collector(Box::new(CertMetrics(certs.manager.clone())));
+        let backups = crate::backups::Backups::default();
+        metrics.register_collector(Box::new(crate::backups::BackupMetrics(
+            backups.stats.clone(),
+        )));
         Arc::new(Core {
             dir,
             db,
@@ -98,6 +108,10 @@ impl Core {
             private_tmp: host.private_tmp,
             metrics,
             hooks: config.hooks,
+            backups,
+            backup_tools: backup::Tools {
+                bin_dir: config.pg_bin_dir,
+            },
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
             apps: Mutex::new(BTreeMap::new()),

@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, UnixListener};
 use crate::config::Addrs;
 
 mod apps;
+mod backups;
 mod build;
 mod certs;
 mod config;
@@ -159,6 +160,8 @@ impl Daemon {
             .spawn(manager.run(core.cancel.clone().cancelled_owned()));
         core.tasks.spawn(core.clone().watch_supervisor());
         core.tasks.spawn(core.clone().recover());
+        core.recover_backups().await;
+        core.tasks.spawn(core.clone().schedule_backups());
 
         control::serve_control(core.clone(), control, shutdown).await;
 

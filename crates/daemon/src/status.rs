@@ -46,12 +46,19 @@ impl Core {
                                     .collect()
                             })
                             .unwrap_or_default(),
+                        maintenance: here.and_then(|s| s.maintenance.clone()),
+                        backups: Vec::new(),
                         release: a.current_release,
                         name: a.name,
                     }
                 })
-                .collect()
+                .collect::<Vec<_>>()
         };
+        let mut apps = apps;
+        for a in &mut apps {
+            let rows = self.backup_rows(&a.name, None).await;
+            a.backups = self.backup_definitions(&a.name, &rows).await;
+        }
         Ok(api::Status {
             daemon: self.info(),
             apps,
@@ -83,7 +90,21 @@ impl Core {
 
     pub async fn history(&self, app: Option<&str>) -> Result<api::History> {
         let deploys = self.db.deploys(app, 10_000).await?;
+        let only = app.map(str::to_owned);
+        let events = self
+            .db
+            .call(move |s| s.events(only.as_deref(), 200))
+            .await?;
         Ok(api::History {
+            events: events
+                .into_iter()
+                .map(|(at, app, kind, detail)| api::EventRecord {
+                    at: supervisor::logs::format_time(at),
+                    app,
+                    kind,
+                    detail,
+                })
+                .collect(),
             summary: crate::history::summarize(&deploys, SystemTime::now()),
             deploys: deploys.iter().map(crate::history::record).collect(),
         })

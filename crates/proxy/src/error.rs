@@ -31,13 +31,16 @@ pub enum ProxyError {
     BadHost,
     /// The client exceeded the route's rate-limit zone (429, with `Retry-After`).
     RateLimited,
+    /// The app is under maintenance, e.g. a backup is being restored (503, with
+    /// `Retry-After`).
+    Maintenance,
 }
 
 impl ProxyError {
     pub fn status(self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoInstances => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoInstances | ProxyError::Maintenance => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectFailed | ProxyError::BadResponse => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -60,6 +63,7 @@ impl ProxyError {
             ProxyError::BadRequest => "bad request",
             ProxyError::BadHost => "bad host",
             ProxyError::RateLimited => "rate-limited",
+            ProxyError::Maintenance => "maintenance",
         }
     }
 
@@ -78,6 +82,9 @@ impl ProxyError {
             }
             ProxyError::BadRequest => "400 bad request\n",
             ProxyError::BadHost => "400 bad request: missing, repeated or invalid Host\n",
+            ProxyError::Maintenance => {
+                "503 service unavailable: under maintenance, please retry shortly\n"
+            }
             ProxyError::RateLimited => "429 too many requests: slow down and retry later\n",
         }
     }

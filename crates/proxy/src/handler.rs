@@ -95,6 +95,10 @@ impl Proxy {
                     self.metrics.global.https_redirects.fetch_add(1, Relaxed);
                     https_redirect(host.as_ref(), req.uri(), port)
                 }
+                _ if entry.route.maintenance.is_some() => {
+                    retry_after = entry.route.maintenance.map(u64::from);
+                    Err(ProxyError::Maintenance)
+                }
                 _ => {
                     retry_after = rate_limited(entry, &conn, req.headers());
                     if retry_after.is_some() {

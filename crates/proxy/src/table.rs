@@ -52,6 +52,9 @@ pub struct Route {
     /// `Cache-Control` of the files of a [`Target::Static`] route, by kind (ignored for
     /// services).
     pub cache_control: CachePolicy,
+    /// Under maintenance: every request is answered 503 with `Retry-After` of this many
+    /// seconds, and nothing reaches the target.
+    pub maintenance: Option<u32>,
 }
 
 impl Route {
@@ -77,6 +80,7 @@ impl Route {
             rate_limit: None,
             trusted_proxies: Arc::new([]),
             cache_control: CachePolicy::default(),
+            maintenance: None,
         }
     }
 }

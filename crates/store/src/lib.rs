@@ -12,10 +12,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod backups;
 mod db;
 mod migrations;
 mod secrets;
-pub use api::{DeployKind, DeployResult, Gate, ReleaseStatus, SecretOrigin, Step};
+pub use api::{
+    BackupStatus, BackupTrigger, DeployKind, DeployResult, Gate, ReleaseStatus, SecretOrigin, Step,
+};
+pub use backups::BackupRow;
 pub use db::Db;
 pub use migrations::MIGRATIONS;
 pub use secrets::SecretMeta;

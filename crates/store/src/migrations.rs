@@ -77,6 +77,29 @@ pub const MIGRATIONS: &[&str] = &[
     );",
     // 5: the old release drains after the rollout's result is known: when it was stopped
     "ALTER TABLE deploys ADD COLUMN drained_at INTEGER;",
+    // 6: backups (the manifest and the last drill's receipt as JSON) and when each backup
+    // definition is due next, so that a schedule missed while the daemon was down runs at start
+    "CREATE TABLE backups (
+        app         TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        trigger     TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        started_at  INTEGER NOT NULL,
+        finished_at INTEGER,
+        stage       TEXT,
+        error       TEXT,
+        manifest    TEXT,
+        drill       TEXT,
+        PRIMARY KEY (app, id)
+    );
+    CREATE INDEX backups_name ON backups(app, name, started_at);
+    CREATE TABLE backup_schedules (
+        app      TEXT NOT NULL,
+        name     TEXT NOT NULL,
+        next_due INTEGER NOT NULL,
+        PRIMARY KEY (app, name)
+    );",
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<()> {

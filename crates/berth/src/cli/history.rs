@@ -78,6 +78,18 @@ pub async fn history(state: &Path, app: Option<&str>, json: bool) -> Result<u8> 
             why
         ));
     }
+    if !h.events.is_empty() {
+        output::line(format!(
+            "\n{:<24} {:<12} {:<16} {}",
+            "AT", "APP", "EVENT", "DETAIL"
+        ));
+        for e in &h.events {
+            output::line(format!(
+                "{:<24} {:<12} {:<16} {}",
+                e.at, e.app, e.kind, e.detail
+            ));
+        }
+    }
     for s in &h.summary {
         output::line(format!(
             "\n{}: {} deploys, {} rollbacks; {:.2} deploys/day (30d); change failure rate {:.0}%; mean time to restore {}",

@@ -4,6 +4,7 @@ use anyhow::Error;
 
 use crate::{EXIT_BAD_INPUT, EXIT_FAILED, output};
 
+pub mod backup;
 pub mod check;
 pub mod demo;
 pub mod deploy;

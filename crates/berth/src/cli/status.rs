@@ -96,6 +96,25 @@ pub async fn run(state: &Path, app: Option<&str>, json: bool) -> Result<u8> {
                 d.until
             ));
         }
+        if let Some(why) = &app.maintenance {
+            output::line(format!("  MAINTENANCE: {why}; its services answer 503"));
+        }
+        for b in &app.backups {
+            let last = match (&b.last_success, b.last_success_age_secs) {
+                (Some(at), Some(age)) => format!("last success {at} ({}s ago)", age),
+                _ => "no successful backup yet".to_owned(),
+            };
+            let drill = b
+                .last_drill
+                .as_ref()
+                .map_or("never drilled".to_owned(), |d| {
+                    format!("last drill {} {}", d.at, if d.ok { "ok" } else { "FAILED" })
+                });
+            output::line(format!("  backup {}: {last}; {drill}", b.name));
+            if let Some(f) = &b.last_failure {
+                output::line(format!("  warning: backup {}: {f}", b.name));
+            }
+        }
         for i in app.instances.iter().filter(|i| i.crash_loop) {
             output::line(format!(
                 "  warning: {}.{} is crash-looping ({} restarts); see `berth logs {} {}`",

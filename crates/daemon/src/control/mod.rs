@@ -10,7 +10,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use api::{AppQuery, DeployQuery, ImportKeyQuery, LogsQuery, RollbackQuery};
+use api::{
+    AppQuery, BackupQuery, BackupStatus, BackupTrigger, DeployQuery, ImportKeyQuery, LogsQuery,
+    RollbackQuery,
+};
 use bytes::Bytes;
 use http::{Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
@@ -20,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, UnixListener};
 
+use crate::backups::Events;
 use crate::core::Core;
 use crate::refusal::{Refusal, RefusalKind};
 use crate::rollout::{EVENT_BUFFER, Progress, Request, Source};
@@ -201,6 +205,17 @@ async fn route(core: Arc<Core>, req: http::Request<Incoming>, user: String) -> A
             let conflicts = core.route_conflicts(&check.app, &check.routes);
             Ok(json(&api::RouteConflicts { conflicts }))
         }
+        (&Method::GET, ["v1", "apps", app, "backups"]) => Ok(json(&core.list_backups(app).await?)),
+        (&Method::POST, ["v1", "apps", app, "backups", action]) => {
+            let q: BackupQuery = parse(query)?;
+            backups(core, app, action, q, req).await
+        }
+        (&Method::GET, ["v1", "backups", "key"]) => {
+            let keys = backup::Keys::load_or_create(core.dir.root())
+                .map_err(|e| Refusal::from(anyhow::anyhow!("the backup key: {e}")))?;
+            let key = keys.export().map_err(Refusal::not_found)?;
+            Ok(text("text/plain", full(key)))
+        }
         (&Method::GET, ["v1", "secrets", "key"]) => Ok(text("text/plain", full(core.export_key()))),
         (&Method::PUT, ["v1", "secrets", "key"]) => {
             let q: ImportKeyQuery = parse(query)?;
@@ -247,6 +262,88 @@ async fn deploy(
         env: q.env,
     };
     Ok(rollout(&core, source, Request { user, wait: q.wait }))
+}
+
+/// `POST /v1/apps/APP/backups/{run,verify,restore}`: bad input is refused at once; the work
+/// runs on its own task (a client that goes away does not cut a restore short) and streams
+/// [`api::BackupEvent`]s as NDJSON. The body may hold the backup identity (verify, restore).
+async fn backups(
+    core: Arc<Core>,
+    app: &str,
+    action: &str,
+    q: BackupQuery,
+    req: http::Request<Incoming>,
+) -> Answer {
+    let identity = Some(read_value(req).await?).filter(|v| !v.trim().is_empty());
+    // The app, the definition and its target are checked before anything starts.
+    core.plan_backup(app, q.name.as_deref())?;
+    if action == "restore" && q.dry_run {
+        return Ok(json(&core.restore_plan(app, &q).await?));
+    }
+    if !matches!(action, "run" | "verify" | "restore") {
+        return Err(Refusal::not_found(format!(
+            "no such backup action {action}: run, verify or restore"
+        )));
+    }
+    let (tx, body) = ChannelBody::channel(EVENT_BUFFER);
+    let events = Events::to(tx, core.redactor.clone());
+    let (app, action) = (app.to_owned(), action.to_owned());
+    let tasks = core.tasks.clone();
+    tasks.spawn(async move {
+        let outcome = match action.as_str() {
+            "run" => core
+                .run_backup(&app, q.name.as_deref(), BackupTrigger::Manual, &events)
+                .await
+                .map(|(record, problem)| {
+                    (
+                        record.status == BackupStatus::Ok && problem.is_none(),
+                        record,
+                        problem,
+                    )
+                }),
+            "verify" => core
+                .verify_backup(&app, &q, identity.as_deref(), &events)
+                .await
+                .map(|record| {
+                    let problem = match &record.drill {
+                        Some(d) if d.ok => None,
+                        Some(d) => d.problem.clone(),
+                        None => Some("no drill ran".to_owned()),
+                    };
+                    (problem.is_none(), record, problem)
+                }),
+            _ => core
+                .restore_backup(&app, &q, identity.as_deref(), &events)
+                .await
+                .map(|record| (true, record, None)),
+        };
+        match outcome {
+            Ok((ok, record, problem)) => {
+                let error = problem.or_else(|| {
+                    (record.status == BackupStatus::Failed).then(|| {
+                        format!(
+                            "backup {} failed at {}: {}",
+                            record.id,
+                            record.stage.as_deref().unwrap_or("?"),
+                            record.error.as_deref().unwrap_or("")
+                        )
+                    })
+                });
+                events.done(ok, Some(record), error, None).await;
+            }
+            Err(refusal) => {
+                events
+                    .done(
+                        false,
+                        None,
+                        Some(core.redact(&refusal.message)),
+                        refusal.hint,
+                    )
+                    .await
+            }
+        }
+    });
+    Ok(text("application/x-ndjson", body))
 }
 
 /// Start a rollout on its own task (a client that goes away does not cut it short) and

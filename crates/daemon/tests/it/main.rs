@@ -6,6 +6,7 @@
 // The harness runs this very binary again as the daemon's process, with std's Command.
 #![allow(clippy::disallowed_methods)]
 
+mod backups;
 mod harness;
 
 mod rollout;
