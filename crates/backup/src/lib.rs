@@ -31,5 +31,5 @@ pub use failure::{Failure, Stage};
 pub use keys::{KEY_FILE, Keys, RECIPIENT_FILE, import as import_identity};
 pub use manifest::{Durations, Manifest, Receipt};
 pub use pg::{Postgres, Tools};
-pub use run::{Job, Progress, Source, backup, check, delete, drill, list, new_id, restore};
+pub use run::{Job, Progress, Source, backup, check, delete, drill, list, new_id, restore, sweep};
 pub use storage::{Location, S3Settings, Storage};

@@ -793,3 +793,32 @@ impl<R: Read> Read for Tagged<R> {
         self.0.read(buf).map_err(tag)
     }
 }
+
+/// Removes what is not a backup under `name`: objects without a manifest (a backup that
+/// failed and could not clean up, or was cut short by a crash) and unfinished uploads. Call it
+/// with the definition's lock held, so no backup of it is in flight. Returns what was removed.
+pub async fn sweep(storage: &Storage, name: &str) -> Result<Vec<String>, Failure> {
+    let keys = storage.list(name).await.at(Stage::Cleanup)?;
+    let id_of = |key: &str| {
+        let file = key.rsplit('/').next().unwrap_or(key);
+        file.split('.').next().unwrap_or(file).to_owned()
+    };
+    let with_manifest: std::collections::BTreeSet<String> = keys
+        .iter()
+        .filter(|k| k.ends_with(".json"))
+        .map(|k| id_of(k))
+        .collect();
+    let mut removed = Vec::new();
+    for key in keys.iter().filter(|k| !with_manifest.contains(&id_of(k))) {
+        storage
+            .delete(key)
+            .await
+            .map_err(|e| Failure::new(Stage::Cleanup, format!("{}: {e}", storage.show(key))))?;
+        removed.push(key.clone());
+    }
+    let staged = storage.remove_staging(name);
+    if staged > 0 {
+        removed.push(format!("{staged} unfinished upload file(s)"));
+    }
+    Ok(removed)
+}

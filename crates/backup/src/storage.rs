@@ -75,6 +75,8 @@ pub struct Storage {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
     shown: String,
+    /// A local target's directory: its unfinished uploads are staging files there.
+    local: Option<PathBuf>,
 }
 
 /// An error of the storage, with the target it came from.
@@ -135,10 +137,15 @@ impl Storage {
                 (Arc::new(s3), ObjectPath::from(prefix.as_str()))
             }
         };
+        let local = match location {
+            Location::Local(dir) => Some(dir.clone()),
+            Location::S3 { .. } => None,
+        };
         Ok(Storage {
             store,
             prefix,
             shown,
+            local,
         })
     }
 
@@ -241,6 +248,28 @@ impl Storage {
         }
         out.sort();
         Ok(out)
+    }
+}
+
+impl Storage {
+    /// Removes the staging files of uploads a stopped process left in `dir` of a local target
+    /// (`KEY#N`, as object_store names them); returns how many. S3 keeps such parts out of
+    /// sight until the bucket's lifecycle rule for incomplete multipart uploads removes them.
+    pub fn remove_staging(&self, dir: &str) -> usize {
+        let Some(root) = &self.local else { return 0 };
+        let mut removed = 0;
+        for entry in std::fs::read_dir(root.join(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry.file_name().to_string_lossy().contains('#')
+                && std::fs::remove_file(entry.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+        removed
     }
 }
 

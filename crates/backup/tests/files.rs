@@ -280,3 +280,45 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// What no manifest describes is not a backup: a sweep removes it (an object a crash left, an
+/// unfinished upload's staging file) and keeps every backup.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sweep_removes_what_no_manifest_describes() {
+    let s = setup();
+    let dir = s.root.join("shared/uploads");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a"), "a").unwrap();
+    let store = s.root.join("store");
+    let job = s.job("files", Source::Dir(dir), &store);
+    let manifest = backup::backup(
+        &job,
+        &backup::new_id(SystemTime::now()),
+        s.keys.recipient(),
+        no_progress(),
+    )
+    .await
+    .unwrap();
+    std::fs::write(
+        store.join("files/20260101T000000Z-dead.tar.zst.age"),
+        "cut short",
+    )
+    .unwrap();
+    std::fs::write(
+        store.join("files/20260101T000000Z-beef.tar.zst.age#3"),
+        "staging",
+    )
+    .unwrap();
+    let removed = backup::sweep(&job.storage, "files").await.unwrap();
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    let mut left: Vec<String> = std::fs::read_dir(store.join("files"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().all(|n| n.starts_with(&manifest.id)), "{left:?}");
+    backup::check(&job.storage, &manifest, s.keys.identity().unwrap())
+        .await
+        .unwrap();
+}

@@ -552,6 +552,19 @@ impl Core {
                 }
             }
         }
+        match backup::sweep(&planned.job.storage, &planned.name).await {
+            Ok(removed) if !removed.is_empty() => {
+                let detail = format!(
+                    "{}: removed what no manifest describes: {}",
+                    planned.name,
+                    removed.join(", ")
+                );
+                events.step(format!("retention: {detail}"));
+                self.event(&planned.app, "retention", detail).await;
+            }
+            Ok(_) => {}
+            Err(f) => failed.push(self.redact(&f.to_string())),
+        }
         if failed.is_empty() {
             Ok(())
         } else {

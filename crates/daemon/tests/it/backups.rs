@@ -415,3 +415,103 @@ fn rusqlite_free_set_due(db: &Path) -> bool {
         .unwrap_or(0)
         > 0
 }
+
+/// PostgreSQL through the daemon, to S3: the URL and the S3 credentials are the app's
+/// secrets, the endpoint is plain [env]. The password appears in nothing berth shows.
+#[test]
+fn postgres_to_s3_from_the_apps_secrets_and_restored() {
+    let pg = testkit::Postgres::start();
+    pg.create_db("shop");
+    pg.pgbench_init("shop", 1);
+    let s3 = testkit::S3::start();
+    s3.create_bucket("backups");
+    let d = TestDaemon::start(None);
+    let toml = format!(
+        r#"
+[app]
+name = "shop"
+
+[env]
+S3_ENDPOINT = "{endpoint}"
+
+[secrets]
+DATABASE_URL = {{ required = true }}
+S3_ACCESS_KEY_ID = {{ required = true }}
+S3_SECRET_ACCESS_KEY = {{ required = true }}
+
+[services.web]
+command = "python3 web.py"
+
+[[routes]]
+host = "example.test"
+path = "/"
+service = "web"
+
+[databases.main]
+engine = "postgres"
+url = "${{DATABASE_URL}}"
+
+[backups.nightly]
+database = "main"
+to = "s3://backups/shop"
+verify = "every"
+"#,
+        endpoint = s3.endpoint()
+    );
+    let app = testkit::app(&[("berth.toml", &toml), ("web.py", testkit::PY_WEB)]);
+    for (name, value) in [
+        ("DATABASE_URL", pg.url("shop")),
+        ("S3_ACCESS_KEY_ID", s3.access_key().to_owned()),
+        ("S3_SECRET_ACCESS_KEY", s3.secret_key().to_owned()),
+    ] {
+        let q = api::SetSecretQuery { new: true };
+        block_on(d.client().send(
+            Method::PUT,
+            &api::path(&["v1", "apps", "shop", "secrets", name], &q),
+            Bytes::from(value),
+        ))
+        .unwrap();
+    }
+    deploy(d.path(), app.path(), false).made_live();
+
+    let events = action(&d, "shop", "run", &BackupQuery::default(), "");
+    let (ok, backup, error) = done(&events);
+    assert!(ok, "{error:?} {events:?}");
+    let backup = backup.unwrap();
+    assert_eq!(
+        backup.rows,
+        100_000 + 1 + 10,
+        "accounts, branches, tellers: {backup:?}"
+    );
+    assert!(backup.drill.as_ref().is_some_and(|r| r.ok), "{backup:?}");
+    let keys = s3.list("backups");
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with(&format!("shop/nightly/{}", backup.id))),
+        "{keys:?}"
+    );
+
+    pg.psql("shop", "DELETE FROM pgbench_accounts WHERE aid > 10");
+    let q = BackupQuery {
+        id: Some(backup.id.clone()),
+        ..BackupQuery::default()
+    };
+    let (ok, _, error) = done(&action(&d, "shop", "restore", &q, ""));
+    assert!(ok, "{error:?}");
+    assert_eq!(pg.count("shop", "pgbench_accounts"), 100_000);
+    assert_eq!(d.get("/").unwrap().0, 200, "serving again");
+
+    // Nothing berth shows holds the password.
+    let shown = format!(
+        "{}{}{}",
+        serde_json::to_string(&list(&d, "shop")).unwrap(),
+        d.history("shop"),
+        d.status()
+    );
+    assert!(!shown.contains(pg.password()), "{shown}");
+    assert!(
+        shown.contains("127.0.0.1"),
+        "the database is named by host: {shown}"
+    );
+}
