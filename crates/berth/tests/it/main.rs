@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod backup;
 mod check;
 mod daemon;
 mod demo;
