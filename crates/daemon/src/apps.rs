@@ -99,7 +99,7 @@ impl Core {
     /// Stop `members` gracefully and forget their process groups.
     pub async fn stop_members(&self, members: Vec<Member>) {
         let stops = members.into_iter().map(|m| async move {
-            let pgid = m.instance.status().pgid;
+            let pgid = m.instance.pgid();
             m.instance.stop().await;
             let key = m.instance.key();
             let Some(pgid) = pgid else { return };
@@ -248,8 +248,7 @@ impl Core {
                             .members
                             .iter()
                             .filter(|m| {
-                                &m.service == service
-                                    && m.instance.status().state == InstanceState::Ready
+                                &m.service == service && m.instance.state() == InstanceState::Ready
                             })
                             .map(|m| m.upstream.clone())
                             .collect();

@@ -40,6 +40,8 @@ pub(crate) struct Core {
     /// numbers at scrape time; nothing is written to the registry on the request path.
     pub metrics: prometheus_client::registry::Registry,
     pub hooks: Hooks,
+    /// Rollouts that ended, for `/metrics`.
+    pub deploy_counts: crate::metrics::DeployCounts,
     /// Backup locks and figures (`backups/`).
     pub backups: crate::backups::Backups,
     /// Where `pg_dump` and `pg_restore` are found.
@@ -91,30 +93,35 @@ impl Core {
         metrics.register_collector(Box::new(crate::backups::BackupMetrics(
             backups.stats.clone(),
         )));
-        Arc::new(Core {
-            dir,
-            db,
-            supervisor,
-            proxy,
-            certs,
-            key: ArcSwap::from_pointee(key),
-            redactor: Arc::new(ArcSwap::from_pointee(secrets::Redactor::new(Vec::<(
-                String,
-                String,
-            )>::new(
-            )))),
-            addrs,
-            isolation: host.isolation,
-            private_tmp: host.private_tmp,
-            metrics,
-            hooks: config.hooks,
-            backups,
-            backup_tools: backup::Tools {
-                bin_dir: config.pg_bin_dir,
-            },
-            tasks: TaskTracker::new(),
-            cancel: CancellationToken::new(),
-            apps: Mutex::new(BTreeMap::new()),
+        Arc::new_cyclic(|me| {
+            // The daemon's own series read the apps' state at scrape time.
+            metrics.register_collector(Box::new(crate::metrics::DaemonMetrics(me.clone())));
+            Core {
+                dir,
+                db,
+                supervisor,
+                proxy,
+                certs,
+                key: ArcSwap::from_pointee(key),
+                redactor: Arc::new(ArcSwap::from_pointee(secrets::Redactor::new(Vec::<(
+                    String,
+                    String,
+                )>::new(
+                )))),
+                addrs,
+                isolation: host.isolation,
+                private_tmp: host.private_tmp,
+                metrics,
+                hooks: config.hooks,
+                backups,
+                deploy_counts: Default::default(),
+                backup_tools: backup::Tools {
+                    bin_dir: config.pg_bin_dir,
+                },
+                tasks: TaskTracker::new(),
+                cancel: CancellationToken::new(),
+                apps: Mutex::new(BTreeMap::new()),
+            }
         })
     }
 

@@ -28,6 +28,7 @@ mod failure;
 mod history;
 mod jobs;
 mod lock;
+mod metrics;
 mod ownership;
 mod paths;
 mod plan;

@@ -74,6 +74,7 @@ pub use files::CachePolicy;
 pub use headers::{HeaderEntry, HeaderPolicy, Preset};
 /// The IP network type of [`Route::trusted_proxies`] (the same as `spec`'s).
 pub use ipnet::IpNet;
+pub use metrics::RouteSample;
 pub use proxy::Proxy;
 pub use ratelimit::RateLimit;
 pub use table::{HostPattern, Route, RouteTable, Target};

@@ -107,6 +107,43 @@ impl Registry {
     }
 }
 
+/// The counters of one route at one moment, for a sampler that keeps its own history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSample {
+    /// The route's label (`app:host/path`).
+    pub route: String,
+    pub service: String,
+    /// Answers by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub by_class: [u64; 5],
+    /// Latency histogram: (upper bound in seconds, answers in that bucket, not cumulative).
+    pub buckets: Vec<(f64, u64)>,
+    pub sum_seconds: f64,
+}
+
+impl Registry {
+    /// Every route's counters now (one lock to copy the list of routes, then atomics).
+    pub fn samples(&self) -> Vec<RouteSample> {
+        let routes: Vec<Arc<RouteMetrics>> = {
+            let r = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+            r.values().cloned().collect()
+        };
+        routes
+            .iter()
+            .map(|m| RouteSample {
+                route: m.route.clone(),
+                service: m.service.clone(),
+                by_class: std::array::from_fn(|i| m.by_class[i].load(Relaxed)),
+                buckets: BUCKETS_US
+                    .iter()
+                    .zip(&m.buckets)
+                    .map(|(b, n)| (*b as f64 / 1e6, n.load(Relaxed)))
+                    .collect(),
+                sum_seconds: m.sum_us.load(Relaxed) as f64 / 1e6,
+            })
+            .collect()
+    }
+}
+
 impl Collector for Registry {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let routes: Vec<Arc<RouteMetrics>> = {

@@ -112,6 +112,11 @@ impl Proxy {
 
     /// Add the proxy's series (all named `berth_proxy_*`, so `registry` should have no prefix)
     /// to `registry`; they are read from the proxy at every scrape.
+    /// Every route's request counters and latency histogram now (for the daemon's history).
+    pub fn route_samples(&self) -> Vec<crate::metrics::RouteSample> {
+        self.metrics.samples()
+    }
+
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         registry.register_collector(Box::new(self.metrics.clone()));
         registry.register_collector(Box::new(self.zones.clone()));

@@ -97,8 +97,26 @@ impl Instance {
         outcome.unwrap_or_else(|| Err(self.failure(StartFailureKind::Stopped)))
     }
 
+    /// The current state, without reading /proc.
+    pub fn state(&self) -> InstanceState {
+        *self.inner.state.borrow()
+    }
+
+    /// The process group of the current process, if one runs.
+    pub fn pgid(&self) -> Option<i32> {
+        self.inner.status.lock().unwrap().pid.map(|p| p as i32)
+    }
+
     /// Current status; reads /proc for memory, so it costs a directory scan.
     pub fn status(&self) -> InstanceStatus {
+        let mut status = self.status_without_memory();
+        status.memory_rss = status.pgid.and_then(memory::group_rss);
+        status
+    }
+
+    /// Current status but `memory_rss` (None): no /proc scan. [`crate::group_usage`] reads
+    /// every group's memory in one pass.
+    pub fn status_without_memory(&self) -> InstanceStatus {
         let state = *self.inner.state.borrow();
         let d = self.inner.status.lock().unwrap();
         let pgid = d.pid.map(|p| p as i32);
@@ -110,7 +128,7 @@ impl Instance {
             state,
             restarts: d.restarts,
             started_at: d.started_at,
-            memory_rss: pgid.and_then(memory::group_rss),
+            memory_rss: None,
             last_exit: d.last_exit,
             crash_loop: d.crash_loop,
             limits: d.limits.clone(),
@@ -140,10 +158,6 @@ impl Instance {
 
     fn set_state(&self, s: InstanceState) {
         self.inner.state.send_replace(s);
-    }
-
-    fn state(&self) -> InstanceState {
-        *self.inner.state.borrow()
     }
 
     #[allow(clippy::result_large_err)]

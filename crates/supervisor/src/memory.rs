@@ -20,6 +20,57 @@ pub(crate) fn group_rss(pgid: i32) -> Option<u64> {
     found.then_some(total)
 }
 
+/// What the processes of one group use, summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    /// Resident memory, bytes.
+    pub rss_bytes: u64,
+    /// User + system CPU time of the live processes and of the children they reaped.
+    pub cpu_seconds: f64,
+}
+
+/// Every process group's usage, from one pass over /proc (one read of each `stat`): what a
+/// metrics scrape of many instances costs once, not once per instance.
+pub fn group_usage() -> std::collections::HashMap<i32, Usage> {
+    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
+    let mut out: std::collections::HashMap<i32, Usage> = std::collections::HashMap::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        // After the command: state(3) ppid(4) pgrp(5) … utime(14) stime(15) cutime(16)
+        // cstime(17) … rss(24), numbered as in proc(5).
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let field = |n: usize| {
+            f.get(n - 3)
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0)
+        };
+        let pgrp = field(5) as i32;
+        let u = out.entry(pgrp).or_default();
+        u.cpu_seconds += (field(14) + field(15) + field(16) + field(17)) as f64 / tick;
+        u.rss_bytes += field(24).max(0) as u64 * page;
+    }
+    out
+}
+
 /// Field 5 of /proc/PID/stat (after the parenthesised command name).
 pub(crate) fn process_group(pid: u32) -> Option<i32> {
     stat(pid).map(|(_, pgrp)| pgrp)
