@@ -104,7 +104,8 @@ fn unix(t: SystemTime) -> i64 {
 /// The source's side of a backup in progress.
 enum Started {
     Postgres {
-        dump: pg::Dump,
+        /// Boxed: a child process and its handles are large beside the other sources.
+        dump: Box<pg::Dump>,
         counts: tokio::task::JoinHandle<Result<BTreeMap<String, u64>, Failure>>,
         dumped: oneshot::Sender<()>,
     },
@@ -114,6 +115,9 @@ enum Started {
     },
     Dir,
 }
+
+/// Writes the source's plain bytes; for a directory, returns the number of files.
+type Produce = Box<dyn FnOnce(&mut dyn Write) -> io::Result<Option<u64>> + Send>;
 
 /// Makes a backup: source → zstd → age → sha256 → storage, then reads the object back and
 /// checks its sha256, then writes the manifest. Ok only when every stage succeeded; a failure
@@ -129,27 +133,26 @@ pub async fn backup(
     let object = format!("{}/{id}.{}.zst.age", job.name, job.source.extension());
 
     let mut started = start(job).await?;
-    let produce: Box<dyn FnOnce(&mut dyn Write) -> io::Result<Option<u64>> + Send> =
-        match &mut started {
-            Started::Postgres { dump, .. } => {
-                let stdout = dump.child.stdout.take().expect("pg_dump's stdout is piped");
-                let mut from = Tagged(SyncIoBridge::new(stdout));
-                Box::new(move |w| io::copy(&mut from, w).map(|_| None))
-            }
-            Started::Sqlite { copy, .. } => {
-                let path = copy.to_path_buf();
-                Box::new(move |w| {
-                    let mut f = Tagged(std::fs::File::open(path)?);
-                    io::copy(&mut f, w).map(|_| None)
-                })
-            }
-            Started::Dir => {
-                let Source::Dir(path) = job.source.clone() else {
-                    unreachable!()
-                };
-                Box::new(move |w| dir::pack(&path, w).map(Some).map_err(tag))
-            }
-        };
+    let produce: Produce = match &mut started {
+        Started::Postgres { dump, .. } => {
+            let stdout = dump.child.stdout.take().expect("pg_dump's stdout is piped");
+            let mut from = Tagged(SyncIoBridge::new(stdout));
+            Box::new(move |w| io::copy(&mut from, w).map(|_| None))
+        }
+        Started::Sqlite { copy, .. } => {
+            let path = copy.to_path_buf();
+            Box::new(move |w| {
+                let mut f = Tagged(std::fs::File::open(path)?);
+                io::copy(&mut f, w).map(|_| None)
+            })
+        }
+        Started::Dir => {
+            let Source::Dir(path) = job.source.clone() else {
+                unreachable!()
+            };
+            Box::new(move |w| dir::pack(&path, w).map(Some).map_err(tag))
+        }
+    };
 
     let (tx, rx) = mpsc::channel(CHUNKS_QUEUED);
     let upload = {
@@ -267,7 +270,7 @@ async fn start(job: &Job) -> Result<Started, Failure> {
             let (dumped, wait) = oneshot::channel();
             let counts = tokio::spawn(snapshot.count_and_close(wait));
             Ok(Started::Postgres {
-                dump,
+                dump: Box::new(dump),
                 counts,
                 dumped,
             })

@@ -125,7 +125,7 @@ async fn sqlite_under_writes_backs_up_drills_and_restores() {
     assert_eq!(std::fs::read_dir(s.root.join("work")).unwrap().count(), 0);
 
     let listed = backup::list(&job.storage, "nightly").await.unwrap();
-    assert_eq!(listed, [manifest.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&manifest));
 
     let identity = s.keys.identity().unwrap();
     let receipt = backup::drill(&job, &manifest, identity).await;
