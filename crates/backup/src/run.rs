@@ -197,7 +197,7 @@ pub async fn backup(
             cleanup(&job.storage, &object).await;
             return Err(Failure::new(
                 Stage::Upload,
-                format!("{}: {e}", job.storage.show(&object)),
+                job.storage.describe(&object, &e),
             ));
         }
         (Err(f), _) => {
@@ -257,7 +257,7 @@ pub async fn backup(
         cleanup(&job.storage, &object).await;
         return Err(Failure::new(
             Stage::Manifest,
-            format!("{}: {e}", job.storage.show(&Manifest::key(&job.name, id))),
+            job.storage.describe(&Manifest::key(&job.name, id), &e),
         ));
     }
     Ok(manifest)
@@ -337,7 +337,7 @@ async fn read_back(storage: &Storage, object: &str, sealed: &Sealed) -> Result<(
     let (sha256, size) = storage
         .digest(object)
         .await
-        .map_err(|e| Failure::new(Stage::ReadBack, format!("{}: {e}", storage.show(object))))?;
+        .map_err(|e| Failure::new(Stage::ReadBack, storage.describe(object, &e)))?;
     if sha256 != sealed.sha256 || size != sealed.stored_bytes {
         return Err(Failure::new(
             Stage::ReadBack,
@@ -365,21 +365,25 @@ pub async fn delete(storage: &Storage, manifest: &Manifest) -> Result<(), Failur
     storage
         .delete(&key)
         .await
-        .map_err(|e| Failure::new(Stage::Cleanup, format!("{}: {e}", storage.show(&key))))?;
-    storage.delete(&manifest.object).await.map_err(|e| {
-        Failure::new(
-            Stage::Cleanup,
-            format!("{}: {e}", storage.show(&manifest.object)),
-        )
-    })
+        .map_err(|e| Failure::new(Stage::Cleanup, storage.describe(&key, &e)))?;
+    storage
+        .delete(&manifest.object)
+        .await
+        .map_err(|e| Failure::new(Stage::Cleanup, storage.describe(&manifest.object, &e)))
 }
 
 /// The manifests of `name` in the storage, oldest first.
 pub async fn list(storage: &Storage, name: &str) -> Result<Vec<Manifest>, Failure> {
-    let keys = storage.list(name).await.at(Stage::Check)?;
+    let keys = storage
+        .list(name)
+        .await
+        .map_err(|e| Failure::new(Stage::Check, storage.describe(name, &e)))?;
     let mut out = Vec::new();
     for key in keys.iter().filter(|k| k.ends_with(".json")) {
-        let bytes = storage.get(key).await.at(Stage::Check)?;
+        let bytes = storage
+            .get(key)
+            .await
+            .map_err(|e| Failure::new(Stage::Check, storage.describe(key, &e)))?;
         let manifest: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| Failure::new(Stage::Check, format!("{}: {e}", storage.show(key))))?;
         out.push(manifest);
@@ -402,7 +406,7 @@ pub async fn check(
                 object_store::Error::NotFound { .. } => {
                     format!("{} is missing", storage.show(&manifest.object))
                 }
-                e => format!("{}: {e}", storage.show(&manifest.object)),
+                e => storage.describe(&manifest.object, &e),
             },
         )
     })?;
@@ -432,7 +436,7 @@ async fn stored(storage: &Storage, key: &str) -> Result<impl Read + Send + 'stat
     let stream = storage
         .read(key)
         .await
-        .map_err(|e| Failure::new(Stage::Check, format!("{}: {e}", storage.show(key))))?;
+        .map_err(|e| Failure::new(Stage::Check, storage.describe(key, &e)))?;
     Ok(SyncIoBridge::new(StreamReader::new(
         stream.map_err(io::Error::other),
     )))
