@@ -4,11 +4,13 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use age::x25519::{Identity, Recipient};
 use bytes::{Bytes, BytesMut};
 use futures_util::TryStreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::process::ChildStdin;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
@@ -21,8 +23,10 @@ use crate::{dir, sqlite};
 
 /// Bytes handed to the upload at a time.
 const CHUNK: usize = 1 << 20;
-/// Chunks queued between sealing and the upload.
+/// Chunks queued between sealing and the upload (and between opening and `pg_restore`).
 const CHUNKS_QUEUED: usize = 4;
+/// How long a `pg_restore` that stopped reading its input gets to exit and say why.
+const TOOL_EXIT: Duration = Duration::from_secs(30);
 
 /// What is backed up.
 #[derive(Debug, Clone)]
@@ -444,7 +448,8 @@ async fn stored(storage: &Storage, key: &str) -> Result<impl Read + Send + 'stat
 
 /// Streams the backup's plain bytes to `consume` on a blocking thread, checking the stored
 /// bytes' sha256 as they pass. A mismatch fails after `consume` ran: use it only where what
-/// `consume` wrote is thrown away on failure (scratch targets, staged files).
+/// `consume` wrote is thrown away on failure (scratch targets, staged files, a `pg_restore`
+/// transaction not yet committed).
 async fn feed<T: Send + 'static>(
     storage: &Storage,
     manifest: &Manifest,
@@ -540,21 +545,67 @@ async fn restore_pg(
 ) -> Result<(), Failure> {
     let (mut child, stderr, tool) = pg::start_restore(into, tools, how).await?;
     let stdin = child.stdin.take().expect("pg_restore's stdin is piped");
+    // The plain bytes reach pg_restore from this task, not from the blocking thread, so that
+    // its stdin stays open until `feed` has checked the sha256 of the whole object: only then
+    // may pg_restore see the end of its input and commit. On any other outcome it is killed
+    // with its stdin still open, and its transaction is rolled back.
+    let (tx, rx) = mpsc::channel::<Bytes>(CHUNKS_QUEUED);
+    let shown = storage.show(&manifest.object);
     let fed = feed(storage, manifest, identity, move |plain| {
-        let mut to = SyncIoBridge::new(stdin);
-        io::copy(plain, &mut to).at(Stage::Restore)?;
-        to.shutdown().at(Stage::Restore)
-    })
-    .await;
-    if let Err(f) = fed {
-        // pg_restore's own complaint, when it stopped reading, says more than a broken pipe.
-        child.kill();
-        return match pg::finish_tool(child, stderr, &tool, Stage::Restore).await {
-            Err(tool_failure) if f.stage == Stage::Restore => Err(tool_failure),
-            _ => Err(f),
-        };
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            // A read fails on the stored bytes, not on pg_restore: age authenticates every
+            // chunk and says `InvalidData` when one was changed.
+            let n = plain.read(&mut buf).map_err(|e| {
+                Failure::new(
+                    Stage::Check,
+                    match e.kind() {
+                        io::ErrorKind::InvalidData => format!("{shown} is damaged: {e}"),
+                        _ => format!("read {shown}: {e}"),
+                    },
+                )
+            })?;
+            if n == 0 {
+                return Ok(());
+            }
+            tx.blocking_send(Bytes::copy_from_slice(&buf[..n]))
+                .map_err(|_| Failure::new(Stage::Restore, "pg_restore stopped reading"))?;
+        }
+    });
+    let (fed, stdin) = tokio::join!(fed, pipe_to(rx, stdin));
+    match fed {
+        Ok(()) => {
+            drop(stdin);
+            pg::finish_tool(child, stderr, &tool, Stage::Restore).await
+        }
+        // pg_restore stopped reading: it failed, and its own complaint says why.
+        Err(f) if f.stage == Stage::Restore => {
+            drop(stdin);
+            if tokio::time::timeout(TOOL_EXIT, child.wait()).await.is_err() {
+                child.kill();
+            }
+            pg::finish_tool(child, stderr, &tool, Stage::Restore)
+                .await
+                .and(Err(f))
+        }
+        Err(f) => {
+            child.kill();
+            drop(stdin);
+            let _ = pg::finish_tool(child, stderr, &tool, Stage::Restore).await;
+            Err(f)
+        }
     }
-    pg::finish_tool(child, stderr, &tool, Stage::Restore).await
+}
+
+/// Writes what arrives on `rx` to `stdin` and gives it back, still open, once the sender is
+/// done; `None` when the reader stopped reading.
+async fn pipe_to(mut rx: mpsc::Receiver<Bytes>, mut stdin: ChildStdin) -> Option<ChildStdin> {
+    while let Some(bytes) = rx.recv().await {
+        if stdin.write_all(&bytes).await.is_err() {
+            return None;
+        }
+    }
+    Some(stdin)
 }
 
 fn write_file(plain: &mut dyn Read, path: &Path) -> Result<(), Failure> {
