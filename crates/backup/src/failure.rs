@@ -79,6 +79,22 @@ impl<T, E: fmt::Display> At<T> for Result<T, E> {
     }
 }
 
+/// `err` and its causes, `: `-separated; a cause whose text is already there is left out. An
+/// HTTP client's "error sending request" says little without its "Connection refused".
+pub(crate) fn causes(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
+}
+
 /// The last lines of a tool's stderr (at most 2 KiB), for a failure message.
 pub(crate) fn tail(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
@@ -94,4 +110,34 @@ pub(crate) fn tail(stderr: &[u8]) -> String {
         out = format!("…{}", &out[cut..]);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error with a message and a cause.
+    #[derive(Debug)]
+    struct Wrapped(&'static str, std::io::Error);
+
+    impl fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.1)
+        }
+    }
+
+    #[test]
+    fn causes_are_named_once_each() {
+        let refused = || std::io::Error::other("Connection refused");
+        let e = Wrapped("error sending request", refused());
+        assert_eq!(causes(&e), "error sending request: Connection refused");
+        let e = Wrapped("HTTP error: Connection refused", refused());
+        assert_eq!(causes(&e), "HTTP error: Connection refused");
+    }
 }

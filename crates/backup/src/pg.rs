@@ -28,7 +28,8 @@ const STDERR_KEPT: usize = 64 * 1024;
 /// A PostgreSQL database, from its URL.
 #[derive(Clone)]
 pub struct Postgres {
-    config: Config,
+    /// Boxed: a `Config` is large, and a `Postgres` sits in every job's `Source`.
+    config: Box<Config>,
     shown: String,
 }
 
@@ -60,7 +61,10 @@ impl Postgres {
         };
         let port = config.get_ports().first().copied().unwrap_or(5432);
         let shown = format!("{host}:{port}/{}", config.get_dbname().unwrap_or_default());
-        Ok(Postgres { config, shown })
+        Ok(Postgres {
+            config: Box::new(config),
+            shown,
+        })
     }
 
     /// `host:port/database`, for messages and manifests.

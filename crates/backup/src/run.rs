@@ -4,11 +4,13 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use age::x25519::{Identity, Recipient};
 use bytes::{Bytes, BytesMut};
 use futures_util::TryStreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::process::ChildStdin;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
@@ -21,13 +23,13 @@ use crate::{dir, sqlite};
 
 /// Bytes handed to the upload at a time.
 const CHUNK: usize = 1 << 20;
-/// Chunks queued between sealing and the upload.
+/// Chunks queued between sealing and the upload (and between opening and `pg_restore`).
 const CHUNKS_QUEUED: usize = 4;
+/// How long a `pg_restore` that stopped reading its input gets to exit and say why.
+const TOOL_EXIT: Duration = Duration::from_secs(30);
 
 /// What is backed up.
 #[derive(Debug, Clone)]
-// One per job, built once: boxing the large variant would buy nothing.
-#[allow(clippy::large_enum_variant)]
 pub enum Source {
     /// `verify`: the server drills create their scratch database on (default: `db`'s).
     Postgres {
@@ -104,10 +106,10 @@ fn unix(t: SystemTime) -> i64 {
 }
 
 /// The source's side of a backup in progress.
-#[allow(clippy::large_enum_variant)] // one per backup
 enum Started {
     Postgres {
-        dump: pg::Dump,
+        /// Boxed: a child process and its handles are large beside the other sources.
+        dump: Box<pg::Dump>,
         counts: tokio::task::JoinHandle<Result<BTreeMap<String, u64>, Failure>>,
         dumped: oneshot::Sender<()>,
     },
@@ -118,8 +120,8 @@ enum Started {
     Dir,
 }
 
-/// Writes the source's bytes; returns the number of files (directories).
-type Producer = Box<dyn FnOnce(&mut dyn Write) -> io::Result<Option<u64>> + Send>;
+/// Writes the source's plain bytes; for a directory, returns the number of files.
+type Produce = Box<dyn FnOnce(&mut dyn Write) -> io::Result<Option<u64>> + Send>;
 
 /// Makes a backup: source → zstd → age → sha256 → storage, then reads the object back and
 /// checks its sha256, then writes the manifest. Ok only when every stage succeeded; a failure
@@ -135,7 +137,7 @@ pub async fn backup(
     let object = format!("{}/{id}.{}.zst.age", job.name, job.source.extension());
 
     let mut started = start(job).await?;
-    let produce: Producer = match &mut started {
+    let produce: Produce = match &mut started {
         Started::Postgres { dump, .. } => {
             let stdout = dump.child.stdout.take().expect("pg_dump's stdout is piped");
             let mut from = Tagged(SyncIoBridge::new(stdout));
@@ -199,7 +201,7 @@ pub async fn backup(
             cleanup(&job.storage, &object).await;
             return Err(Failure::new(
                 Stage::Upload,
-                format!("{}: {e}", job.storage.show(&object)),
+                job.storage.describe(&object, &e),
             ));
         }
         (Err(f), _) => {
@@ -259,7 +261,7 @@ pub async fn backup(
         cleanup(&job.storage, &object).await;
         return Err(Failure::new(
             Stage::Manifest,
-            format!("{}: {e}", job.storage.show(&Manifest::key(&job.name, id))),
+            job.storage.describe(&Manifest::key(&job.name, id), &e),
         ));
     }
     Ok(manifest)
@@ -272,7 +274,7 @@ async fn start(job: &Job) -> Result<Started, Failure> {
             let (dumped, wait) = oneshot::channel();
             let counts = tokio::spawn(snapshot.count_and_close(wait));
             Ok(Started::Postgres {
-                dump,
+                dump: Box::new(dump),
                 counts,
                 dumped,
             })
@@ -339,7 +341,7 @@ async fn read_back(storage: &Storage, object: &str, sealed: &Sealed) -> Result<(
     let (sha256, size) = storage
         .digest(object)
         .await
-        .map_err(|e| Failure::new(Stage::ReadBack, format!("{}: {e}", storage.show(object))))?;
+        .map_err(|e| Failure::new(Stage::ReadBack, storage.describe(object, &e)))?;
     if sha256 != sealed.sha256 || size != sealed.stored_bytes {
         return Err(Failure::new(
             Stage::ReadBack,
@@ -367,21 +369,25 @@ pub async fn delete(storage: &Storage, manifest: &Manifest) -> Result<(), Failur
     storage
         .delete(&key)
         .await
-        .map_err(|e| Failure::new(Stage::Cleanup, format!("{}: {e}", storage.show(&key))))?;
-    storage.delete(&manifest.object).await.map_err(|e| {
-        Failure::new(
-            Stage::Cleanup,
-            format!("{}: {e}", storage.show(&manifest.object)),
-        )
-    })
+        .map_err(|e| Failure::new(Stage::Cleanup, storage.describe(&key, &e)))?;
+    storage
+        .delete(&manifest.object)
+        .await
+        .map_err(|e| Failure::new(Stage::Cleanup, storage.describe(&manifest.object, &e)))
 }
 
 /// The manifests of `name` in the storage, oldest first.
 pub async fn list(storage: &Storage, name: &str) -> Result<Vec<Manifest>, Failure> {
-    let keys = storage.list(name).await.at(Stage::Check)?;
+    let keys = storage
+        .list(name)
+        .await
+        .map_err(|e| Failure::new(Stage::Check, storage.describe(name, &e)))?;
     let mut out = Vec::new();
     for key in keys.iter().filter(|k| k.ends_with(".json")) {
-        let bytes = storage.get(key).await.at(Stage::Check)?;
+        let bytes = storage
+            .get(key)
+            .await
+            .map_err(|e| Failure::new(Stage::Check, storage.describe(key, &e)))?;
         let manifest: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| Failure::new(Stage::Check, format!("{}: {e}", storage.show(key))))?;
         out.push(manifest);
@@ -404,7 +410,7 @@ pub async fn check(
                 object_store::Error::NotFound { .. } => {
                     format!("{} is missing", storage.show(&manifest.object))
                 }
-                e => format!("{}: {e}", storage.show(&manifest.object)),
+                e => storage.describe(&manifest.object, &e),
             },
         )
     })?;
@@ -434,7 +440,7 @@ async fn stored(storage: &Storage, key: &str) -> Result<impl Read + Send + 'stat
     let stream = storage
         .read(key)
         .await
-        .map_err(|e| Failure::new(Stage::Check, format!("{}: {e}", storage.show(key))))?;
+        .map_err(|e| Failure::new(Stage::Check, storage.describe(key, &e)))?;
     Ok(SyncIoBridge::new(StreamReader::new(
         stream.map_err(io::Error::other),
     )))
@@ -442,7 +448,8 @@ async fn stored(storage: &Storage, key: &str) -> Result<impl Read + Send + 'stat
 
 /// Streams the backup's plain bytes to `consume` on a blocking thread, checking the stored
 /// bytes' sha256 as they pass. A mismatch fails after `consume` ran: use it only where what
-/// `consume` wrote is thrown away on failure (scratch targets, staged files).
+/// `consume` wrote is thrown away on failure (scratch targets, staged files, a `pg_restore`
+/// transaction not yet committed).
 async fn feed<T: Send + 'static>(
     storage: &Storage,
     manifest: &Manifest,
@@ -538,21 +545,67 @@ async fn restore_pg(
 ) -> Result<(), Failure> {
     let (mut child, stderr, tool) = pg::start_restore(into, tools, how).await?;
     let stdin = child.stdin.take().expect("pg_restore's stdin is piped");
+    // The plain bytes reach pg_restore from this task, not from the blocking thread, so that
+    // its stdin stays open until `feed` has checked the sha256 of the whole object: only then
+    // may pg_restore see the end of its input and commit. On any other outcome it is killed
+    // with its stdin still open, and its transaction is rolled back.
+    let (tx, rx) = mpsc::channel::<Bytes>(CHUNKS_QUEUED);
+    let shown = storage.show(&manifest.object);
     let fed = feed(storage, manifest, identity, move |plain| {
-        let mut to = SyncIoBridge::new(stdin);
-        io::copy(plain, &mut to).at(Stage::Restore)?;
-        to.shutdown().at(Stage::Restore)
-    })
-    .await;
-    if let Err(f) = fed {
-        // pg_restore's own complaint, when it stopped reading, says more than a broken pipe.
-        child.kill();
-        return match pg::finish_tool(child, stderr, &tool, Stage::Restore).await {
-            Err(tool_failure) if f.stage == Stage::Restore => Err(tool_failure),
-            _ => Err(f),
-        };
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            // A read fails on the stored bytes, not on pg_restore: age authenticates every
+            // chunk and says `InvalidData` when one was changed.
+            let n = plain.read(&mut buf).map_err(|e| {
+                Failure::new(
+                    Stage::Check,
+                    match e.kind() {
+                        io::ErrorKind::InvalidData => format!("{shown} is damaged: {e}"),
+                        _ => format!("read {shown}: {e}"),
+                    },
+                )
+            })?;
+            if n == 0 {
+                return Ok(());
+            }
+            tx.blocking_send(Bytes::copy_from_slice(&buf[..n]))
+                .map_err(|_| Failure::new(Stage::Restore, "pg_restore stopped reading"))?;
+        }
+    });
+    let (fed, stdin) = tokio::join!(fed, pipe_to(rx, stdin));
+    match fed {
+        Ok(()) => {
+            drop(stdin);
+            pg::finish_tool(child, stderr, &tool, Stage::Restore).await
+        }
+        // pg_restore stopped reading: it failed, and its own complaint says why.
+        Err(f) if f.stage == Stage::Restore => {
+            drop(stdin);
+            if tokio::time::timeout(TOOL_EXIT, child.wait()).await.is_err() {
+                child.kill();
+            }
+            pg::finish_tool(child, stderr, &tool, Stage::Restore)
+                .await
+                .and(Err(f))
+        }
+        Err(f) => {
+            child.kill();
+            drop(stdin);
+            let _ = pg::finish_tool(child, stderr, &tool, Stage::Restore).await;
+            Err(f)
+        }
     }
-    pg::finish_tool(child, stderr, &tool, Stage::Restore).await
+}
+
+/// Writes what arrives on `rx` to `stdin` and gives it back, still open, once the sender is
+/// done; `None` when the reader stopped reading.
+async fn pipe_to(mut rx: mpsc::Receiver<Bytes>, mut stdin: ChildStdin) -> Option<ChildStdin> {
+    while let Some(bytes) = rx.recv().await {
+        if stdin.write_all(&bytes).await.is_err() {
+            return None;
+        }
+    }
+    Some(stdin)
 }
 
 fn write_file(plain: &mut dyn Read, path: &Path) -> Result<(), Failure> {

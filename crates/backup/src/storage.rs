@@ -162,6 +162,11 @@ impl Storage {
         format!("{}/{key}", self.shown.trim_end_matches('/'))
     }
 
+    /// `s3://bucket/prefix/KEY: what went wrong`, with every cause of `err`.
+    pub fn describe(&self, key: &str, err: &Error) -> String {
+        format!("{}: {}", self.show(key), crate::failure::causes(err))
+    }
+
     /// Uploads what arrives on `chunks` to `key`, as a multipart upload completed only on
     /// [`Chunk::End`] (`Ok(true)`); a channel closed before that aborts it (`Ok(false)`), as
     /// does an error, so no partial object remains.
