@@ -29,9 +29,10 @@ const ROOT_KEYS: &[&str] = &[
     "tls",
     "databases",
     "backups",
+    "alerts",
 ];
 /// Sections of the target design (DESIGN.md) that this version does not read yet.
-const LATER_KEYS: &[&str] = &["alerts", "notify"];
+const LATER_KEYS: &[&str] = &["notify"];
 const APP_KEYS: &[&str] = &["name", "user"];
 const BUILD_KEYS: &[&str] = &["command"];
 const SERVICE_KEYS: &[&str] = &[
@@ -202,6 +203,10 @@ fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
         .get("backups")
         .map(|v| crate::backups::backups(w, v, &database_names, &defined))
         .unwrap_or_default();
+    let alerts = root
+        .get("alerts")
+        .map(|v| crate::alerts::alerts(w, v))
+        .unwrap_or_default();
     let env = env_spanned.into_iter().map(|(k, (v, _))| (k, v)).collect();
     let (services, service_names) = root
         .get("services")
@@ -245,6 +250,7 @@ fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
         tls: tls.flatten(),
         databases,
         backups,
+        alerts,
         environment: None,
         environments: Vec::new(),
     })
