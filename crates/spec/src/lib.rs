@@ -18,6 +18,7 @@ mod deploy;
 mod diagnostic;
 mod model;
 mod names;
+mod notify;
 mod overlay;
 mod proxy;
 mod routes;
@@ -33,8 +34,8 @@ pub use ipnet::IpNet;
 pub use model::{
     AcmeChallenge, AlertName, AlertRule, AlertsSpec, AppSpec, BackupSource, BackupSpec,
     BackupTarget, Balance, BuildSpec, CacheControlSpec, DatabaseEngine, DatabaseSpec, DeploySpec,
-    HeaderPreset, HealthSpec, Keep, ProxySpec, RouteSpec, RouteTarget, Sandbox, ServiceSpec,
-    SmokeCheck, SourceSpan, TlsSpec, VerifyCadence,
+    HeaderPreset, HealthSpec, Keep, NotifyChannel, NotifyEvent, NotifySpec, ProxySpec, RouteSpec,
+    RouteTarget, Sandbox, ServiceSpec, SmokeCheck, SourceSpan, TlsSpec, VerifyCadence,
 };
 pub use names::{check_app_name, check_secret_name};
 pub use secrets::{SecretKind, SecretSpec, expand};

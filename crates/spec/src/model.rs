@@ -43,6 +43,8 @@ pub struct AppSpec {
     pub backups: BTreeMap<String, BackupSpec>,
     /// `[alerts]`: the thresholds the daemon watches; the defaults when the table is absent.
     pub alerts: AlertsSpec,
+    /// `[[notify]]`, in file order: where alerts and events are sent. Empty: nowhere.
+    pub notify: Vec<NotifySpec>,
     /// The environment applied (`--env NAME`), if any.
     pub environment: Option<String>,
     /// Names of all `[environments.NAME]` the file defines, sorted.
@@ -445,6 +447,102 @@ pub struct AlertRule {
     /// `p95_latency = false` turns the alert off (its thresholds are then the defaults, and
     /// unused).
     pub enabled: bool,
+}
+
+/// `[[notify]]`: one channel notifications are sent to, and which events it gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifySpec {
+    pub channel: NotifyChannel,
+    /// `events = ["alert", "rollback"]`: what is sent to this channel, in the order of
+    /// [`NotifyEvent::ALL`], each once. Default: all of them.
+    pub events: Vec<NotifyEvent>,
+}
+
+/// Where a `[[notify]]` entry sends to: exactly one of its channel keys. URLs are templates
+/// like `[env]` values, kept unexpanded (resolve them with [`AppSpec::expand_template`]);
+/// every reference is known to be defined, and a literal URL is `http(s)://` and carries no
+/// token, credentials or query string (those come from secrets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyChannel {
+    /// `webhook = "https://..."`: a JSON POST in Alertmanager's webhook shape.
+    Webhook(String),
+    /// `slack = "${SLACK_WEBHOOK_URL}"`: a Slack incoming webhook.
+    Slack(String),
+    /// `discord = "${DISCORD_WEBHOOK_URL}"`: a Discord webhook.
+    Discord(String),
+    /// `ntfy = "https://ntfy.sh/TOPIC"`: an ntfy topic.
+    Ntfy(String),
+    /// `email = { to = "ops@example.com", smtp = "${SMTP_URL}" }`: `to` is one address;
+    /// `smtp` a template of an `smtp://` or `smtps://` URL with no password written in the
+    /// file.
+    Email { to: String, smtp: String },
+}
+
+impl NotifyChannel {
+    /// The key written in `[[notify]]`: `"webhook"`, `"slack"`, `"discord"`, `"ntfy"` or
+    /// `"email"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NotifyChannel::Webhook(_) => "webhook",
+            NotifyChannel::Slack(_) => "slack",
+            NotifyChannel::Discord(_) => "discord",
+            NotifyChannel::Ntfy(_) => "ntfy",
+            NotifyChannel::Email { .. } => "email",
+        }
+    }
+}
+
+/// What a `[[notify]]` channel can be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NotifyEvent {
+    /// `"alert"`: an alert of `[alerts]` fires (again every `repeat`) or resolves.
+    Alert,
+    /// `"deploy_failed"`: a deploy failed or was rolled back by its gates.
+    DeployFailed,
+    /// `"rollback"`: a rollback (`berth rollback`, or after a failed deploy).
+    Rollback,
+    /// `"backup_failed"`: a backup or its restore drill failed.
+    BackupFailed,
+    /// `"cert_renewal_failing"`: the certificate could not be renewed.
+    CertRenewalFailing,
+}
+
+impl NotifyEvent {
+    pub const ALL: [NotifyEvent; 5] = [
+        NotifyEvent::Alert,
+        NotifyEvent::DeployFailed,
+        NotifyEvent::Rollback,
+        NotifyEvent::BackupFailed,
+        NotifyEvent::CertRenewalFailing,
+    ];
+
+    /// The name written in `events`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyEvent::Alert => "alert",
+            NotifyEvent::DeployFailed => "deploy_failed",
+            NotifyEvent::Rollback => "rollback",
+            NotifyEvent::BackupFailed => "backup_failed",
+            NotifyEvent::CertRenewalFailing => "cert_renewal_failing",
+        }
+    }
+}
+
+impl fmt::Display for NotifyEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for NotifyEvent {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        NotifyEvent::ALL
+            .into_iter()
+            .find(|e| e.as_str() == s)
+            .ok_or_else(|| format!("unknown event `{s}`"))
+    }
 }
 
 /// `[tls]`: where the certificate for the app's route hosts ([`crate::certificate_names`]) comes from.
