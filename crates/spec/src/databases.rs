@@ -173,9 +173,10 @@ fn postgres_url(
     Some(url.to_owned())
 }
 
-/// The bytes of a password written as is in the user info of `url` (`postgres://app:PW@db`),
+/// The bytes of a password written as is in the user info of `url` (`postgres://app:PW@db`,
+/// also `smtps://` URLs of `[[notify]]`),
 /// unless it is a `${NAME}` reference (or contains one).
-fn literal_password(url: &str) -> Option<Range<usize>> {
+pub(crate) fn literal_password(url: &str) -> Option<Range<usize>> {
     let authority_start = url.find("://")? + 3;
     let rest = &url[authority_start..];
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];

@@ -9,6 +9,7 @@
 //! `schema.rs` walks that tree table by table with the small helpers in `walk.rs`, collecting
 //! problems instead of stopping at the first.
 
+mod alerts;
 mod backups;
 mod cache;
 mod cron;
@@ -17,6 +18,7 @@ mod deploy;
 mod diagnostic;
 mod model;
 mod names;
+mod notify;
 mod overlay;
 mod proxy;
 mod routes;
@@ -30,10 +32,10 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 /// An IP network: `trusted_proxies` entries (the proxy takes the same type).
 pub use ipnet::IpNet;
 pub use model::{
-    AcmeChallenge, AppSpec, BackupSource, BackupSpec, BackupTarget, Balance, BuildSpec,
-    CacheControlSpec, DatabaseEngine, DatabaseSpec, DeploySpec, HeaderPreset, HealthSpec, Keep,
-    ProxySpec, RouteSpec, RouteTarget, Sandbox, ServiceSpec, SmokeCheck, SourceSpan, TlsSpec,
-    VerifyCadence,
+    AcmeChallenge, AlertName, AlertRule, AlertsSpec, AppSpec, BackupSource, BackupSpec,
+    BackupTarget, Balance, BuildSpec, CacheControlSpec, DatabaseEngine, DatabaseSpec, DeploySpec,
+    HeaderPreset, HealthSpec, Keep, NotifyChannel, NotifyEvent, NotifySpec, ProxySpec, RouteSpec,
+    RouteTarget, Sandbox, ServiceSpec, SmokeCheck, SourceSpan, TlsSpec, VerifyCadence,
 };
 pub use names::{check_app_name, check_secret_name};
 pub use secrets::{SecretKind, SecretSpec, expand};

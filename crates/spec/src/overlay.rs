@@ -3,8 +3,9 @@
 //! from an overlay keeps its span in the overlay.
 //!
 //! Rules: a table in the overlay merges into the base table key by key (recursively: a
-//! service's `health` merges too, and so does a secret's inline table); any other value (string,
-//! number, array, including `routes`) replaces the base value whole.
+//! service's `health` merges too, and so does a secret's inline table, and `[alerts]` alert by
+//! alert); any other value (string, number, array, including `routes` and `notify`) replaces the
+//! base value whole.
 
 use std::ops::Range;
 

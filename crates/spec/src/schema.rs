@@ -29,9 +29,9 @@ const ROOT_KEYS: &[&str] = &[
     "tls",
     "databases",
     "backups",
+    "alerts",
+    "notify",
 ];
-/// Sections of the target design (DESIGN.md) that this version does not read yet.
-const LATER_KEYS: &[&str] = &["alerts", "notify"];
 const APP_KEYS: &[&str] = &["name", "user"];
 const BUILD_KEYS: &[&str] = &["command"];
 const SERVICE_KEYS: &[&str] = &[
@@ -167,20 +167,7 @@ fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
         span: 0..0,
         ctx: "",
     };
-    for (key, _) in root.entries.iter() {
-        let name = key.get_ref().as_ref();
-        if LATER_KEYS.contains(&name) {
-            w.report(
-                Diagnostic::error(format!(
-                    "[{name}] is not supported by this version of berth"
-                ))
-                .at(key.span(), "not supported yet")
-                .help("remove it for now"),
-            );
-        }
-    }
-    let known: Vec<&str> = ROOT_KEYS.iter().chain(LATER_KEYS).copied().collect();
-    w.known_keys(&root, &known);
+    w.known_keys(&root, ROOT_KEYS);
 
     let app = app(w, &root);
     let build = root.get("build").and_then(|v| build(w, v));
@@ -201,6 +188,14 @@ fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
     let backups = root
         .get("backups")
         .map(|v| crate::backups::backups(w, v, &database_names, &defined))
+        .unwrap_or_default();
+    let alerts = root
+        .get("alerts")
+        .map(|v| crate::alerts::alerts(w, v))
+        .unwrap_or_default();
+    let notify = root
+        .get("notify")
+        .map(|v| crate::notify::notify(w, v, &defined))
         .unwrap_or_default();
     let env = env_spanned.into_iter().map(|(k, (v, _))| (k, v)).collect();
     let (services, service_names) = root
@@ -245,6 +240,8 @@ fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
         tls: tls.flatten(),
         databases,
         backups,
+        alerts,
+        notify,
         environment: None,
         environments: Vec::new(),
     })

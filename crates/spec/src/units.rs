@@ -124,6 +124,12 @@ pub(crate) fn duration(input: &str) -> Result<Duration, UnitError> {
     Ok(Duration::from_millis(ms))
 }
 
+/// `d` in the largest unit that divides it evenly (`"500ms"`, `"26h"`), as berth.toml writes
+/// it.
+pub(crate) fn format_duration(d: Duration) -> String {
+    Kind::Duration.format(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 pub(crate) fn size(input: &str) -> Result<u64, UnitError> {
     amount(input, Kind::Size)
 }

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use spec::{
-    AppSpec, BackupSource, BackupSpec, BackupTarget, Balance, DatabaseEngine, DatabaseSpec,
-    HeaderPreset, HealthSpec, IpNet, Keep, RateSpec, RouteTarget, VerifyCadence,
+    AlertName, AlertsSpec, AppSpec, BackupSource, BackupSpec, BackupTarget, Balance,
+    DatabaseEngine, DatabaseSpec, HeaderPreset, HealthSpec, IpNet, Keep, NotifyChannel,
+    NotifyEvent, NotifySpec, RateSpec, RouteTarget, VerifyCadence,
 };
 
 fn fixtures_dir() -> PathBuf {
@@ -462,5 +463,99 @@ fn backups_in_environments() {
     assert_eq!(
         prod.backups["nightly"].to, base.backups["nightly"].to,
         "untouched keys stay"
+    );
+}
+
+#[test]
+fn alerts_and_notify() {
+    let app = fixture("ok_alerts");
+    let p95 = app.alerts.rule(AlertName::P95Latency);
+    assert_eq!((p95.warn, p95.critical), (Some(0.5), Some(2.0)));
+    assert_eq!(p95.for_, Duration::from_secs(300));
+    let restarts = app.alerts.rule(AlertName::Restarts);
+    assert_eq!((restarts.warn, restarts.critical), (Some(5.0), Some(10.0)));
+    assert_eq!(restarts.within, Some(Duration::from_secs(3600)));
+    assert!(!app.alerts.rule(AlertName::Memory).enabled);
+    let cert = app.alerts.rule(AlertName::CertExpiry);
+    assert_eq!((cert.warn, cert.critical), (None, Some(14.0 * 86_400.0)));
+    assert_eq!(
+        app.alerts.rule(AlertName::InstanceDown),
+        AlertName::InstanceDown.default_rule()
+    );
+    assert_eq!(app.alerts.repeat, Duration::from_secs(3600));
+
+    let app = fixture("ok_notify");
+    assert_eq!(app.alerts, AlertsSpec::default());
+    let kinds: Vec<&str> = app.notify.iter().map(|n| n.channel.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "webhook", "slack", "discord", "ntfy", "email", "email", "webhook"
+        ]
+    );
+    assert_eq!(app.notify[0].events, NotifyEvent::ALL);
+    assert_eq!(
+        app.notify[1].events,
+        [NotifyEvent::Alert, NotifyEvent::DeployFailed]
+    );
+    // URLs are templates, resolved like [env] values.
+    let NotifyChannel::Ntfy(url) = &app.notify[3].channel else {
+        panic!("ntfy expected");
+    };
+    assert_eq!(
+        app.expand_template(url, |_| None),
+        "https://ntfy.sh/shop-alerts"
+    );
+    let NotifyChannel::Email { smtp, .. } = &app.notify[5].channel else {
+        panic!("email expected");
+    };
+    let secret = |name: &str| (name == "SMTP_PASSWORD").then(|| "pw".to_owned());
+    assert_eq!(
+        app.expand_template(smtp, secret),
+        "smtps://alerts:pw@mail.example.com:465"
+    );
+}
+
+#[test]
+fn alerts_and_notify_in_environments() {
+    let source = std::fs::read_to_string(fixtures_dir().join("ok_alerts_staging.toml")).unwrap();
+    let slack = |secret: &str| NotifySpec {
+        channel: NotifyChannel::Slack(format!("${{{secret}}}")),
+        events: NotifyEvent::ALL.to_vec(),
+    };
+    let base = spec::parse("b.toml", &source).unwrap();
+    let p95 = base.alerts.rule(AlertName::P95Latency);
+    assert_eq!((p95.warn, p95.critical), (Some(0.4), Some(2.0)));
+    assert!(!base.alerts.rule(AlertName::BackupAge).enabled);
+    assert_eq!(base.notify.len(), 2);
+    assert_eq!(base.notify[0], slack("SLACK_WEBHOOK_URL"));
+
+    // [alerts] merges key by key, and within an alert field by field.
+    let staging = spec::parse_env("b.toml", &source, Some("staging")).unwrap();
+    let p95 = staging.alerts.rule(AlertName::P95Latency);
+    assert_eq!((p95.warn, p95.critical), (Some(0.4), Some(5.0)));
+    assert!(!staging.alerts.rule(AlertName::BackupAge).enabled);
+    assert_eq!(staging.alerts.repeat, Duration::from_secs(12 * 3600));
+    // [[notify]] is an array of tables: the overlay's list replaces the base's, like routes.
+    assert_eq!(
+        staging.notify,
+        [NotifySpec {
+            events: vec![NotifyEvent::DeployFailed, NotifyEvent::Rollback],
+            ..slack("STAGING_SLACK_WEBHOOK_URL")
+        }]
+    );
+
+    // A table replaces `false`: the alert is on again, the fields left out are the defaults.
+    let prod = spec::parse_env("b.toml", &source, Some("prod")).unwrap();
+    let backup_age = prod.alerts.rule(AlertName::BackupAge);
+    assert!(backup_age.enabled);
+    assert_eq!(
+        (backup_age.warn, backup_age.critical),
+        (Some(25.0 * 3600.0), Some(26.0 * 3600.0))
+    );
+    assert_eq!(prod.alerts.repeat, AlertsSpec::DEFAULT_REPEAT);
+    assert_eq!(
+        prod.notify, base.notify,
+        "no notify key: the base's list stays"
     );
 }
