@@ -26,7 +26,7 @@ secs() { python3 -c "import sys; print(f'{float(sys.argv[2])-float(sys.argv[1]):
 now() { date +%s.%N; }
 
 echo "== PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}'), pgbench scale $scale" >&2
-mkdir "$work/pg" && chown postgres "$work/pg"
+mkdir "$work/pg" && touch "$work/pg.log" && chown postgres "$work/pg" "$work/pg.log"
 as_pg "$pgbin/initdb" -D "$work/pg" -U postgres --auth=trust --no-sync >/dev/null
 as_pg "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w \
   -o "-p $pgport -k $work/pg -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start >/dev/null
@@ -86,8 +86,9 @@ t0=$(now); "$berth" backup restore --state "$state" shop --yes >/dev/null 2>&1; 
 berth_restore=$(secs "$t0" "$t1")
 
 ratio() { python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.2f}')" "$1" "$2"; }
-echo "backup   pg_dump -Fc -Z0 | zstd -T0:  ${pipe_backup}s, $((pipe_size / 1000000)) MB"
-echo "backup   berth backup run:            ${berth_backup}s, $((berth_size / 1000000)) MB (zstd + age + sha256 + read-back)  = $(ratio "$berth_backup" "$pipe_backup")x"
+mb() { python3 -c "print(f'{int(__import__('sys').argv[1])/1e6:.1f} MB')" "$1"; }
+echo "backup   pg_dump -Fc -Z0 | zstd -T0:  ${pipe_backup}s, $(mb "$pipe_size")"
+echo "backup   berth backup run:            ${berth_backup}s, $(mb "$berth_size") (zstd + age + sha256 + read-back)  = $(ratio "$berth_backup" "$pipe_backup")x"
 echo "memory   berth daemon peak extra:     $(( (peak - base) / 1024 )) MB (VmHWM $((peak / 1024)) MB - VmRSS before $((base / 1024)) MB)"
 echo "restore  pg_restore -j 2:             ${pipe_restore}s"
 echo "restore  berth drill (scratch db):    ${berth_drill}s wall, restore part $(python3 -c "print(f'{$drill_ms/1000:.2f}')")s = $(ratio "$(python3 -c "print($drill_ms/1000)")" "$pipe_restore")x"
