@@ -5,6 +5,8 @@
 //! - [`Postgres`]: a throwaway PostgreSQL cluster (Debian package `postgresql-15`) with a
 //!   superuser password, `psql` and `pgbench` against it;
 //! - [`S3`]: an S3-compatible object store (moto's `moto_server`, from pip);
+//! - [`Chromium`]: headless Chromium (Debian package `chromium`) driven over the DevTools
+//!   protocol: a page's console errors, failed requests, rendered text and screenshots;
 //! - [`free_port`]: a port for a program told its port in advance;
 //! - [`wait_for`] / [`eventually`]: poll a check with a deadline (blocking / async), the only
 //!   way tests wait for something to happen; [`alive`]: is a process still running;
@@ -12,11 +14,12 @@
 //! - [`app`], [`PY_WEB`], [`PY_WS_WEB`]: app directories with Python services that answer with
 //!   their release; [`http_get`]: one plain HTTP/1.1 GET.
 
-// Tests run real tools (pebble, postgres, moto, curl): they are started with std's Command,
-// not with the supervisor's builder that production code must use.
+// Tests run real tools (pebble, postgres, moto, curl, chromium): they are started with std's
+// Command, not with the supervisor's builder that production code must use.
 #![allow(clippy::disallowed_methods)]
 
 mod apps;
+mod chromium;
 mod pebble;
 mod port;
 mod postgres;
@@ -25,6 +28,7 @@ mod wait;
 pub mod ws;
 
 pub use apps::{PY_WEB, PY_WS_WEB, app, http_get};
+pub use chromium::{Chromium, ConsoleMessage, FailedRequest, Page};
 pub use pebble::Pebble;
 pub use port::free_port;
 pub use postgres::Postgres;

@@ -1,4 +1,5 @@
-//! The fixtures start real servers that do what the backup tests will ask of them.
+//! The fixtures start real servers that do what the backup and dashboard tests will ask of
+//! them.
 
 // The tests drive psql and curl as a client would.
 #![allow(clippy::disallowed_methods)]
@@ -7,7 +8,7 @@ use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use testkit::{Postgres, S3};
+use testkit::{Chromium, Postgres, S3};
 
 /// Starts `what` and reports how long it took (shown with `--no-capture`).
 #[allow(clippy::print_stderr)]
@@ -103,4 +104,46 @@ fn s3_stopped_refuses_connections() {
     assert!(TcpStream::connect(("127.0.0.1", s3.port())).is_ok());
     s3.stop();
     assert!(TcpStream::connect(("127.0.0.1", s3.port())).is_err());
+}
+
+#[test]
+fn chromium_reports_what_a_page_did() {
+    let mut chromium = timed("chromium", Chromium::start);
+    let mut page = chromium.new_page();
+    // Nothing listens on the port: the fetch is refused.
+    let refused = format!("http://127.0.0.1:{}/refused", testkit::free_port());
+    let html = format!(
+        "<p id=p>hello</p><script>console.error('boom'); \
+         fetch('{refused}').finally(() => {{ document.title = 'done'; }}); null.x;</script>"
+    );
+    page.goto(&format!("data:text/html,{html}"));
+    page.wait_for("document.title === 'done'", Duration::from_secs(10));
+    assert_eq!(page.text("#p"), "hello");
+    assert_eq!(page.eval("1 + 1"), 2);
+
+    let errors: Vec<String> = page
+        .console_errors()
+        .iter()
+        .map(|m| m.text.clone())
+        .collect();
+    assert!(errors.iter().any(|e| e == "boom"), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.starts_with("TypeError")),
+        "{errors:?}"
+    );
+    let failed = page.failed_requests();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].url, refused);
+    assert_eq!(
+        failed[0].error.as_deref(),
+        Some("net::ERR_CONNECTION_REFUSED")
+    );
+    page.expect_failure("/refused");
+    assert!(page.failed_requests().is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("shot/page.png");
+    page.screenshot(&png);
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
 }
