@@ -1,0 +1,1 @@
+//! Notifications through real receivers on loopback.
