@@ -18,6 +18,8 @@
 //! - no IO outside [`Notifier::send`]; [`History`] and [`Alerts`] are plain values driven by
 //!   the caller's clock.
 
+mod alerts;
 mod history;
 
+pub use alerts::{Alert, AlertKey, Alerts, Change, Direction, Rule, Severity, State, Transition};
 pub use history::{COARSE, FINE, History, RETENTION, Range, Resolution, SeriesKey};
