@@ -20,6 +20,10 @@
 
 mod alerts;
 mod history;
+mod notify;
 
 pub use alerts::{Alert, AlertKey, Alerts, Change, Direction, Rule, Severity, State, Transition};
 pub use history::{COARSE, FINE, History, RETENTION, Range, Resolution, SeriesKey};
+pub use notify::{
+    Channel, ChannelStatus, Config, InvalidChannel, Message, Notifier, NotifierError, SendError,
+};
