@@ -129,6 +129,7 @@ impl Secrets {
             }
             if let Some(query) = url.query() {
                 parts.push(query.to_owned());
+                parts.push(format!("{path}?{query}"));
             }
             for userinfo in [url.username(), url.password().unwrap_or_default()] {
                 parts.push(userinfo.to_owned());

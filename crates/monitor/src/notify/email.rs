@@ -159,7 +159,8 @@ impl Smtp {
 
 impl Mailer {
     /// One message: the headline as the subject, the details as a plain-text body. SMTP's
-    /// permanent (5xx) refusals are not worth retrying.
+    /// permanent (5xx) refusals, TLS failures and what this server does not offer are not
+    /// worth retrying.
     pub(crate) async fn send(&self, message: &Message) -> Result<(), Failure> {
         let mut email = lettre::Message::builder()
             .from(self.from.clone())
@@ -176,7 +177,12 @@ impl Mailer {
             Ok(_) => Ok(()),
             Err(err) => Err(Failure {
                 reason: super::describe(&err),
-                retry: !err.is_permanent(),
+                // A 5xx, a TLS failure, or what the client cannot do with this server
+                // (no STARTTLS offered, no common AUTH mechanism): retrying changes nothing.
+                retry: !(err.is_permanent()
+                    || err.is_tls()
+                    || err.is_client()
+                    || super::refused_by_tls(&err)),
             }),
         }
     }

@@ -106,10 +106,10 @@ pub(crate) async fn post(
     let request = request
         .body(Full::new(body))
         .map_err(|err| Failure::permanent(format!("build the request: {err}")))?;
-    let response = client
-        .request(request)
-        .await
-        .map_err(|err| Failure::retry(super::describe(&err)))?;
+    let response = client.request(request).await.map_err(|err| Failure {
+        reason: super::describe(&err),
+        retry: !super::refused_by_tls(&err),
+    })?;
     let status = response.status();
     if status.is_success() {
         return Ok(());

@@ -11,7 +11,8 @@
 //!
 //! Each message is tried once, then once more after each of [`Config::retry_delays`]
 //! (1 s, 4 s, 16 s by default) while the failure is worth retrying (a connection error, a
-//! timeout, a 5xx, 408 or 429 answer, a transient SMTP error); every attempt has
+//! timeout, a 5xx, 408 or 429 answer, a transient SMTP error; not a refused certificate);
+//! every attempt has
 //! [`Config::timeout`]. Channels are sent to concurrently.
 //!
 //! Nothing this module returns or logs contains a channel's URL path, query, user or
@@ -315,7 +316,25 @@ impl Slot {
     }
 }
 
-/// An error and its causes on one line, each cause once: `a: b: c`.
+/// Whether `err` is a TLS refusal (an unknown issuer, a wrong name, an expired certificate):
+/// retrying will not change the certificate. rustls's error may sit inside an `io::Error`,
+/// whose `source` skips it.
+pub(crate) fn refused_by_tls(err: &(dyn StdError + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref);
+        if err.is::<rustls::Error>() || inner.is_some_and(|inner| inner.is::<rustls::Error>()) {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
+/// An error and its causes on one line, each said once: `a: b: c` (lettre repeats its
+/// kind — `Connection error: Connection error: …` — and io errors repeat their inner error).
 pub(crate) fn describe(err: &(dyn StdError + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
@@ -327,5 +346,24 @@ pub(crate) fn describe(err: &(dyn StdError + 'static)) -> String {
         }
         source = cause.source();
     }
-    text
+    let mut parts: Vec<&str> = text.split(": ").collect();
+    parts.dedup();
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_says_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("Connection error: {0}")]
+        struct Outer(#[source] std::io::Error);
+        let inner = std::io::Error::other("Connection error: invalid peer certificate");
+        assert_eq!(
+            describe(&Outer(inner)),
+            "Connection error: invalid peer certificate"
+        );
+    }
 }
