@@ -4,7 +4,7 @@
 //! messages to send.
 //!
 //! - [`History`]: per series, the last hour at 10 s and the last day at 1 min in fixed
-//!   rings (about 7.4 KB per series, however many points are recorded);
+//!   rings (about 7.5 KB per series, however many points are recorded);
 //! - [`Alerts`]: inactive → pending → firing(warning ⇄ critical) → resolved, with `for`,
 //!   hysteresis (`clear_after`) and reminders;
 //! - [`Notifier`]: webhook (Alertmanager's JSON), Slack, Discord, ntfy and email (SMTP),
@@ -25,5 +25,6 @@ mod notify;
 pub use alerts::{Alert, AlertKey, Alerts, Change, Direction, Rule, Severity, State, Transition};
 pub use history::{COARSE, FINE, History, RETENTION, Range, Resolution, SeriesKey};
 pub use notify::{
-    Channel, ChannelStatus, Config, InvalidChannel, Message, Notifier, NotifierError, SendError,
+    Channel, ChannelStatus, InvalidChannel, Message, Notifier, NotifierConfig, NotifierError,
+    SendError,
 };

@@ -9,11 +9,11 @@
 //! | ntfy      | POST of the text to the topic URL, `Title`, `Priority`, `Tags`      |
 //! | email     | SMTP, the headline as subject, plain text (see `email.rs` for URLs) |
 //!
-//! Each message is tried once, then once more after each of [`Config::retry_delays`]
+//! Each message is tried once, then once more after each of [`NotifierConfig::retry_delays`]
 //! (1 s, 4 s, 16 s by default) while the failure is worth retrying (a connection error, a
 //! timeout, a 5xx, 408 or 429 answer, a transient SMTP error; not a refused certificate);
 //! every attempt has
-//! [`Config::timeout`]. Channels are sent to concurrently.
+//! [`NotifierConfig::timeout`]. Channels are sent to concurrently.
 //!
 //! Nothing this module returns or logs contains a channel's URL path, query, user or
 //! password: errors are scrubbed of them before they are kept or returned.
@@ -39,7 +39,7 @@ use channel::Secrets;
 
 /// How the [`Notifier`] sends.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub struct NotifierConfig {
     /// The waits between attempts: one attempt, then one more after each delay.
     /// Default: 1 s, 4 s, 16 s (four attempts).
     pub retry_delays: Vec<Duration>,
@@ -54,9 +54,9 @@ pub struct Config {
     pub external_url: String,
 }
 
-impl Default for Config {
-    fn default() -> Config {
-        Config {
+impl Default for NotifierConfig {
+    fn default() -> NotifierConfig {
+        NotifierConfig {
             retry_delays: vec![
                 Duration::from_secs(1),
                 Duration::from_secs(4),
@@ -124,7 +124,7 @@ pub enum NotifierError {
 pub struct Notifier {
     slots: Vec<Slot>,
     http: http::Client,
-    config: Config,
+    config: NotifierConfig,
 }
 
 struct Slot {
@@ -171,7 +171,7 @@ impl Notifier {
     /// Checks every channel ([`Channel::validate`]) and prepares its client; no IO.
     pub fn new(
         channels: impl IntoIterator<Item = Channel>,
-        config: Config,
+        config: NotifierConfig,
     ) -> Result<Notifier, NotifierError> {
         let http = http::client(&config.extra_roots)?;
         let mut slots = Vec::new();

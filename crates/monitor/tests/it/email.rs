@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use monitor::{Channel, Config, Notifier};
+use monitor::{Channel, Notifier, NotifierConfig};
 use rustls::pki_types::CertificateDer;
 use testkit::{Smtp, SmtpTls};
 
@@ -90,7 +90,7 @@ async fn email_over_starttls_and_tls_verifies_the_server() {
         );
         assert_eq!(err.attempts, 1, "a certificate refusal is not retried");
 
-        let config = Config {
+        let config = NotifierConfig {
             extra_roots: vec![CertificateDer::from(smtp.ca_der().to_vec())],
             ..quick()
         };

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use monitor::{Channel, Config, Notifier};
+use monitor::{Channel, Notifier, NotifierConfig};
 use serde_json::json;
 
 use crate::recorder::Recorder;
@@ -21,7 +21,7 @@ async fn every_http_channel_posts_what_its_receiver_expects() {
         Channel::Discord(receiver.url("/api/webhooks/123/tok-en_9xY2")),
         Channel::Ntfy(ntfy),
     ];
-    let config = Config {
+    let config = NotifierConfig {
         external_url: "https://berth.example.com".into(),
         ..quick()
     };
@@ -103,7 +103,7 @@ async fn every_http_channel_posts_what_its_receiver_expects() {
 async fn a_failing_receiver_is_retried_and_its_status_shows_it() {
     let receiver = Recorder::start().await;
     receiver.answer_next(&[500, 503]);
-    let config = Config {
+    let config = NotifierConfig {
         // Long enough a pause after the second failure to read the status during it.
         retry_delays: vec![Duration::from_millis(10), Duration::from_millis(700)],
         ..quick()
@@ -237,7 +237,7 @@ async fn a_receiver_that_never_answers_times_out() {
             held.push(stream);
         }
     });
-    let config = Config {
+    let config = NotifierConfig {
         retry_delays: Vec::new(),
         timeout: Duration::from_millis(300),
         ..quick()
@@ -257,7 +257,7 @@ fn invalid_channels_are_refused_at_construction() {
         [Channel::Slack(
             "hooks.slack.com/services/T000/B000/XXXXsecret".into(),
         )],
-        Config::default(),
+        NotifierConfig::default(),
     )
     .err()
     .unwrap()

@@ -8,7 +8,7 @@ mod recorder;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use monitor::{Config, Message};
+use monitor::{Message, NotifierConfig};
 
 /// A firing critical alert of app shop.
 fn alert() -> Message {
@@ -35,10 +35,10 @@ fn at() -> SystemTime {
 }
 
 /// Quick retries, so failing receivers do not slow the suite.
-fn quick() -> Config {
-    Config {
+fn quick() -> NotifierConfig {
+    NotifierConfig {
         retry_delays: vec![Duration::from_millis(10); 3],
         timeout: Duration::from_secs(5),
-        ..Config::default()
+        ..NotifierConfig::default()
     }
 }
