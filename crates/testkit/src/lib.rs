@@ -7,6 +7,8 @@
 //! - [`S3`]: an S3-compatible object store (moto's `moto_server`, from pip);
 //! - [`Chromium`]: headless Chromium (Debian package `chromium`) driven over the DevTools
 //!   protocol: a page's console errors, failed requests, rendered text and screenshots;
+//! - [`Smtp`]: an SMTP server (aiosmtpd, from pip), plain, STARTTLS or TLS, whose received
+//!   messages a test reads;
 //! - [`free_port`]: a port for a program told its port in advance;
 //! - [`wait_for`] / [`eventually`]: poll a check with a deadline (blocking / async), the only
 //!   way tests wait for something to happen; [`alive`]: is a process still running;
@@ -14,8 +16,8 @@
 //! - [`app`], [`PY_WEB`], [`PY_WS_WEB`]: app directories with Python services that answer with
 //!   their release; [`http_get`]: one plain HTTP/1.1 GET.
 
-// Tests run real tools (pebble, postgres, moto, curl, chromium): they are started with std's
-// Command, not with the supervisor's builder that production code must use.
+// Tests run real tools (pebble, postgres, moto, aiosmtpd, curl, chromium): they are started with
+// std's Command, not with the supervisor's builder that production code must use.
 #![allow(clippy::disallowed_methods)]
 
 mod apps;
@@ -24,6 +26,7 @@ mod pebble;
 mod port;
 mod postgres;
 mod s3;
+mod smtp;
 mod wait;
 pub mod ws;
 
@@ -33,6 +36,7 @@ pub use pebble::Pebble;
 pub use port::free_port;
 pub use postgres::Postgres;
 pub use s3::S3;
+pub use smtp::{Mail, Smtp, SmtpTls};
 pub use wait::{Done, alive, eventually, wait_for};
 
 /// A temporary state directory for a daemon under test: under `/var/tmp`, not `/tmp`, so that
@@ -49,6 +53,27 @@ pub fn state_dir(prefix: &str) -> tempfile::TempDir {
     } else {
         builder.tempdir().expect("a temporary state directory")
     }
+}
+
+/// A program installed from PyPI: `name` on `PATH`, else the one `scripts/test` installs into
+/// the virtualenv `target/tools/VENV` of the workspace when the system's pip may not.
+fn pip_tool(name: &str, venv: &str) -> std::path::PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file());
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let in_venv = workspace
+        .join("target/tools")
+        .join(venv)
+        .join("bin")
+        .join(name);
+    on_path
+        .or_else(|| in_venv.is_file().then_some(in_venv))
+        .unwrap_or_else(|| {
+            panic!("{name} not found on PATH nor in target/tools/{venv}/bin: install it with pip (scripts/test does)")
+        })
 }
 
 /// Panics naming `what` with the program's output unless it succeeded.

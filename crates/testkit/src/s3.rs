@@ -5,7 +5,6 @@
 //! where `scripts/test` installs it into a virtualenv when the system's pip may not.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -41,7 +40,7 @@ impl S3 {
         let dir = tempfile::tempdir().expect("temporary directory");
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("moto.log")).expect("log file");
-        let server = Command::new(moto_server())
+        let server = Command::new(crate::pip_tool("moto_server", "moto"))
             .args(["-H", "127.0.0.1", "-p"])
             .arg(port.to_string())
             .stdin(Stdio::null())
@@ -138,21 +137,6 @@ impl S3 {
             .output()
             .expect("curl must be installed")
     }
-}
-
-/// `moto_server` on `PATH`, else the one `scripts/test` installs into `target/tools/moto`.
-fn moto_server() -> PathBuf {
-    let name = "moto_server";
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file());
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let venv = workspace.join("target/tools/moto/bin").join(name);
-    on_path
-        .or_else(|| venv.is_file().then_some(venv))
-        .expect("moto_server not found on PATH nor in target/tools/moto/bin: install it with `pip install \"moto[server]\"` (scripts/test does)")
 }
 
 /// The text of every `<tag>…</tag>` in `xml`, its entities decoded; enough for S3's listings.

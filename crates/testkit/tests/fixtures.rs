@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use testkit::{Chromium, Postgres, S3};
+use testkit::{Chromium, Postgres, S3, Smtp, SmtpTls};
 
 /// Starts `what` and reports how long it took (shown with `--no-capture`).
 #[allow(clippy::print_stderr)]
@@ -146,4 +146,73 @@ fn chromium_reports_what_a_page_did() {
     page.screenshot(&png);
     let bytes = std::fs::read(&png).unwrap();
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+
+/// One SMTP command and the server's whole reply (the last line has a space after its code).
+fn smtp_say(stream: &mut std::io::BufReader<TcpStream>, line: &str) -> String {
+    use std::io::{BufRead, Write};
+    if !line.is_empty() {
+        stream
+            .get_mut()
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap();
+    }
+    let mut reply = String::new();
+    loop {
+        let mut got = String::new();
+        stream.read_line(&mut got).unwrap();
+        reply.push_str(&got);
+        if got.len() < 4 || got.as_bytes()[3] == b' ' {
+            return reply;
+        }
+    }
+}
+
+#[test]
+fn smtp_keeps_what_it_receives() {
+    let smtp = timed("aiosmtpd", Smtp::start);
+    assert_eq!(
+        smtp.url(),
+        format!("smtp://127.0.0.1:{}?tls=none", smtp.port())
+    );
+    let stream = TcpStream::connect(("127.0.0.1", smtp.port())).unwrap();
+    let mut stream = std::io::BufReader::new(stream);
+    assert!(smtp_say(&mut stream, "").starts_with("220"));
+    assert!(smtp_say(&mut stream, "EHLO test").starts_with("250"));
+    assert!(smtp_say(&mut stream, "MAIL FROM:<berth@example.com>").starts_with("250"));
+    assert!(smtp_say(&mut stream, "RCPT TO:<ops@example.com>").starts_with("250"));
+    assert!(smtp_say(&mut stream, "DATA").starts_with("354"));
+    let data = "To: ops@example.com\r\nSubject: hello\r\n\r\nfirst line\r\n.";
+    assert!(
+        smtp_say(&mut stream, data).starts_with("250"),
+        "{}",
+        smtp.log()
+    );
+    let _ = smtp_say(&mut stream, "QUIT");
+    let mail = smtp.wait_for_messages(1, Duration::from_secs(10));
+    assert_eq!(mail[0].header("subject").as_deref(), Some("hello"));
+    assert_eq!(mail[0].header("To").as_deref(), Some("ops@example.com"));
+    assert_eq!(mail[0].body().trim(), "first line");
+}
+
+#[test]
+fn smtp_speaks_tls_with_its_own_ca() {
+    for tls in [SmtpTls::StartTls, SmtpTls::Implicit] {
+        let smtp = Smtp::start_with(tls);
+        assert!(!smtp.ca_der().is_empty());
+        let scheme = if tls == SmtpTls::Implicit {
+            "smtps"
+        } else {
+            "smtp"
+        };
+        assert_eq!(smtp.url(), format!("{scheme}://127.0.0.1:{}", smtp.port()));
+        assert!(smtp.messages().is_empty());
+    }
+}
+
+#[test]
+fn smtp_stopped_refuses_connections() {
+    let mut smtp = Smtp::start();
+    let port = smtp.port();
+    smtp.stop();
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
 }
