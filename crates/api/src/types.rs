@@ -75,6 +75,9 @@ pub struct AppStatus {
     /// The app's services answer 503 meanwhile (a restore is running): why.
     #[serde(default)]
     pub maintenance: Option<String>,
+    /// Its `[[notify]]` channels and whether they deliver.
+    #[serde(default)]
+    pub notifiers: Vec<NotifierStatus>,
 }
 
 /// A replaced release finishing its requests and WebSockets.
@@ -131,6 +134,77 @@ pub enum DeployEvent {
     },
     /// The deploy is over.
     Done(DeployOutcome),
+}
+
+/// `GET /v1/alerts`: the alerts pending or firing, firing first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlertInfo {
+    /// `p95_latency`, `error_rate`, … or a server rule (`disk_free`, `daemon_memory`).
+    pub alert: String,
+    /// Empty for the server's own alerts.
+    pub app: String,
+    /// What in the app: a route, `service.instance`, a certificate's name, a backup.
+    pub subject: String,
+    /// `pending` (past the threshold, not yet for `for`) or `firing`.
+    pub state: String,
+    /// `warning` or `critical`.
+    pub severity: String,
+    /// In the alert's unit: `1.20s`, `3.2%`, `4`, `6d 2h`.
+    pub value: String,
+    pub threshold: String,
+    /// RFC 3339, UTC: since when it is in this state.
+    pub since: String,
+}
+
+/// `GET /v1/health`: one line per app.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok`, `warning` or `critical`: the worst of the apps and the server.
+    pub status: String,
+    pub apps: Vec<AppHealth>,
+    /// The server's own firing alerts (disk, the daemon's memory).
+    pub server: Vec<AlertInfo>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AppHealth {
+    pub app: String,
+    /// `ok`, `warning` or `critical`.
+    pub status: String,
+    /// One line: `r3, 2/2 instances ready, 12.3 req/s, 0.0% errors, p95 45ms`, or what is wrong.
+    pub summary: String,
+    /// Firing alerts of the app.
+    pub alerts: Vec<AlertInfo>,
+}
+
+/// `GET /v1/dashboard`: where the dashboard is.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DashboardUrl {
+    pub url: String,
+}
+
+/// `POST /v1/apps/APP/notify/test`: what each channel answered.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NotifyResults {
+    pub app: String,
+    pub results: Vec<NotifyResult>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NotifyResult {
+    /// `slack (…/AbCd)`: never the token.
+    pub channel: String,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+/// A notifier's standing, in `berth status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotifierStatus {
+    pub channel: String,
+    pub ok: bool,
+    pub last_error: Option<String>,
+    pub failures_in_a_row: u32,
 }
 
 /// `GET /v1/apps/APP/backups`: the app's backup definitions and its backups, newest first.

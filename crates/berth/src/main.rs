@@ -110,6 +110,26 @@ enum Command {
     /// Manage an app's secrets (values only ever on stdin).
     #[command(subcommand)]
     Secrets(cli::secrets::SecretsCommand),
+    /// Alerts pending or firing, with value, threshold and since when.
+    Alerts {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Is it OK? One line per app; exits 1 when something is critical.
+    Health {
+        app: Option<String>,
+        /// The alerts behind each line.
+        #[arg(long)]
+        detailed: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a test message through every [[notify]] channel of an app.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
+    /// The dashboard (served on the admin listener).
+    #[command(subcommand)]
+    Dashboard(DashboardCommand),
     /// Back up an app's data, list, verify and restore its backups.
     #[command(subcommand)]
     Backup(cli::backup::BackupCommand),
@@ -147,6 +167,22 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum NotifyCommand {
+    /// A test message through every channel; reports each result.
+    Test {
+        app: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DashboardCommand {
+    /// The dashboard's URL with its access token.
+    Url,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -171,6 +207,18 @@ fn main() -> ExitCode {
             } => cli::deploy::run(&cli.state, &dir, env.as_deref(), dry_run, wait).await,
             Command::Secrets(cmd) => cli::secrets::run(&cli.state, cmd).await,
             Command::Backup(cmd) => cli::backup::run(&cli.state, cmd).await,
+            Command::Alerts { json } => cli::observe::alerts(&cli.state, json).await,
+            Command::Health {
+                app,
+                detailed,
+                json,
+            } => cli::observe::health(&cli.state, app.as_deref(), detailed, json).await,
+            Command::Notify(NotifyCommand::Test { app, json }) => {
+                cli::observe::notify_test(&cli.state, &app, json).await
+            }
+            Command::Dashboard(DashboardCommand::Url) => {
+                cli::observe::dashboard_url(&cli.state).await
+            }
             Command::Rollback { app, to, wait } => {
                 cli::deploy::rollback(&cli.state, &app, to.as_deref(), wait).await
             }

@@ -35,6 +35,48 @@ pub struct ServeArgs {
     /// version under /usr/lib/postgresql, else PATH's).
     #[arg(long, value_name = "DIR")]
     pub pg_bin_dir: Option<PathBuf>,
+    /// The server's own alert on the state directory's free disk: "WARN,CRITICAL" below,
+    /// e.g. "20%,10%" (the default); "off" for none.
+    #[arg(long, value_name = "WARN,CRITICAL", default_value = "20%,10%", value_parser = percents)]
+    pub alert_disk_free: (Option<f64>, Option<f64>),
+    /// The server's own alert on the daemon's resident memory: "WARN,CRITICAL" above, e.g.
+    /// "256M,1G" (the default); "off" for none.
+    #[arg(long, value_name = "WARN,CRITICAL", default_value = "256M,1G", value_parser = sizes)]
+    pub alert_daemon_memory: (Option<f64>, Option<f64>),
+    /// How often metrics are sampled into the built-in history and alert rules evaluated.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = spec::parse_duration)]
+    pub sample_interval: std::time::Duration,
+}
+
+type Pair = (Option<f64>, Option<f64>);
+
+fn pair(input: &str, one: impl Fn(&str) -> Result<f64, String>) -> Result<Pair, String> {
+    if input == "off" {
+        return Ok((None, None));
+    }
+    let (w, c) = input
+        .split_once(',')
+        .ok_or_else(|| format!("`{input}`: expected WARN,CRITICAL (or off)"))?;
+    let side = |s: &str| match s.trim() {
+        "" | "off" => Ok(None),
+        s => one(s).map(Some),
+    };
+    Ok((side(w)?, side(c)?))
+}
+
+fn percents(input: &str) -> Result<Pair, String> {
+    pair(input, |s| {
+        let n: f64 = s
+            .strip_suffix('%')
+            .and_then(|n| n.trim().parse().ok())
+            .filter(|n: &f64| (0.0..=100.0).contains(n))
+            .ok_or_else(|| format!("`{s}`: a percentage like 20%"))?;
+        Ok(n / 100.0)
+    })
+}
+
+fn sizes(input: &str) -> Result<Pair, String> {
+    pair(input, |s| spec::parse_size(s).map(|b| b as f64))
 }
 
 pub async fn run(state: &Path, args: ServeArgs) -> Result<u8> {
@@ -44,6 +86,11 @@ pub async fn run(state: &Path, args: ServeArgs) -> Result<u8> {
     config.acme.ca_root = args.acme_ca_root;
     config.acme.dns_hook = args.acme_dns_hook;
     config.pg_bin_dir = args.pg_bin_dir;
+    config.sample_every = args.sample_interval;
+    config.server_alerts = daemon::ServerAlerts {
+        disk_free: args.alert_disk_free,
+        daemon_memory: args.alert_daemon_memory,
+    };
     let daemon = daemon::Daemon::open(config)?;
     let listeners = daemon::Listeners {
         http: bind(args.http, "HTTP").await?,

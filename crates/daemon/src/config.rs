@@ -19,6 +19,10 @@ pub struct Config {
     /// Where `pg_dump` and `pg_restore` are; by default those of the database server's major
     /// version (`/usr/lib/postgresql/MAJOR/bin`), else `PATH`'s.
     pub pg_bin_dir: Option<PathBuf>,
+    /// The server's own alert rules (disk free, the daemon's memory).
+    pub server_alerts: crate::observe::ServerAlerts,
+    /// How often metrics are sampled into the history and alert rules evaluated.
+    pub sample_every: std::time::Duration,
     pub hooks: Hooks,
 }
 
@@ -29,6 +33,8 @@ impl Config {
             max_connections_per_ip: proxy::ProxyConfig::default().max_connections_per_ip,
             acme: AcmeConfig::default(),
             pg_bin_dir: None,
+            server_alerts: Default::default(),
+            sample_every: crate::observe::STEP,
             hooks: Hooks::default(),
         }
     }

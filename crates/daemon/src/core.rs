@@ -40,6 +40,10 @@ pub(crate) struct Core {
     /// numbers at scrape time; nothing is written to the registry on the request path.
     pub metrics: prometheus_client::registry::Registry,
     pub hooks: Hooks,
+    /// The sampler's history and alerts (`observe/`).
+    pub observe: crate::observe::Observe,
+    /// When this daemon started.
+    pub started_at: std::time::SystemTime,
     /// Rollouts that ended, for `/metrics`.
     pub deploy_counts: crate::metrics::DeployCounts,
     /// Backup locks and figures (`backups/`).
@@ -115,6 +119,8 @@ impl Core {
                 hooks: config.hooks,
                 backups,
                 deploy_counts: Default::default(),
+                observe: crate::observe::Observe::new(config.server_alerts, config.sample_every),
+                started_at: std::time::SystemTime::now(),
                 backup_tools: backup::Tools {
                     bin_dir: config.pg_bin_dir,
                 },

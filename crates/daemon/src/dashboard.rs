@@ -60,7 +60,11 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Compares without leaking where the first difference is.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 fn cookie_token(req: &http::Request<Incoming>) -> Option<String> {
@@ -69,11 +73,19 @@ fn cookie_token(req: &http::Request<Incoming>) -> Option<String> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('=').map(str::to_owned))
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix(COOKIE)?
+                .strip_prefix('=')
+                .map(str::to_owned)
+        })
 }
 
 /// Answers a request under `/dashboard`, or None for other paths.
-pub(crate) async fn answer(core: &Arc<Core>, req: &http::Request<Incoming>) -> Option<Response<ApiBody>> {
+pub(crate) async fn answer(
+    core: &Arc<Core>,
+    req: &http::Request<Incoming>,
+) -> Option<Response<ApiBody>> {
     let path = req.uri().path();
     if path != "/dashboard" && !path.starts_with("/dashboard/") {
         return None;
@@ -85,13 +97,17 @@ pub(crate) async fn answer(core: &Arc<Core>, req: &http::Request<Incoming>) -> O
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "the dashboard token");
-            return Some(plain(StatusCode::INTERNAL_SERVER_ERROR, "the dashboard token cannot be read\n"));
+            return Some(plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the dashboard token cannot be read\n",
+            ));
         }
     };
     // The token in the URL, once: traded for the cookie, and the URL cleaned of it.
     if path == "/dashboard"
         && let Some(given) = req.uri().query().and_then(|q| {
-            q.split('&').find_map(|kv| kv.strip_prefix("token=").map(str::to_owned))
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("token=").map(str::to_owned))
         })
     {
         if !same(&given, &token) {
@@ -103,8 +119,10 @@ pub(crate) async fn answer(core: &Arc<Core>, req: &http::Request<Incoming>) -> O
         h.insert(header::LOCATION, HeaderValue::from_static("/dashboard"));
         h.insert(
             header::SET_COOKIE,
-            HeaderValue::from_str(&format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/dashboard"))
-                .expect("hex is a valid header value"),
+            HeaderValue::from_str(&format!(
+                "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/dashboard"
+            ))
+            .expect("hex is a valid header value"),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return Some(resp);
@@ -120,7 +138,10 @@ pub(crate) async fn answer(core: &Arc<Core>, req: &http::Request<Incoming>) -> O
         "/dashboard/api/overview" => json_answer(&overview(core).await),
         "/dashboard/api/series" => {
             let q = req.uri().query().unwrap_or("");
-            let get = |k: &str| q.split('&').find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=').map(str::to_owned));
+            let get = |k: &str| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=').map(str::to_owned))
+            };
             let window = match get("window").as_deref() {
                 Some("24h") => Duration::from_secs(24 * 3600),
                 _ => Duration::from_secs(3600),
@@ -138,15 +159,20 @@ pub(crate) async fn answer(core: &Arc<Core>, req: &http::Request<Incoming>) -> O
 fn secure(resp: &mut Response<ApiBody>) {
     let h = resp.headers_mut();
     h.insert("content-security-policy", HeaderValue::from_static(CSP));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
 }
 
 fn asset(body: &'static str, kind: &'static str) -> Response<ApiBody> {
     let mut resp = Response::new(full(body));
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     secure(&mut resp);
     resp
 }
@@ -154,29 +180,42 @@ fn asset(body: &'static str, kind: &'static str) -> Response<ApiBody> {
 fn plain(status: StatusCode, text: &'static str) -> Response<ApiBody> {
     let mut resp = Response::new(full(text));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     secure(&mut resp);
     resp
 }
 
 fn unauthorized(page: bool) -> Response<ApiBody> {
     if !page {
-        return plain(StatusCode::UNAUTHORIZED, "open the URL `berth dashboard url` prints\n");
+        return plain(
+            StatusCode::UNAUTHORIZED,
+            "open the URL `berth dashboard url` prints\n",
+        );
     }
     let mut resp = Response::new(full(
         "<!doctype html><meta charset=utf-8><title>berth</title>\
          <p>This dashboard needs its token: open the URL that <code>berth dashboard url</code> prints.</p>",
     ));
     *resp.status_mut() = StatusCode::UNAUTHORIZED;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     secure(&mut resp);
     resp
 }
 
 fn json_answer(v: &Value) -> Response<ApiBody> {
     let mut resp = Response::new(full(serde_json::to_vec(v).unwrap_or_default()));
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     secure(&mut resp);
     resp
 }
@@ -205,7 +244,10 @@ fn stream(core: Arc<Core>) -> Response<ApiBody> {
     });
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     secure(&mut resp);
     resp

@@ -24,11 +24,13 @@ mod certs;
 mod config;
 mod control;
 mod core;
+mod dashboard;
 mod failure;
 mod history;
 mod jobs;
 mod lock;
 mod metrics;
+mod observe;
 mod ownership;
 mod paths;
 mod plan;
@@ -43,6 +45,7 @@ mod users;
 
 pub use api::Step;
 pub use config::{AcmeConfig, Config, Hooks, Listeners};
+pub use observe::ServerAlerts;
 pub use paths::StateDir;
 pub use routes::preset as header_preset;
 
@@ -163,6 +166,7 @@ impl Daemon {
         core.tasks.spawn(core.clone().recover());
         core.recover_backups().await;
         core.tasks.spawn(core.clone().schedule_backups());
+        core.tasks.spawn(core.clone().observe());
 
         control::serve_control(core.clone(), control, shutdown).await;
 

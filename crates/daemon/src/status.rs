@@ -48,6 +48,7 @@ impl Core {
                             .unwrap_or_default(),
                         maintenance: here.and_then(|s| s.maintenance.clone()),
                         backups: Vec::new(),
+                        notifiers: Vec::new(),
                         release: a.current_release,
                         name: a.name,
                     }

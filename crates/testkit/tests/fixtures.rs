@@ -146,6 +146,7 @@ fn chromium_reports_what_a_page_did() {
     page.screenshot(&png);
     let bytes = std::fs::read(&png).unwrap();
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+}
 
 /// One SMTP command and the server's whole reply (the last line has a space after its code).
 fn smtp_say(stream: &mut std::io::BufReader<TcpStream>, line: &str) -> String {

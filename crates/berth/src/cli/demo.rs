@@ -26,12 +26,16 @@ pub async fn run(http: SocketAddr) -> Result<u8> {
 
     // The daemon runs in this process, on its own task, until the demo ends.
     let daemon = daemon::Daemon::open(daemon::Config::new(&state))?;
+    // The dashboard on a loopback port of its own.
+    let admin = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("listen for the dashboard on loopback")?;
     let listeners = daemon::Listeners {
         http: TcpListener::bind(http)
             .await
             .with_context(|| format!("listen on {http}; is it already in use?"))?,
         https: None,
-        admin: None,
+        admin: Some(admin),
         control: daemon.bind_control()?,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -42,7 +46,9 @@ pub async fn run(http: SocketAddr) -> Result<u8> {
     let deployed = super::deploy::run(&state, &example, None, false, false).await;
     if let Ok(0) = deployed {
         let url = format!("http://{http}/");
+        let dashboard = super::observe::url(&state).await?;
         output::line(format!("\nberth demo is serving {url}"));
+        output::line(format!("  dashboard: {dashboard}"));
         output::line(format!("  try:    curl {url}"));
         output::line(format!(
             "  status: berth status --state {}",

@@ -49,12 +49,19 @@ pub async fn health(state: &Path, app: Option<&str>, detailed: bool, json: bool)
     let q = AppQuery {
         app: app.map(str::to_owned),
     };
-    let h: Health = Client::new(state).get(&api::path(&["v1", "health"], &q)).await?;
+    let h: Health = Client::new(state)
+        .get(&api::path(&["v1", "health"], &q))
+        .await?;
     if json {
         output::json(&h);
     } else {
         for a in &h.apps {
-            output::line(format!("{:<8} {}: {}", a.status.to_uppercase(), a.app, a.summary));
+            output::line(format!(
+                "{:<8} {}: {}",
+                a.status.to_uppercase(),
+                a.app,
+                a.summary
+            ));
             if detailed {
                 for al in &a.alerts {
                     output::line(format!(
@@ -78,7 +85,11 @@ pub async fn health(state: &Path, app: Option<&str>, detailed: bool, json: bool)
             output::line("OK       no apps deployed");
         }
     }
-    Ok(if h.status == "critical" { EXIT_FAILED } else { 0 })
+    Ok(if h.status == "critical" {
+        EXIT_FAILED
+    } else {
+        0
+    })
 }
 
 /// `berth notify test APP`: a test message through every channel, and what each answered.
@@ -103,14 +114,22 @@ pub async fn notify_test(state: &Path, app: &str, json: bool) -> Result<u8> {
             }
         }
     }
-    Ok(if r.results.iter().all(|c| c.ok) { 0 } else { EXIT_FAILED })
+    Ok(if r.results.iter().all(|c| c.ok) {
+        0
+    } else {
+        EXIT_FAILED
+    })
 }
 
 /// `berth dashboard url`: the dashboard's URL with its token.
 pub async fn dashboard_url(state: &Path) -> Result<u8> {
+    output::line(url(state).await?);
+    Ok(0)
+}
+
+pub async fn url(state: &Path) -> Result<String> {
     let d: DashboardUrl = Client::new(state)
         .get(&api::path(&["v1", "dashboard"], &NoQuery {}))
         .await?;
-    output::line(d.url);
-    Ok(0)
+    Ok(d.url)
 }

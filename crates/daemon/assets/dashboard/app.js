@@ -514,7 +514,7 @@ function detailPanels(lists, withApp) {
 }
 
 function resultTone(result) {
-  if (result === 'succeeded') return 'ok';
+  if (result === 'ok' || result === 'succeeded') return 'ok';
   if (result === 'running' || result === 'in_progress') return 'info';
   return 'bad';
 }

@@ -370,6 +370,12 @@ impl Core {
                     .entry((app.to_owned(), name.to_owned()))
                     .or_default()
                     .failures += 1;
+                self.notify_event(
+                    app,
+                    spec::NotifyEvent::BackupFailed,
+                    format!("backup {name} of {app} failed at {stage}"),
+                    message,
+                );
                 None
             }
         };
@@ -483,6 +489,14 @@ impl Core {
             Some(p) => format!("{name} {} FAILED: {p}", manifest.id),
         };
         events.step(format!("drill: {detail}"));
+        if !receipt.ok {
+            self.notify_event(
+                app,
+                spec::NotifyEvent::BackupFailed,
+                format!("the restore drill of backup {name} of {app} failed"),
+                detail.clone(),
+            );
+        }
         self.event(
             app,
             if receipt.ok { "drill" } else { "drill-failed" },

@@ -29,7 +29,7 @@ use crate::refusal::{Refusal, RefusalKind};
 use crate::rollout::{EVENT_BUFFER, Progress, Request, Source};
 use body::{ApiBody, ChannelBody, full};
 
-mod body;
+pub(crate) mod body;
 mod logs;
 
 /// Largest source archive accepted by `POST /v1/deploy`.
@@ -86,6 +86,9 @@ pub(crate) async fn serve_admin(
         let svc = service_fn(move |req: http::Request<Incoming>| {
             let core = core.clone();
             async move {
+                if let Some(page) = crate::dashboard::answer(&core, &req).await {
+                    return Ok::<_, Infallible>(page);
+                }
                 Ok::<_, Infallible>(match (req.method(), req.uri().path()) {
                     (&Method::GET, "/metrics") => metrics(&core),
                     (&Method::GET, "/health") => Response::new(full("ok\n")),
@@ -205,6 +208,18 @@ async fn route(core: Arc<Core>, req: http::Request<Incoming>, user: String) -> A
             let conflicts = core.route_conflicts(&check.app, &check.routes);
             Ok(json(&api::RouteConflicts { conflicts }))
         }
+        (&Method::GET, ["v1", "alerts"]) => Ok(json(&core.alert_list())),
+        (&Method::GET, ["v1", "health"]) => {
+            let q: AppQuery = parse(query)?;
+            if let Some(app) = &q.app {
+                core.known_app(app).await?;
+            }
+            Ok(json(&core.health(q.app.as_deref()).await?))
+        }
+        (&Method::POST, ["v1", "apps", app, "notify", "test"]) => {
+            Ok(json(&core.notify_test(app).await?))
+        }
+        (&Method::GET, ["v1", "dashboard"]) => Ok(json(&dashboard_url(&core)?)),
         (&Method::GET, ["v1", "apps", app, "backups"]) => Ok(json(&core.list_backups(app).await?)),
         (&Method::POST, ["v1", "apps", app, "backups", action]) => {
             let q: BackupQuery = parse(query)?;
@@ -344,6 +359,19 @@ async fn backups(
         }
     });
     Ok(text("application/x-ndjson", body))
+}
+
+/// `berth dashboard url`: the admin listener's address with the token.
+fn dashboard_url(core: &Core) -> Result<api::DashboardUrl, Refusal> {
+    let Some(admin) = core.addrs.admin else {
+        return Err(Refusal::bad_input("the daemon has no admin listener, which serves the dashboard")
+            .hint("start it with `berth serve --admin 127.0.0.1:9100` (loopback: reach it over an SSH tunnel)"));
+    };
+    let token = crate::dashboard::token(core.dir.root())
+        .map_err(|e| Refusal::from(anyhow::anyhow!("the dashboard token: {e}")))?;
+    Ok(api::DashboardUrl {
+        url: format!("http://{admin}/dashboard?token={token}"),
+    })
 }
 
 /// Start a rollout on its own task (a client that goes away does not cut it short) and

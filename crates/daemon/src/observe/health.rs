@@ -12,7 +12,11 @@ impl Core {
         let status = self.status(only).await?;
         let alerts = self.alert_list();
         let firing = |app: &str| -> Vec<api::AlertInfo> {
-            alerts.iter().filter(|a| a.app == app && a.state == "firing").cloned().collect()
+            alerts
+                .iter()
+                .filter(|a| a.app == app && a.state == "firing")
+                .cloned()
+                .collect()
         };
         let mut apps = Vec::new();
         for a in &status.apps {
@@ -23,8 +27,15 @@ impl Core {
             let mut problems: Vec<String> = mine
                 .iter()
                 .map(|al| {
-                    let what = if al.subject.is_empty() { String::new() } else { format!(" {}", al.subject) };
-                    format!("{} {}{what} {} (threshold {})", al.severity, al.alert, al.value, al.threshold)
+                    let what = if al.subject.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {}", al.subject)
+                    };
+                    format!(
+                        "{} {}{what} {} (threshold {})",
+                        al.severity, al.alert, al.value, al.threshold
+                    )
                 })
                 .collect();
             match (&a.release, ready, total) {
@@ -61,7 +72,11 @@ impl Core {
             });
         }
         let server: Vec<api::AlertInfo> = if only.is_none() {
-            alerts.iter().filter(|a| a.app.is_empty() && a.state == "firing").cloned().collect()
+            alerts
+                .iter()
+                .filter(|a| a.app.is_empty() && a.state == "firing")
+                .cloned()
+                .collect()
         } else {
             Vec::new()
         };
@@ -84,7 +99,11 @@ impl Core {
         let h = lock(&self.observe.history);
         let mean = |metric: &'static str| {
             let v: Vec<f64> = h
-                .window(&SeriesKey::new(metric, app, ""), std::time::SystemTime::now(), Duration::from_secs(60))
+                .window(
+                    &SeriesKey::new(metric, app, ""),
+                    std::time::SystemTime::now(),
+                    Duration::from_secs(60),
+                )
                 .collect();
             (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
         };

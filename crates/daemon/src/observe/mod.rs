@@ -24,8 +24,8 @@ mod sample;
 pub(crate) use format::shown;
 use sample::{Delta, Window};
 
-/// How often the sampler runs: the history's finest step.
-pub(crate) const STEP: Duration = Duration::from_secs(10);
+/// How often the sampler runs by default: the history's finest step.
+pub const STEP: Duration = Duration::from_secs(10);
 /// Latency and error rate are judged over this many steps (a minute), so one slow request in
 /// a quiet 10 s does not make a p95.
 const JUDGED_STEPS: usize = 6;
@@ -45,13 +45,18 @@ impl Default for ServerAlerts {
     fn default() -> ServerAlerts {
         ServerAlerts {
             disk_free: (Some(0.20), Some(0.10)),
-            daemon_memory: (Some(256.0 * 1024.0 * 1024.0), Some(1024.0 * 1024.0 * 1024.0)),
+            daemon_memory: (
+                Some(256.0 * 1024.0 * 1024.0),
+                Some(1024.0 * 1024.0 * 1024.0),
+            ),
         }
     }
 }
 
 /// The sampler's state and what it produced.
 pub(crate) struct Observe {
+    /// How often the sampler runs (`berth serve --sample-interval`).
+    pub every: Duration,
     pub history: Mutex<History>,
     pub alerts: Mutex<Alerts>,
     pub server: ServerAlerts,
@@ -64,8 +69,9 @@ pub(crate) struct Observe {
 }
 
 impl Observe {
-    pub fn new(server: ServerAlerts) -> Observe {
+    pub fn new(server: ServerAlerts, every: Duration) -> Observe {
         Observe {
+            every,
             history: Mutex::new(History::new()),
             alerts: Mutex::new(Alerts::new()),
             server,
@@ -104,7 +110,7 @@ struct Seen {
 impl Core {
     /// The sampler: every [`STEP`] until the daemon stops.
     pub async fn observe(self: Arc<Self>) {
-        let mut every = tokio::time::interval(STEP);
+        let mut every = tokio::time::interval(self.observe.every);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
@@ -135,10 +141,11 @@ impl Core {
     /// transitions and reminders.
     fn sample(&self, now: SystemTime) -> (Vec<monitor::Transition>, Vec<monitor::Alert>) {
         let mut s = lock(&self.observe.sampler);
-        let elapsed = s
-            .at
-            .and_then(|t| now.duration_since(t).ok())
-            .map_or(STEP.as_secs_f64(), |d| d.as_secs_f64().max(1.0));
+        let elapsed =
+            s.at.and_then(|t| now.duration_since(t).ok())
+                .map_or(self.observe.every.as_secs_f64(), |d| {
+                    d.as_secs_f64().max(0.1)
+                });
         let first = s.at.is_none();
         s.at = Some(now);
         let mut points: Vec<(SeriesKey, f64)> = Vec::new();
@@ -151,8 +158,17 @@ impl Core {
                 .routes
                 .get(&key)
                 .map(|before| Delta::between(before, &sample, elapsed));
-            let app = sample.route.split(':').next().unwrap_or_default().to_owned();
-            let route = sample.route.split_once(':').map_or("", |(_, r)| r).to_owned();
+            let app = sample
+                .route
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let route = sample
+                .route
+                .split_once(':')
+                .map_or("", |(_, r)| r)
+                .to_owned();
             s.routes.insert(key, sample);
             let Some(delta) = delta else { continue };
             s.windows
@@ -191,18 +207,29 @@ impl Core {
                     let pct = ((u.cpu_seconds - before).max(0.0) / elapsed) * 100.0;
                     cpu_now.insert(id.clone(), pct);
                     *app_cpu.entry(i.app.clone()).or_default() += pct;
-                    points.push((SeriesKey::new("cpu_percent", i.app.as_str(), subject.as_str()), pct));
+                    points.push((
+                        SeriesKey::new("cpu_percent", i.app.as_str(), subject.as_str()),
+                        pct,
+                    ));
                 }
                 let rss = u.rss_bytes as f64;
                 *app_mem.entry(i.app.clone()).or_default() += rss;
-                points.push((SeriesKey::new("memory_bytes", i.app.as_str(), subject.as_str()), rss));
+                points.push((
+                    SeriesKey::new("memory_bytes", i.app.as_str(), subject.as_str()),
+                    rss,
+                ));
                 if let Some(max) = i.memory_max.filter(|m| *m > 0) {
-                    memory_share.push((AlertKey::new("memory", i.app.as_str(), subject.as_str()), rss / max as f64));
+                    memory_share.push((
+                        AlertKey::new("memory", i.app.as_str(), subject.as_str()),
+                        rss / max as f64,
+                    ));
                 }
             }
             let seen_restarts = s.restarts.entry(id.clone()).or_default();
             seen_restarts.push_back((now, i.restarts));
-            while seen_restarts.front().is_some_and(|(t, _)| now.duration_since(*t).unwrap_or_default() > Duration::from_secs(24 * 3600)) {
+            while seen_restarts.front().is_some_and(|(t, _)| {
+                now.duration_since(*t).unwrap_or_default() > Duration::from_secs(24 * 3600)
+            }) {
                 seen_restarts.pop_front();
             }
             if i.ready {
@@ -211,7 +238,8 @@ impl Core {
                 s.down_since.entry(id).or_insert(now);
             }
         }
-        s.cpu.retain(|(a, sv, ix, _), _| live.contains(&(a.clone(), sv.clone(), *ix)));
+        s.cpu
+            .retain(|(a, sv, ix, _), _| live.contains(&(a.clone(), sv.clone(), *ix)));
         s.restarts.retain(|k, _| live.contains(k));
         s.down_since.retain(|k, _| live.contains(k));
         for (app, v) in &app_cpu {
@@ -223,7 +251,8 @@ impl Core {
         *lock(&self.observe.cpu) = cpu_now;
 
         // The server: disk and the daemon's memory.
-        let disk = crate::metrics::disk(self.dir.root()).map(|(free, size)| if size > 0.0 { free / size } else { 1.0 });
+        let disk = crate::metrics::disk(self.dir.root())
+            .map(|(free, size)| if size > 0.0 { free / size } else { 1.0 });
         if let Some(d) = disk {
             points.push((SeriesKey::new("disk_free_ratio", "", ""), d));
         }
@@ -250,18 +279,36 @@ impl Core {
         let backups = lock(&self.backups.stats).clone();
         for (app, spec) in &specs {
             let rules = &spec.alerts;
-            let rule = |name: AlertName| rule_of(name, rules.rule(name));
+            let rule = |name: AlertName| rule_of(name, &rules.rule(name), self.observe.every);
             if let Some(r) = rule(AlertName::P95Latency) {
-                for (id, w) in s.windows.iter().filter(|(id, _)| id.starts_with(&format!("{app}:"))) {
+                for (id, w) in s
+                    .windows
+                    .iter()
+                    .filter(|(id, _)| id.starts_with(&format!("{app}:")))
+                {
                     let total = w.total();
-                    let v = (total.requests >= MIN_ANSWERS).then(|| total.quantile(0.95)).flatten();
-                    observations.push((AlertKey::new(r.name.clone(), app.as_str(), &id[app.len() + 1..]), r.clone(), v));
+                    let v = (total.requests >= MIN_ANSWERS)
+                        .then(|| total.quantile(0.95))
+                        .flatten();
+                    observations.push((
+                        AlertKey::new(r.name.clone(), app.as_str(), &id[app.len() + 1..]),
+                        r.clone(),
+                        v,
+                    ));
                 }
             }
             if let Some(r) = rule(AlertName::ErrorRate) {
-                for (id, w) in s.windows.iter().filter(|(id, _)| id.starts_with(&format!("{app}:"))) {
+                for (id, w) in s
+                    .windows
+                    .iter()
+                    .filter(|(id, _)| id.starts_with(&format!("{app}:")))
+                {
                     let v = w.total().error_rate(MIN_ANSWERS);
-                    observations.push((AlertKey::new(r.name.clone(), app.as_str(), &id[app.len() + 1..]), r.clone(), v));
+                    observations.push((
+                        AlertKey::new(r.name.clone(), app.as_str(), &id[app.len() + 1..]),
+                        r.clone(),
+                        v,
+                    ));
                 }
             }
             if let Some(r) = rule(AlertName::Memory) {
@@ -270,18 +317,33 @@ impl Core {
                 }
             }
             if let Some(r) = rule(AlertName::Restarts) {
-                let within = rules.rule(AlertName::Restarts).within.unwrap_or(Duration::from_secs(900));
+                let within = rules
+                    .rule(AlertName::Restarts)
+                    .within
+                    .unwrap_or(Duration::from_secs(900));
                 for ((a, svc, ix), seen_r) in s.restarts.iter().filter(|((a, _, _), _)| a == app) {
                     let newest = seen_r.back().map_or(0, |(_, n)| *n);
                     let oldest = seen_r
                         .iter()
                         .find(|(t, _)| now.duration_since(*t).unwrap_or_default() <= within)
                         .map_or(newest, |(_, n)| *n);
-                    observations.push((AlertKey::new(r.name.clone(), a.as_str(), format!("{svc}.{ix}")), r.clone(), Some(f64::from(newest.saturating_sub(oldest)))));
+                    observations.push((
+                        AlertKey::new(r.name.clone(), a.as_str(), format!("{svc}.{ix}")),
+                        r.clone(),
+                        Some(f64::from(newest.saturating_sub(oldest))),
+                    ));
                 }
             }
             if let Some(r) = rule(AlertName::DiskFree) {
-                observations.push((AlertKey::new(r.name.clone(), app.as_str(), self.dir.root().display().to_string()), r.clone(), disk));
+                observations.push((
+                    AlertKey::new(
+                        r.name.clone(),
+                        app.as_str(),
+                        self.dir.root().display().to_string(),
+                    ),
+                    r.clone(),
+                    disk,
+                ));
             }
             if let Some(r) = rule(AlertName::CertExpiry) {
                 for c in certs.iter().filter(|c| &c.id == app) {
@@ -289,7 +351,15 @@ impl Core {
                         Ok(d) => d.as_secs_f64(),
                         Err(e) => -e.duration().as_secs_f64(),
                     });
-                    observations.push((AlertKey::new(r.name.clone(), app.as_str(), c.names.first().cloned().unwrap_or_default()), r.clone(), left));
+                    observations.push((
+                        AlertKey::new(
+                            r.name.clone(),
+                            app.as_str(),
+                            c.names.first().cloned().unwrap_or_default(),
+                        ),
+                        r.clone(),
+                        left,
+                    ));
                 }
             }
             if let Some(r) = rule(AlertName::BackupAge) {
@@ -299,7 +369,11 @@ impl Core {
                         .and_then(|st| st.last_success)
                         .and_then(|t| now.duration_since(t).ok())
                         .map(|d| d.as_secs_f64());
-                    observations.push((AlertKey::new(r.name.clone(), app.as_str(), name.as_str()), r.clone(), age));
+                    observations.push((
+                        AlertKey::new(r.name.clone(), app.as_str(), name.as_str()),
+                        r.clone(),
+                        age,
+                    ));
                 }
             }
             if let Some(r) = rule(AlertName::InstanceDown) {
@@ -307,30 +381,56 @@ impl Core {
                     let down = s
                         .down_since
                         .get(&(i.app.clone(), i.service.clone(), i.index))
-                        .map_or(0.0, |t| now.duration_since(*t).unwrap_or_default().as_secs_f64());
-                    observations.push((AlertKey::new(r.name.clone(), app.as_str(), format!("{}.{}", i.service, i.index)), r.clone(), Some(down)));
+                        .map_or(0.0, |t| {
+                            now.duration_since(*t).unwrap_or_default().as_secs_f64()
+                        });
+                    observations.push((
+                        AlertKey::new(
+                            r.name.clone(),
+                            app.as_str(),
+                            format!("{}.{}", i.service, i.index),
+                        ),
+                        r.clone(),
+                        Some(down),
+                    ));
                 }
             }
         }
         let server = &self.observe.server;
-        let server_rule = |name: &str, (warn, critical): (Option<f64>, Option<f64>), direction| Rule {
-            name: name.to_owned(),
-            warn,
-            critical,
-            direction,
-            for_: Duration::ZERO,
-            clear_after: Duration::from_secs(60),
-        };
-        observations.push((AlertKey::new("disk_free", "", self.dir.root().display().to_string()), server_rule("disk_free", server.disk_free, Direction::Below), disk));
-        observations.push((AlertKey::new("daemon_memory", "", "berth"), server_rule("daemon_memory", server.daemon_memory, Direction::Above), daemon_rss));
+        let server_rule =
+            |name: &str, (warn, critical): (Option<f64>, Option<f64>), direction| Rule {
+                name: name.to_owned(),
+                warn,
+                critical,
+                direction,
+                for_: Duration::ZERO,
+                clear_after: Duration::from_secs(60),
+            };
+        observations.push((
+            AlertKey::new("disk_free", "", self.dir.root().display().to_string()),
+            server_rule("disk_free", server.disk_free, Direction::Below),
+            disk,
+        ));
+        observations.push((
+            AlertKey::new("daemon_memory", "", "berth"),
+            server_rule("daemon_memory", server.daemon_memory, Direction::Above),
+            daemon_rss,
+        ));
         drop(s);
 
         let mut alerts = lock(&self.observe.alerts);
-        let mut transitions = alerts.evaluate(now, observations.iter().map(|(k, r, v)| (k.clone(), r, *v)));
+        let mut transitions =
+            alerts.evaluate(now, observations.iter().map(|(k, r, v)| (k.clone(), r, *v)));
         // Alerts of apps that no longer serve, or of rules turned off, resolve.
-        let known: std::collections::HashSet<(String, String)> = observations.iter().map(|(k, _, _)| (k.alert.clone(), k.app.clone())).collect();
-        transitions.extend(alerts.retain(now, |k| known.contains(&(k.alert.clone(), k.app.clone()))));
-        let repeat = specs.first().map_or(spec::AlertsSpec::DEFAULT_REPEAT, |(_, s)| s.alerts.repeat);
+        let known: std::collections::HashSet<(String, String)> = observations
+            .iter()
+            .map(|(k, _, _)| (k.alert.clone(), k.app.clone()))
+            .collect();
+        transitions
+            .extend(alerts.retain(now, |k| known.contains(&(k.alert.clone(), k.app.clone()))));
+        let repeat = specs
+            .first()
+            .map_or(spec::AlertsSpec::DEFAULT_REPEAT, |(_, s)| s.alerts.repeat);
         let reminders = alerts.due_reminders(now, repeat);
         drop(alerts);
         let _ = self.observe.ticks.send(unix(now));
@@ -388,7 +488,11 @@ impl Core {
             series.insert(name.to_owned(), serde_json::json!(values));
         }
         // Every array as long as the longest (series that started later are padded in front).
-        let len = series.values().filter_map(|v| v.as_array().map(Vec::len)).max().unwrap_or(0);
+        let len = series
+            .values()
+            .filter_map(|v| v.as_array().map(Vec::len))
+            .max()
+            .unwrap_or(0);
         for v in series.values_mut() {
             if let Some(a) = v.as_array_mut() {
                 let mut padded = vec![serde_json::Value::Null; len - a.len()];
@@ -415,7 +519,11 @@ impl Core {
             .map(|a| api::AlertInfo {
                 value: shown(&a.key.alert, a.value),
                 threshold: shown(&a.key.alert, a.threshold),
-                state: if a.state == monitor::State::Pending { "pending".into() } else { "firing".into() },
+                state: if a.state == monitor::State::Pending {
+                    "pending".into()
+                } else {
+                    "firing".into()
+                },
                 severity: a.severity.as_str().to_owned(),
                 since: supervisor::logs::format_time(a.since),
                 alert: a.key.alert,
@@ -423,7 +531,9 @@ impl Core {
                 subject: a.key.subject,
             })
             .collect();
-        list.sort_by(|a, b| (a.state != "firing", &a.app, &a.alert).cmp(&(b.state != "firing", &b.app, &b.alert)));
+        list.sort_by(|a, b| {
+            (a.state != "firing", &a.app, &a.alert).cmp(&(b.state != "firing", &b.app, &b.alert))
+        });
         list
     }
 
@@ -445,7 +555,11 @@ fn route_points(points: &mut Vec<(SeriesKey, f64)>, app: &str, route: &str, d: &
     if let Some(e) = d.error_rate(1) {
         points.push((key("error_rate"), e));
     }
-    for (q, m) in [(0.5, "p50_latency_seconds"), (0.95, "p95_latency_seconds"), (0.99, "p99_latency_seconds")] {
+    for (q, m) in [
+        (0.5, "p50_latency_seconds"),
+        (0.95, "p95_latency_seconds"),
+        (0.99, "p99_latency_seconds"),
+    ] {
         if let Some(v) = d.quantile(q) {
             points.push((key(m), v));
         }
@@ -453,7 +567,7 @@ fn route_points(points: &mut Vec<(SeriesKey, f64)>, app: &str, route: &str, d: &
 }
 
 /// The monitor's rule for one of the app's `[alerts]`, or None when it is turned off.
-fn rule_of(name: AlertName, r: &AlertRule) -> Option<Rule> {
+fn rule_of(name: AlertName, r: &AlertRule, every: Duration) -> Option<Rule> {
     if !r.enabled || (r.warn.is_none() && r.critical.is_none()) {
         return None;
     }
@@ -467,9 +581,11 @@ fn rule_of(name: AlertName, r: &AlertRule) -> Option<Rule> {
         critical: r.critical,
         direction,
         for_: r.for_,
-        // Back under the threshold for as long as it took to fire (20 s to 5 min) before it
-        // resolves: a noisy series does not flap.
-        clear_after: r.for_.clamp(Duration::from_secs(20), Duration::from_secs(300)),
+        // Back under the threshold for as long as it took to fire (at least two samples, at
+        // most 5 min) before it resolves: a noisy series does not flap.
+        clear_after: r
+            .for_
+            .clamp(every * 2, Duration::from_secs(300).max(every * 2)),
     })
 }
 

@@ -54,7 +54,10 @@ impl Core {
         let mut apps = lock(&self.observe.notify.apps);
         let cached = apps.entry(app.to_owned()).or_default();
         let same = cached.len() == wanted.len()
-            && cached.iter().zip(&wanted).all(|((c, e, _), (w, we))| c == w && e == we);
+            && cached
+                .iter()
+                .zip(&wanted)
+                .all(|((c, e, _), (w, we))| c == w && e == we);
         if !same {
             let config = lock(&self.observe.notify.config).clone();
             *cached = wanted
@@ -96,7 +99,10 @@ impl Core {
     }
 
     /// `berth notify test APP`: a test message through every channel, waiting for each.
-    pub async fn notify_test(&self, app: &str) -> Result<api::NotifyResults, crate::refusal::Refusal> {
+    pub async fn notify_test(
+        &self,
+        app: &str,
+    ) -> Result<api::NotifyResults, crate::refusal::Refusal> {
         self.known_app(app).await?;
         let message = Message::test(app, SystemTime::now());
         let mut results = Vec::new();
@@ -146,7 +152,10 @@ impl Core {
 
     /// Records and sends the transitions and reminders of one sample; notices certificates
     /// whose renewal started failing.
-    pub(crate) async fn effects(&self, (transitions, reminders): (Vec<monitor::Transition>, Vec<monitor::Alert>)) {
+    pub(crate) async fn effects(
+        &self,
+        (transitions, reminders): (Vec<monitor::Transition>, Vec<monitor::Alert>),
+    ) {
         for t in &transitions {
             let change = t.change();
             if change == Change::PendingCancelled {
@@ -168,38 +177,74 @@ impl Core {
                 shown(&t.key.alert, t.value),
                 shown(&t.key.alert, t.threshold),
             );
-            let app = if t.key.app.is_empty() { "berth" } else { t.key.app.as_str() };
+            let app = if t.key.app.is_empty() {
+                "berth"
+            } else {
+                t.key.app.as_str()
+            };
             if let Err(err) = self.db.record_event(app, "alert", detail).await {
                 tracing::error!(error = %err, "record an alert transition");
             }
-            if matches!(change, Change::Fired | Change::SeverityChanged | Change::Resolved) && !t.key.app.is_empty() {
+            if matches!(
+                change,
+                Change::Fired | Change::SeverityChanged | Change::Resolved
+            ) && !t.key.app.is_empty()
+            {
                 let (status, severity) = match t.to {
                     monitor::State::Firing(s) => ("firing", Some(s.as_str().to_owned())),
-                    _ => ("resolved", match t.from {
-                        monitor::State::Firing(s) => Some(s.as_str().to_owned()),
-                        _ => None,
-                    }),
+                    _ => (
+                        "resolved",
+                        match t.from {
+                            monitor::State::Firing(s) => Some(s.as_str().to_owned()),
+                            _ => None,
+                        },
+                    ),
                 };
                 self.notify_alert(&t.key, status, severity, t.value, t.threshold, t.at);
             }
         }
         for a in reminders.iter().filter(|a| !a.key.app.is_empty()) {
-            self.notify_alert(&a.key, "firing", Some(a.severity.as_str().to_owned()), a.value, a.threshold, a.since);
+            self.notify_alert(
+                &a.key,
+                "firing",
+                Some(a.severity.as_str().to_owned()),
+                a.value,
+                a.threshold,
+                a.since,
+            );
         }
         self.watch_certificates();
     }
 
-    fn notify_alert(&self, key: &monitor::AlertKey, status: &str, severity: Option<String>, value: f64, threshold: f64, since: SystemTime) {
+    fn notify_alert(
+        &self,
+        key: &monitor::AlertKey,
+        status: &str,
+        severity: Option<String>,
+        value: f64,
+        threshold: f64,
+        since: SystemTime,
+    ) {
         let title = format!(
             "[{}] {} of {}{} is {} (threshold {})",
-            if status == "resolved" { "RESOLVED".to_owned() } else { severity.clone().unwrap_or_default().to_uppercase() },
+            if status == "resolved" {
+                "RESOLVED".to_owned()
+            } else {
+                severity.clone().unwrap_or_default().to_uppercase()
+            },
             key.alert,
             key.app,
             subject(&key.subject),
             shown(&key.alert, value),
             shown(&key.alert, threshold),
         );
-        let mut m = Message::new("alert", key.app.as_str(), title, "See `berth alerts` or the dashboard.", SystemTime::now());
+        let mut m = Message::new(
+            "alert",
+            key.app.as_str(),
+            title,
+            "See `berth alerts` or the dashboard.",
+            SystemTime::now(),
+        );
         m.status = Some(status.to_owned());
         m.severity = severity;
         m.since = Some(since);
@@ -235,8 +280,18 @@ impl Core {
                 "berth rollback".to_owned(),
             ),
             (_, api::DeployResult::RolledBack) => {
-                self.notify_event(app, NotifyEvent::DeployFailed, format!("the {kind} of {app} {release} failed and was rolled back"), why.clone());
-                self.notify_event(app, NotifyEvent::Rollback, format!("{app} was rolled back from {release}"), why);
+                self.notify_event(
+                    app,
+                    NotifyEvent::DeployFailed,
+                    format!("the {kind} of {app} {release} failed and was rolled back"),
+                    why.clone(),
+                );
+                self.notify_event(
+                    app,
+                    NotifyEvent::Rollback,
+                    format!("{app} was rolled back from {release}"),
+                    why,
+                );
             }
             (_, api::DeployResult::Failed) => self.notify_event(
                 app,
@@ -269,5 +324,9 @@ impl Core {
 }
 
 fn subject(s: &str) -> String {
-    if s.is_empty() { String::new() } else { format!(" {s}") }
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!(" {s}")
+    }
 }

@@ -101,10 +101,6 @@ impl Window {
         d.seconds = self.deltas.iter().map(|d| d.seconds).sum();
         d
     }
-
-    pub fn latest(&self) -> Option<&Delta> {
-        self.deltas.back()
-    }
 }
 
 #[cfg(test)]

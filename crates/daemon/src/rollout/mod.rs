@@ -210,6 +210,7 @@ impl Core {
             Err(f) => (DeployResult::Failed, Some(f.gate), Some(f.reason.clone())),
         };
         self.deploy_counts.add(app, kind, res);
+        self.notify_rollout(app, kind, res, &rollout.release, reason.as_deref());
         // A deploy or restart made its own release, which never served if it failed; a
         // rollback's target is a release that did serve, and stays `live`.
         let failed = (result.is_err() && kind != DeployKind::Rollback).then(|| {
