@@ -20,8 +20,9 @@ pub struct Keep {
 #[derive(Debug, Clone)]
 pub struct Kept<'a> {
     pub id: &'a str,
-    /// Unix seconds it started.
-    pub at: i64,
+    /// Unix milliseconds it started: what "newest" means (backups a second apart are told
+    /// apart).
+    pub at_ms: i64,
     /// Its last drill passed.
     pub verified: bool,
 }
@@ -29,7 +30,7 @@ pub struct Kept<'a> {
 /// The ids of `backups` (successful ones, any order) that `keep` does not keep.
 pub fn to_delete(backups: &[Kept<'_>], keep: Keep) -> Vec<String> {
     let mut newest_first: Vec<&Kept> = backups.iter().collect();
-    newest_first.sort_by(|a, b| b.at.cmp(&a.at).then(b.id.cmp(a.id)));
+    newest_first.sort_by(|a, b| b.at_ms.cmp(&a.at_ms).then(b.id.cmp(a.id)));
 
     let mut kept: BTreeSet<&str> = BTreeSet::new();
     // Whatever the policy says, the newest backup stays.
@@ -39,7 +40,7 @@ pub fn to_delete(backups: &[Kept<'_>], keep: Keep) -> Vec<String> {
         kept.insert(b.id);
     }
     let local = |b: &Kept| -> DateTime<Local> {
-        DateTime::from_timestamp(b.at, 0)
+        DateTime::from_timestamp_millis(b.at_ms)
             .unwrap_or_default()
             .with_timezone(&Local)
     };
@@ -85,7 +86,7 @@ mod tests {
             .iter()
             .map(|(id, at)| Kept {
                 id,
-                at: *at,
+                at_ms: *at * 1000,
                 verified: verified.contains(&id.as_str()),
             })
             .collect();

@@ -525,7 +525,10 @@ impl Core {
             .iter()
             .map(|(r, _)| backup::retention::Kept {
                 id: &r.id,
-                at: unix(r.started_at),
+                at_ms: r
+                    .started_at
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64),
                 verified: receipt(r).is_some_and(|rc| rc.ok),
             })
             .collect();

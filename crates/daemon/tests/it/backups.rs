@@ -271,7 +271,11 @@ fn sqlite_and_directory_backups_run_drill_restore_and_retain_through_the_daemon(
     }
     let listed = list(&d, "notes");
     let status_of = |id: &str| listed.backups.iter().find(|b| b.id == id).unwrap().status;
-    assert_eq!(status_of(&ids[0]), api::BackupStatus::Deleted);
+    assert_eq!(
+        status_of(&ids[0]),
+        api::BackupStatus::Deleted,
+        "{listed:#?}"
+    );
     assert_eq!(status_of(&ids[1]), api::BackupStatus::Ok);
     assert_eq!(status_of(&ids[2]), api::BackupStatus::Ok);
     let stored = d.path().join("backups/notes/files");
@@ -403,7 +407,8 @@ fn rusqlite_free_set_due(db: &Path) -> bool {
         .args([
             "-c",
             "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1]); \
-             n=c.execute('UPDATE backup_schedules SET next_due=?', (int((time.time()-3600)*1000),)).rowcount; \
+             n=c.execute('INSERT OR REPLACE INTO backup_schedules (app, name, next_due) VALUES (?, ?, ?)', \
+             ('notes', 'db', int((time.time()-3600)*1000))).rowcount; \
              c.commit(); print(n)",
         ])
         .arg(db)
