@@ -165,6 +165,54 @@ impl Collector for DaemonMetrics {
             deploys.into_iter(),
         )?;
 
+        // Alerts firing: one series per alert and severity (Prometheus' own ALERTS has the
+        // same shape); the server's own alerts have an empty app.
+        let firing: Vec<_> = core
+            .alert_list()
+            .into_iter()
+            .filter(|a| a.state == "firing")
+            .map(|a| {
+                (
+                    vec![
+                        ("alert", a.alert),
+                        ("app", a.app),
+                        ("subject", a.subject),
+                        ("severity", a.severity),
+                    ],
+                    1.0,
+                )
+            })
+            .collect();
+        gauge_family(
+            &mut encoder,
+            "berth_alert_firing",
+            "Alerts firing now (always 1), by alert, app, subject and severity.",
+            firing.into_iter(),
+        )?;
+        let notifiers = core.notifier_rows();
+        gauge_family(
+            &mut encoder,
+            "berth_notifier_up",
+            "Whether the channel's latest delivery succeeded (1) or failed (0).",
+            notifiers.iter().map(|(app, channel, s)| {
+                (
+                    vec![("app", app.clone()), ("channel", channel.clone())],
+                    f64::from(u8::from(s.ok)),
+                )
+            }),
+        )?;
+        counter_family(
+            &mut encoder,
+            "berth_notifications_failed",
+            "Messages a channel could not deliver after every retry.",
+            notifiers.iter().map(|(app, channel, s)| {
+                (
+                    vec![("app", app.clone()), ("channel", channel.clone())],
+                    s.failed_total as f64,
+                )
+            }),
+        )?;
+
         if let Some((free, size)) = disk(core.dir.root()) {
             let path = core.dir.root().display().to_string();
             gauge_family(

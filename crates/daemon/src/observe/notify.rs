@@ -121,12 +121,24 @@ impl Core {
         })
     }
 
+    /// (app, channel, status) of every channel made so far, for `/metrics`.
+    pub fn notifier_rows(&self) -> Vec<(String, String, monitor::ChannelStatus)> {
+        let apps: Vec<String> = self.apps().keys().cloned().collect();
+        apps.into_iter()
+            .flat_map(|app| {
+                self.channels(&app)
+                    .into_iter()
+                    .flat_map(|(_, _, n)| n.status())
+                    .map(move |(channel, s)| (app.clone(), channel, s))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// How each channel of `app` is doing.
     pub fn notifier_status(&self, app: &str) -> Vec<api::NotifierStatus> {
-        let apps = lock(&self.observe.notify.apps);
-        apps.get(app)
+        self.channels(app)
             .into_iter()
-            .flatten()
             .flat_map(|(_, _, n)| n.status())
             .map(|(channel, s)| api::NotifierStatus {
                 channel,
@@ -138,7 +150,7 @@ impl Core {
     }
 
     pub fn notifiers_json(&self) -> serde_json::Value {
-        let apps: Vec<String> = lock(&self.observe.notify.apps).keys().cloned().collect();
+        let apps: Vec<String> = self.apps().keys().cloned().collect();
         let list: Vec<serde_json::Value> = apps
             .iter()
             .flat_map(|app| {
