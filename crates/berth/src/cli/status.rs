@@ -115,6 +115,15 @@ pub async fn run(state: &Path, app: Option<&str>, json: bool) -> Result<u8> {
                 output::line(format!("  warning: backup {}: {f}", b.name));
             }
         }
+        for n in &app.notifiers {
+            match (&n.last_error, n.ok) {
+                (Some(e), false) => output::line(format!(
+                    "  warning: notifier {} is failing ({} attempts in a row): {e}",
+                    n.channel, n.failures_in_a_row
+                )),
+                _ => output::line(format!("  notifier {}: ok", n.channel)),
+            }
+        }
         for i in app.instances.iter().filter(|i| i.crash_loop) {
             output::line(format!(
                 "  warning: {}.{} is crash-looping ({} restarts); see `berth logs {} {}`",
