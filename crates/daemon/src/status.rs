@@ -59,6 +59,7 @@ impl Core {
         for a in &mut apps {
             let rows = self.backup_rows(&a.name, None).await;
             a.backups = self.backup_definitions(&a.name, &rows).await;
+            a.notifiers = self.notifier_status(&a.name);
         }
         Ok(api::Status {
             daemon: self.info(),

@@ -1,5 +1,6 @@
 //! Start daemons, run the CLI, make small apps, poll with deadlines.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -53,6 +54,26 @@ pub fn berth(state: &Path, args: &[&str]) -> Run {
         .output()
         .expect("run berth");
     Run::from(out)
+}
+
+/// `berth ARGS` with `input` on stdin.
+pub fn berth_stdin(d: &Daemon, args: &[&str], input: &str) -> Run {
+    let mut child = Command::new(BERTH)
+        .args(args)
+        .env("BERTH_STATE", d.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A command refused before it reads stdin closes the pipe early: that is fine.
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// A `berth serve` process on a temporary state directory, killed on drop.

@@ -13,6 +13,7 @@ mod demo;
 mod deploy;
 mod https;
 mod isolation;
+mod observe;
 mod rollout;
 mod secrets;
 mod static_files;

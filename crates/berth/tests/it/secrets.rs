@@ -1,9 +1,7 @@
 //! Secrets and environments through the real CLI: generated, set on stdin, validated before
 //! start, injected, kept across restarts, rotated, unset, encrypted at rest, never printed.
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -45,26 +43,6 @@ fn env_app(name: &str, extra: &str) -> tempfile::TempDir {
         ),
         ("web.py", PY_ENV),
     ])
-}
-
-/// `berth ARGS` with `input` on stdin.
-fn berth_stdin(d: &Daemon, args: &[&str], input: &str) -> Run {
-    let mut child = Command::new(BERTH)
-        .args(args)
-        .env("BERTH_STATE", d.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // A command refused before it reads stdin closes the pipe early: that is fine.
-    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 /// Every file under `dir` that contains `needle`, except the apps' own log files.

@@ -237,16 +237,15 @@ impl Core {
         threshold: f64,
         since: SystemTime,
     ) {
+        // The headline adds the state, the severity and the app (`[FIRING critical] shop: `).
+        let of = if key.subject.is_empty() {
+            String::new()
+        } else {
+            format!(" of {}", key.subject)
+        };
         let title = format!(
-            "[{}] {} of {}{} is {} (threshold {})",
-            if status == "resolved" {
-                "RESOLVED".to_owned()
-            } else {
-                severity.clone().unwrap_or_default().to_uppercase()
-            },
+            "{}{of} is {} (threshold {})",
             key.alert,
-            key.app,
-            subject(&key.subject),
             shown(&key.alert, value),
             shown(&key.alert, threshold),
         );
