@@ -86,7 +86,7 @@ t0=$(now); "$berth" backup restore --state "$state" shop --yes >/dev/null 2>&1; 
 berth_restore=$(secs "$t0" "$t1")
 
 ratio() { python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.2f}')" "$1" "$2"; }
-mb() { python3 -c "print(f'{int(__import__('sys').argv[1])/1e6:.1f} MB')" "$1"; }
+mb() { python3 -c 'import sys; print("%.1f MB" % (int(sys.argv[1]) / 1e6))' "$1"; }
 echo "backup   pg_dump -Fc -Z0 | zstd -T0:  ${pipe_backup}s, $(mb "$pipe_size")"
 echo "backup   berth backup run:            ${berth_backup}s, $(mb "$berth_size") (zstd + age + sha256 + read-back)  = $(ratio "$berth_backup" "$pipe_backup")x"
 echo "memory   berth daemon peak extra:     $(( (peak - base) / 1024 )) MB (VmHWM $((peak / 1024)) MB - VmRSS before $((base / 1024)) MB)"
