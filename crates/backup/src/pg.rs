@@ -203,7 +203,12 @@ pub(crate) async fn start_dump(db: &Postgres, tools: &Tools) -> Result<(Dump, Sn
     let (client, driver) = db.connect().await.at(Stage::Snapshot)?;
     let q = async {
         client
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            // The counts run beside pg_dump: one process for them, not a parallel scan that
+            // would take the cores the dump needs.
+            .batch_execute(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
+                 SET LOCAL max_parallel_workers_per_gather = 0",
+            )
             .await?;
         let snapshot: String = client
             .query_one("SELECT pg_export_snapshot()", &[])

@@ -322,6 +322,7 @@ impl Core {
             planned.what, planned.to
         ));
         let result = backup::backup(&planned.job, &id, keys.recipient(), events.progress()).await;
+        release_memory();
         let took = started.elapsed().unwrap_or_default();
         let (a, i) = (app.to_owned(), id.clone());
         let manifest = match result {
@@ -472,6 +473,7 @@ impl Core {
             },
         };
         let mut receipt = backup::drill(&planned.job, manifest, &identity).await;
+        release_memory();
         receipt.problem = receipt.problem.map(|p| self.redact(&p));
         let json = serde_json::to_string(&receipt).unwrap_or_default();
         let (a, i) = (app.to_owned(), manifest.id.clone());
@@ -773,6 +775,19 @@ impl Core {
         if let Err(err) = self.db.record_event(app, kind, detail).await {
             tracing::error!(app, kind, error = %err, "record an event");
         }
+    }
+}
+
+/// Gives the memory a backup, drill or restore freed back to the system. zstd's workers and
+/// the stream's buffers are freed on threads of the blocking pool, whose malloc arenas keep
+/// them: without this the daemon's RSS stays ~100 MB after one large backup instead of
+/// returning to its ~20 MB.
+pub(crate) fn release_memory() {
+    // SAFETY: malloc_trim only walks glibc's own heaps under their locks; it takes no pointer
+    // of ours and is safe to call from any thread at any time.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

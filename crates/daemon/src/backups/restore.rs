@@ -242,6 +242,7 @@ impl Core {
         let t0 = std::time::Instant::now();
         events.step(format!("restoring {} into {}", row.id, planned.what));
         let restored = backup::restore(&planned.job, &manifest, &identity).await;
+        super::release_memory();
         let outcome = match restored {
             Ok(()) => {
                 let detail = format!(
