@@ -38,3 +38,20 @@ pub use vocab::{
     BackupStatus, BackupTrigger, CertSource, DeployKind, DeployResult, Gate, Phase, ReleaseState,
     ReleaseStatus, SecretOrigin, Step, UnknownWord,
 };
+
+/// A size as people read it, in SI units: `950 B`, `12.3 MB`. The daemon's messages and the
+/// CLI's tables write sizes the same way.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}

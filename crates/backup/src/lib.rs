@@ -15,11 +15,13 @@
 //!   transaction, files and directories staged beside the target and renamed in;
 //! - retention deletes only what a policy does not keep, and always keeps the newest backups.
 
+mod catalog;
 mod dir;
 mod failure;
 mod keys;
 mod manifest;
 mod pg;
+mod restore;
 pub mod retention;
 mod run;
 pub mod schedule;
@@ -27,9 +29,11 @@ mod seal;
 mod sqlite;
 mod storage;
 
+pub use catalog::{delete, list, sweep};
 pub use failure::{Failure, Stage};
 pub use keys::{KEY_FILE, Keys, RECIPIENT_FILE, import as import_identity};
 pub use manifest::{Durations, Manifest, Receipt};
 pub use pg::{Postgres, Tools};
-pub use run::{Job, Progress, Source, backup, check, delete, drill, list, new_id, restore, sweep};
+pub use restore::{check, drill, restore};
+pub use run::{Job, Progress, Source, backup, new_id};
 pub use storage::{Location, S3Settings, Storage};

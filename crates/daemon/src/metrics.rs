@@ -285,26 +285,9 @@ fn family(
 
 /// The daemon's own `process_*` series, as Prometheus' client libraries name them.
 fn process(encoder: &mut DescriptorEncoder) -> std::fmt::Result {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    let Some(me) = supervisor::proc_stat("self") else {
         return Ok(());
     };
-    let Some(close) = stat.rfind(')') else {
-        return Ok(());
-    };
-    let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-    let field = |n: usize| {
-        f.get(n - 3)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .unwrap_or(4096) as f64;
     let boot = std::fs::read_to_string("/proc/stat")
         .ok()
         .and_then(|s| {
@@ -315,47 +298,36 @@ fn process(encoder: &mut DescriptorEncoder) -> std::fmt::Result {
     let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()) as f64;
     let max_fds = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map_or(0.0, |(soft, _)| soft as f64);
-    let one = |encoder: &mut DescriptorEncoder,
-               name: &str,
-               help: &str,
-               kind: MetricType,
-               v: f64|
-     -> std::fmt::Result {
-        let mut fam = encoder.encode_descriptor(name, help, None, kind)?;
-        let none: Vec<(String, String)> = Vec::new();
-        let enc = fam.encode_family(&none)?;
-        match kind {
-            MetricType::Counter => ConstCounter::new(v).encode(enc),
-            _ => ConstGauge::new(v).encode(enc),
-        }
+    let one = |encoder: &mut DescriptorEncoder, name: &str, help: &str, kind, v: f64| {
+        family(encoder, name, help, kind, std::iter::once((Vec::new(), v)))
     };
     one(
         encoder,
         "process_cpu_seconds",
         "Total user and system CPU time spent in seconds.",
         MetricType::Counter,
-        (field(14) + field(15)) / tick,
+        me.cpu_seconds,
     )?;
     one(
         encoder,
         "process_resident_memory_bytes",
         "Resident memory size in bytes.",
         MetricType::Gauge,
-        field(24) * page,
+        me.rss_bytes as f64,
     )?;
     one(
         encoder,
         "process_virtual_memory_bytes",
         "Virtual memory size in bytes.",
         MetricType::Gauge,
-        field(23),
+        me.vsize_bytes as f64,
     )?;
     one(
         encoder,
         "process_start_time_seconds",
         "Start time of the process since unix epoch in seconds.",
         MetricType::Gauge,
-        boot + field(22) / tick,
+        boot + me.started_after_boot,
     )?;
     one(
         encoder,

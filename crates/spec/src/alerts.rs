@@ -12,7 +12,7 @@ use std::time::Duration;
 use toml::de::DeValue;
 
 use crate::diagnostic::Diagnostic;
-use crate::model::{AlertName, AlertRule, AlertsSpec};
+use crate::observe_model::{AlertName, AlertRule, AlertsSpec};
 use crate::schema::report_not_table;
 use crate::units::{self, format_duration};
 use crate::walk::{Table, Value, Walker, or_default};

@@ -12,7 +12,7 @@ use crate::diagnostic::Diagnostic;
 use crate::model::{BackupSource, BackupSpec, BackupTarget, Keep, VerifyCadence};
 use crate::schema::named_tables;
 use crate::secrets::{Defined, inner_span, key_span};
-use crate::walk::{Problem, Table, Value, Walker, backticked, did_you_mean, or_default, type_name};
+use crate::walk::{Problem, Table, Value, Walker, backticked, did_you_mean, or_default};
 
 const BACKUP_KEYS: &[&str] = &["database", "dir", "schedule", "keep", "to", "verify"];
 const KEEP_KEYS: &[&str] = &["last", "daily", "weekly", "monthly"];
@@ -38,19 +38,9 @@ fn backup(
     databases: &[String],
     defined: &Defined<'_>,
 ) -> Option<BackupSpec> {
-    let Some(t) = w.table(value, ctx, BACKUP_KEYS) else {
-        w.report(
-            Diagnostic::error(format!("{ctx} must be a table"))
-                .at(
-                    value.span(),
-                    format!("found {}", type_name(value.get_ref())),
-                )
-                .help(format!(
-                    "write {ctx} on one line and below it database = \"main\" or dir = \"uploads\""
-                )),
-        );
-        return None;
-    };
+    let t = w.named_table(value, ctx, BACKUP_KEYS, || {
+        format!("write {ctx} on one line and below it database = \"main\" or dir = \"uploads\"")
+    })?;
     let source = source(w, &t, databases);
     let schedule = or_default(
         &t,

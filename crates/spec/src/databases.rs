@@ -9,7 +9,7 @@ use crate::diagnostic::Diagnostic;
 use crate::model::{DatabaseEngine, DatabaseSpec};
 use crate::schema::named_tables;
 use crate::secrets::{Defined, check_template, inner_span};
-use crate::walk::{Problem, Table, Value, Walker, optional, type_name};
+use crate::walk::{Problem, Table, Value, Walker, optional};
 
 const DATABASE_KEYS: &[&str] = &["engine", "url", "verify_url", "path"];
 
@@ -48,19 +48,11 @@ fn database(
     ctx: &str,
     defined: &Defined<'_>,
 ) -> Option<DatabaseSpec> {
-    let Some(t) = w.table(value, ctx, DATABASE_KEYS) else {
-        w.report(
-            Diagnostic::error(format!("{ctx} must be a table"))
-                .at(
-                    value.span(),
-                    format!("found {}", type_name(value.get_ref())),
-                )
-                .help(format!(
-                    "write {ctx} on one line and below it engine = \"postgres\" and url = \"${{DATABASE_URL}}\""
-                )),
-        );
-        return None;
-    };
+    let t = w.named_table(value, ctx, DATABASE_KEYS, || {
+        format!(
+            "write {ctx} on one line and below it engine = \"postgres\" and url = \"${{DATABASE_URL}}\""
+        )
+    })?;
     // Each key is checked even when `engine` is missing or wrong, so that one pass finds
     // every problem; a key of the other engine is checked as that engine's.
     let engine = w

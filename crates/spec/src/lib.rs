@@ -19,6 +19,7 @@ mod diagnostic;
 mod model;
 mod names;
 mod notify;
+mod observe_model;
 mod overlay;
 mod proxy;
 mod routes;
@@ -32,12 +33,13 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 /// An IP network: `trusted_proxies` entries (the proxy takes the same type).
 pub use ipnet::IpNet;
 pub use model::{
-    AcmeChallenge, AlertName, AlertRule, AlertsSpec, AppSpec, BackupSource, BackupSpec,
-    BackupTarget, Balance, BuildSpec, CacheControlSpec, DatabaseEngine, DatabaseSpec, DeploySpec,
-    HeaderPreset, HealthSpec, Keep, NotifyChannel, NotifyEvent, NotifySpec, ProxySpec, RouteSpec,
-    RouteTarget, Sandbox, ServiceSpec, SmokeCheck, SourceSpan, TlsSpec, VerifyCadence,
+    AcmeChallenge, AppSpec, BackupSource, BackupSpec, BackupTarget, Balance, BuildSpec,
+    CacheControlSpec, DatabaseEngine, DatabaseSpec, DeploySpec, HeaderPreset, HealthSpec, Keep,
+    ProxySpec, RouteSpec, RouteTarget, Sandbox, ServiceSpec, SmokeCheck, SourceSpan, TlsSpec,
+    VerifyCadence,
 };
 pub use names::{check_app_name, check_secret_name};
+pub use observe_model::{AlertName, AlertRule, AlertsSpec, NotifyChannel, NotifyEvent, NotifySpec};
 pub use secrets::{SecretKind, SecretSpec, expand};
 pub use tls::certificate_names;
 pub use units::{RateSpec, parse_duration, parse_rate, parse_size};

@@ -9,7 +9,7 @@ use toml::de::DeValue;
 
 use crate::databases::literal_password;
 use crate::diagnostic::Diagnostic;
-use crate::model::{NotifyChannel, NotifyEvent, NotifySpec};
+use crate::observe_model::{NotifyChannel, NotifyEvent, NotifySpec};
 use crate::secrets::{Defined, check_template, inner_span};
 use crate::walk::{Problem, Table, Value, Walker, backticked, or_default, type_name};
 

@@ -392,21 +392,10 @@ pub(crate) fn named_tables<T>(
 }
 
 fn service(w: &mut Walker<'_>, value: &Value<'_>, ctx: &str) -> Option<ServiceSpec> {
-    let Some(t) = w.table(value, ctx, SERVICE_KEYS) else {
-        let help = match value.get_ref() {
-            DeValue::String(s) => format!("write {ctx} on one line and command = \"{s}\" below it"),
-            _ => format!("write {ctx} on one line and command = \"...\" below it"),
-        };
-        w.report(
-            Diagnostic::error(format!("{ctx} must be a table"))
-                .at(
-                    value.span(),
-                    format!("found {}", type_name(value.get_ref())),
-                )
-                .help(help),
-        );
-        return None;
-    };
+    let t = w.named_table(value, ctx, SERVICE_KEYS, || match value.get_ref() {
+        DeValue::String(s) => format!("write {ctx} on one line and command = \"{s}\" below it"),
+        _ => format!("write {ctx} on one line and command = \"...\" below it"),
+    })?;
     let command = w
         .required(&t, "command", "command = \"...\"")
         .and_then(|_| w.non_empty_string(&t, "command"));

@@ -132,6 +132,29 @@ impl<'s> Walker<'s> {
         Some(table)
     }
 
+    /// [`Walker::table`] for a named table (`[services.web]`), reporting "`ctx` must be a
+    /// table" with `help` (how to write it) when `value` is something else.
+    pub fn named_table<'a, 'i>(
+        &mut self,
+        value: &'a Value<'i>,
+        ctx: &'a str,
+        allowed: &[&str],
+        help: impl FnOnce() -> String,
+    ) -> Option<Table<'a, 'i>> {
+        let table = self.table(value, ctx, allowed);
+        if table.is_none() {
+            self.report(
+                Diagnostic::error(format!("{ctx} must be a table"))
+                    .at(
+                        value.span(),
+                        format!("found {}", type_name(value.get_ref())),
+                    )
+                    .help(help()),
+            );
+        }
+        table
+    }
+
     /// Reports every key of `table` that is not in `allowed`, with a "did you mean".
     pub fn known_keys(&mut self, table: &Table<'_, '_>, allowed: &[&str]) {
         for (key, value) in table.entries.iter() {

@@ -40,7 +40,7 @@ use tokio::sync::{broadcast, mpsc};
 pub use cgroup::{Enforcement, LimitStatus, Limits};
 pub use confine::{Confinement, Rlimits, RunAs};
 pub use instance::Instance;
-pub use memory::{Usage, group_usage};
+pub use memory::{ProcStat, Usage, group_usage, proc_stat};
 pub use probe::{http_status, http_status_on};
 pub use types::{
     Event, EventKind, Exit, InstanceKey, InstanceState, InstanceStatus, Probe, ProcessSpec,

@@ -29,44 +29,71 @@ pub struct Usage {
     pub cpu_seconds: f64,
 }
 
+/// The fields of `/proc/PID/stat` berth reads, in clock ticks, pages and bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProcStat {
+    pub pgrp: i32,
+    /// utime + stime of the process.
+    pub cpu_seconds: f64,
+    /// cutime + cstime: its reaped children's.
+    pub children_cpu_seconds: f64,
+    pub rss_bytes: u64,
+    pub vsize_bytes: u64,
+    /// Seconds after boot the process started.
+    pub started_after_boot: f64,
+}
+
+/// `/proc/PID/stat` of `pid` (`"self"` for this process).
+pub fn proc_stat(pid: &str) -> Option<ProcStat> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command: state(3) ppid(4) pgrp(5) … utime(14) stime(15) cutime(16) cstime(17)
+    // … starttime(22) vsize(23) rss(24), numbered as in proc(5).
+    let f: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let field = |n: usize| {
+        f.get(n - 3)
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    let (tick, page) = units();
+    Some(ProcStat {
+        pgrp: field(5) as i32,
+        cpu_seconds: (field(14) + field(15)) as f64 / tick,
+        children_cpu_seconds: (field(16) + field(17)) as f64 / tick,
+        rss_bytes: field(24).max(0) as u64 * page,
+        vsize_bytes: field(23).max(0) as u64,
+        started_after_boot: field(22) as f64 / tick,
+    })
+}
+
+/// (clock ticks per second, page size in bytes).
+fn units() -> (f64, u64) {
+    use std::sync::OnceLock;
+    static UNITS: OnceLock<(f64, u64)> = OnceLock::new();
+    *UNITS.get_or_init(|| {
+        let sys = |v| nix::unistd::sysconf(v).ok().flatten();
+        (
+            sys(nix::unistd::SysconfVar::CLK_TCK).unwrap_or(100) as f64,
+            sys(nix::unistd::SysconfVar::PAGE_SIZE).unwrap_or(4096) as u64,
+        )
+    })
+}
+
 /// Every process group's usage, from one pass over /proc (one read of each `stat`): what a
 /// metrics scrape of many instances costs once, not once per instance.
 pub fn group_usage() -> std::collections::HashMap<i32, Usage> {
-    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .unwrap_or(4096) as u64;
     let mut out: std::collections::HashMap<i32, Usage> = std::collections::HashMap::new();
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
+        let name = entry.file_name();
+        let Some(pid) = name
             .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
         else {
             continue;
         };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        // After the command: state(3) ppid(4) pgrp(5) … utime(14) stime(15) cutime(16)
-        // cstime(17) … rss(24), numbered as in proc(5).
-        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let field = |n: usize| {
-            f.get(n - 3)
-                .and_then(|v| v.parse::<i64>().ok())
-                .unwrap_or(0)
-        };
-        let pgrp = field(5) as i32;
-        let u = out.entry(pgrp).or_default();
-        u.cpu_seconds += (field(14) + field(15) + field(16) + field(17)) as f64 / tick;
-        u.rss_bytes += field(24).max(0) as u64 * page;
+        let Some(st) = proc_stat(pid) else { continue };
+        let u = out.entry(st.pgrp).or_default();
+        u.cpu_seconds += st.cpu_seconds + st.children_cpu_seconds;
+        u.rss_bytes += st.rss_bytes;
     }
     out
 }

@@ -215,7 +215,11 @@ async fn stream(
             }
             BackupEvent::Progress { bytes } => {
                 let rate = bytes as f64 / at.max(0.001);
-                let text = format!("    {} read, {}/s", human(bytes), human(rate as u64));
+                let text = format!(
+                    "    {} read, {}/s",
+                    api::human_bytes(bytes),
+                    api::human_bytes(rate as u64)
+                );
                 if tty {
                     output::progress_inline(format!("\r{text}   "));
                 } else {
@@ -259,7 +263,11 @@ async fn stream(
 fn summary(b: &BackupRecord) -> String {
     let mut s = format!("{} {} {}", b.name, b.id, b.status);
     if let (Some(size), Some(plain)) = (b.size, b.plain_size) {
-        s.push_str(&format!(": {} stored ({} read)", human(size), human(plain)));
+        s.push_str(&format!(
+            ": {} stored ({} read)",
+            api::human_bytes(size),
+            api::human_bytes(plain)
+        ));
     }
     if b.tables > 0 {
         s.push_str(&format!(", {} tables, {} rows", b.tables, b.rows));
@@ -335,7 +343,9 @@ fn print_list(b: &Backups) {
             r.trigger,
             status,
             r.started,
-            r.size.map(human).unwrap_or_else(|| "-".to_owned()),
+            r.size
+                .map(api::human_bytes)
+                .unwrap_or_else(|| "-".to_owned()),
             r.sha256.as_deref().map_or("-", |s| &s[..12.min(s.len())]),
             verified
         ));
@@ -350,7 +360,10 @@ fn print_plan(p: &RestorePlan) {
         p.backup.id,
         p.backup.started,
         ago(p.age_secs),
-        p.backup.size.map(human).unwrap_or_else(|| "?".to_owned()),
+        p.backup
+            .size
+            .map(api::human_bytes)
+            .unwrap_or_else(|| "?".to_owned()),
         p.backup.tables,
         p.backup.rows
     ));
@@ -365,21 +378,5 @@ fn ago(secs: u64) -> String {
         s if s < 7200 => format!("{}m", s / 60),
         s if s < 172_800 => format!("{}h", s / 3600),
         s => format!("{}d", s / 86_400),
-    }
-}
-
-/// `12.3 MB`.
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
     }
 }

@@ -13,18 +13,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use api::{BackupStatus, BackupTrigger};
 use backup::{Job, Keys, Location, Manifest, Receipt, S3Settings, Source, Storage};
-use bytes::Bytes;
 use spec::{AppSpec, BackupSource, BackupSpec, BackupTarget, DatabaseEngine, VerifyCadence};
 use store::BackupRow;
-use tokio::sync::mpsc;
 
 use crate::core::Core;
 use crate::lock::lock;
 use crate::refusal::Refusal;
 
+mod events;
 mod metrics;
 mod restore;
+mod retention;
 mod schedule;
+mod view;
+
+pub(crate) use events::Events;
+use view::receipt;
 
 pub(crate) use metrics::BackupMetrics;
 pub(crate) use restore::MAINTENANCE_RETRY_AFTER;
@@ -61,85 +65,6 @@ pub(crate) struct Planned {
     /// `postgres 127.0.0.1:5432/shop (database main)`.
     pub what: String,
     pub to: String,
-}
-
-/// Where a run reports: the NDJSON stream of a `berth backup …` command, or nothing for a
-/// scheduled run. Lines are redacted.
-#[derive(Clone)]
-pub(crate) struct Events {
-    tx: Option<mpsc::Sender<Bytes>>,
-    redactor: Option<Arc<arc_swap::ArcSwap<secrets::Redactor>>>,
-}
-
-impl Events {
-    pub fn none() -> Events {
-        Events {
-            tx: None,
-            redactor: None,
-        }
-    }
-
-    pub fn to(
-        tx: mpsc::Sender<Bytes>,
-        redactor: Arc<arc_swap::ArcSwap<secrets::Redactor>>,
-    ) -> Events {
-        Events {
-            tx: Some(tx),
-            redactor: Some(redactor),
-        }
-    }
-
-    fn send(&self, event: &api::BackupEvent) {
-        let Some(tx) = &self.tx else { return };
-        let mut line = serde_json::to_vec(event).unwrap_or_default();
-        if let Some(r) = &self.redactor {
-            line = r
-                .load()
-                .redact(&String::from_utf8_lossy(&line))
-                .into_owned()
-                .into_bytes();
-        }
-        line.push(b'\n');
-        // Progress is best effort: a slow reader loses lines, never stalls the backup.
-        let _ = tx.try_send(Bytes::from(line));
-    }
-
-    pub fn step(&self, detail: impl Into<String>) {
-        self.send(&api::BackupEvent::Step {
-            detail: detail.into(),
-        });
-    }
-
-    fn progress(&self) -> backup::Progress {
-        let this = self.clone();
-        Arc::new(move |bytes| this.send(&api::BackupEvent::Progress { bytes }))
-    }
-
-    pub async fn done(
-        &self,
-        ok: bool,
-        backup: Option<api::BackupRecord>,
-        error: Option<String>,
-        hint: Option<String>,
-    ) {
-        let Some(tx) = &self.tx else { return };
-        let event = api::BackupEvent::Done {
-            ok,
-            backup: backup.map(Box::new),
-            error,
-            hint,
-        };
-        let mut line = serde_json::to_vec(&event).unwrap_or_default();
-        if let Some(r) = &self.redactor {
-            line = r
-                .load()
-                .redact(&String::from_utf8_lossy(&line))
-                .into_owned()
-                .into_bytes();
-        }
-        line.push(b'\n');
-        let _ = tx.send(Bytes::from(line)).await;
-    }
 }
 
 impl Core {
@@ -337,8 +262,8 @@ impl Core {
                     "backup",
                     format!(
                         "{name} {id} ok ({trigger}): {} stored, {} read, {} tables, {} rows, {:.1}s",
-                        bytes(manifest.stored_bytes),
-                        bytes(manifest.plain_bytes),
+                        api::human_bytes(manifest.stored_bytes),
+                        api::human_bytes(manifest.plain_bytes),
                         manifest.tables.len(),
                         manifest.rows(),
                         took.as_secs_f64()
@@ -514,217 +439,6 @@ impl Core {
         Some(receipt)
     }
 
-    /// Deletes what `keep` no longer keeps, among the definition's successful backups. Runs
-    /// only after a successful backup.
-    async fn retention(&self, planned: &Planned, events: &Events) -> Result<(), String> {
-        let rows = self.backup_rows(&planned.app, Some(&planned.name)).await;
-        let ok: Vec<(&BackupRow, Manifest)> = rows
-            .iter()
-            .filter(|r| r.status == BackupStatus::Ok)
-            .filter_map(|r| Some((r, serde_json::from_str(r.manifest.as_deref()?).ok()?)))
-            .collect();
-        let kept: Vec<backup::retention::Kept> = ok
-            .iter()
-            .map(|(r, _)| backup::retention::Kept {
-                id: &r.id,
-                at_ms: r
-                    .started_at
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64),
-                verified: receipt(r).is_some_and(|rc| rc.ok),
-            })
-            .collect();
-        let keep = backup::retention::Keep {
-            last: planned.spec.keep.last,
-            daily: planned.spec.keep.daily,
-            weekly: planned.spec.keep.weekly,
-            monthly: planned.spec.keep.monthly,
-        };
-        let doomed = backup::retention::to_delete(&kept, keep);
-        let mut failed = Vec::new();
-        for id in doomed {
-            let Some((_, manifest)) = ok.iter().find(|(r, _)| r.id == id) else {
-                continue;
-            };
-            match backup::delete(&planned.job.storage, manifest).await {
-                Ok(()) => {
-                    let (a, i) = (planned.app.clone(), id.clone());
-                    if let Err(err) = self.db.call(move |s| s.backup_deleted(&a, &i)).await {
-                        failed.push(format!("{id}: deleted, but not recorded: {err}"));
-                    }
-                    let detail = format!(
-                        "{} {id} deleted: the keep policy no longer keeps it",
-                        planned.name
-                    );
-                    events.step(format!("retention: {detail}"));
-                    self.event(&planned.app, "retention", detail).await;
-                }
-                Err(f) => {
-                    let why = self.redact(&f.message);
-                    self.event(
-                        &planned.app,
-                        "retention-failed",
-                        format!("{} {id}: {why}", planned.name),
-                    )
-                    .await;
-                    failed.push(format!("{id}: {why}"));
-                }
-            }
-        }
-        match backup::sweep(&planned.job.storage, &planned.name).await {
-            Ok(removed) if !removed.is_empty() => {
-                let detail = format!(
-                    "{}: removed what no manifest describes: {}",
-                    planned.name,
-                    removed.join(", ")
-                );
-                events.step(format!("retention: {detail}"));
-                self.event(&planned.app, "retention", detail).await;
-            }
-            Ok(_) => {}
-            Err(f) => failed.push(self.redact(&f.to_string())),
-        }
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(failed.join("; "))
-        }
-    }
-
-    pub async fn backup_rows(&self, app: &str, name: Option<&str>) -> Vec<BackupRow> {
-        let (a, n) = (app.to_owned(), name.map(str::to_owned));
-        self.db
-            .call(move |s| s.backups(&a, n.as_deref()))
-            .await
-            .unwrap_or_else(|err| {
-                tracing::error!(app, error = %err, "read backups");
-                Vec::new()
-            })
-    }
-
-    /// `berth backup list`: the definitions of the serving release and every backup.
-    pub async fn list_backups(&self, app: &str) -> Result<api::Backups, Refusal> {
-        self.known_app(app).await?;
-        let rows = self.backup_rows(app, None).await;
-        Ok(api::Backups {
-            app: app.to_owned(),
-            definitions: self.backup_definitions(app, &rows).await,
-            backups: rows.iter().map(|r| self.record(r)).collect(),
-        })
-    }
-
-    /// The serving release's backup definitions and how each stands.
-    pub async fn backup_definitions(
-        &self,
-        app: &str,
-        rows: &[BackupRow],
-    ) -> Vec<api::BackupDefinition> {
-        let Some(spec) = self.with_running(app, |r| r.spec.clone()) else {
-            return Vec::new();
-        };
-        let now = SystemTime::now();
-        let mut out = Vec::new();
-        for (name, bs) in &spec.backups {
-            let mine: Vec<&BackupRow> = rows.iter().filter(|r| &r.name == name).collect();
-            let last_ok = mine.iter().find(|r| r.status == BackupStatus::Ok);
-            let last = mine.first();
-            let stored = self
-                .db
-                .call({
-                    let (a, n) = (app.to_owned(), name.clone());
-                    move |s| s.backup_due(&a, &n)
-                })
-                .await
-                .ok()
-                .flatten();
-            // What the scheduler will do: the stored time, or the schedule's next slot if
-            // sooner (it has not looked at a new schedule yet).
-            let next = backup::schedule::Schedule::parse(&bs.schedule)
-                .ok()
-                .and_then(|s| s.next_after(now));
-            let due = match (stored, next) {
-                (Some(s), Some(n)) => Some(s.min(n)),
-                (s, n) => s.or(n),
-            };
-            let problem = lock(&self.backups.stats)
-                .get(&(app.to_owned(), name.clone()))
-                .and_then(|s| s.problem.clone());
-            out.push(api::BackupDefinition {
-                name: name.clone(),
-                source: describe_source(&spec, bs),
-                schedule: bs.schedule.clone(),
-                next_run: due.map(supervisor::logs::format_time),
-                to: match &bs.to {
-                    BackupTarget::Default => self
-                        .dir
-                        .root()
-                        .join("backups")
-                        .join(app)
-                        .display()
-                        .to_string(),
-                    BackupTarget::Local(p) => p.display().to_string(),
-                    BackupTarget::S3 { bucket, prefix } if prefix.is_empty() => {
-                        format!("s3://{bucket}")
-                    }
-                    BackupTarget::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
-                },
-                keep: format!(
-                    "last {}, daily {}, weekly {}, monthly {}",
-                    bs.keep.last, bs.keep.daily, bs.keep.weekly, bs.keep.monthly
-                ),
-                verify: bs.verify.as_str().to_owned(),
-                last_success: last_ok.map(|r| supervisor::logs::format_time(r.started_at)),
-                last_success_age_secs: last_ok
-                    .and_then(|r| now.duration_since(r.started_at).ok())
-                    .map(|d| d.as_secs()),
-                last_drill: mine
-                    .iter()
-                    .filter_map(|r| receipt(r))
-                    .max_by_key(|r| r.at)
-                    .map(|r| drill_record(&r)),
-                last_failure: match last {
-                    Some(r) if r.status == BackupStatus::Failed => Some(format!(
-                        "{} at {}: {}",
-                        r.id,
-                        r.stage.as_deref().unwrap_or("?"),
-                        r.error.as_deref().unwrap_or("")
-                    )),
-                    _ => problem,
-                },
-                running: mine.iter().any(|r| r.status == BackupStatus::Running),
-            });
-        }
-        out
-    }
-
-    /// A stored row as the API shows it.
-    pub fn record(&self, r: &BackupRow) -> api::BackupRecord {
-        let manifest: Option<Manifest> = r
-            .manifest
-            .as_deref()
-            .and_then(|m| serde_json::from_str(m).ok());
-        api::BackupRecord {
-            id: r.id.clone(),
-            name: r.name.clone(),
-            trigger: r.trigger,
-            status: r.status,
-            started: supervisor::logs::format_time(r.started_at),
-            took_ms: r
-                .finished_at
-                .and_then(|f| f.duration_since(r.started_at).ok())
-                .map(|d| d.as_millis() as u64),
-            size: manifest.as_ref().map(|m| m.stored_bytes),
-            plain_size: manifest.as_ref().map(|m| m.plain_bytes),
-            sha256: manifest.as_ref().map(|m| m.sha256.clone()),
-            tables: manifest.as_ref().map_or(0, |m| m.tables.len() as u64),
-            rows: manifest.as_ref().map_or(0, Manifest::rows),
-            files: manifest.as_ref().and_then(|m| m.files),
-            stage: r.stage.clone(),
-            error: r.error.clone(),
-            drill: receipt(r).map(|rc| drill_record(&rc)),
-        }
-    }
-
     /// At start: runs a stopped daemon left `running` are failed, their partial objects
     /// removed where the definition is still known; the figures for `/metrics` are loaded.
     pub async fn recover_backups(&self) {
@@ -817,51 +531,7 @@ fn pick_name(spec: &AppSpec, app: &str, name: Option<&str>) -> Result<String, Re
     }
 }
 
-fn describe_source(spec: &AppSpec, bs: &BackupSpec) -> String {
-    match &bs.source {
-        BackupSource::Database(db) => match spec.databases.get(db).map(|d| &d.engine) {
-            Some(DatabaseEngine::Postgres { .. }) => format!("database {db} (postgres)"),
-            Some(DatabaseEngine::Sqlite { path }) => format!("database {db} (sqlite {path})"),
-            None => format!("database {db}"),
-        },
-        BackupSource::Dir(path) => format!("dir {path}"),
-    }
-}
-
-fn receipt(r: &BackupRow) -> Option<Receipt> {
-    r.drill
-        .as_deref()
-        .and_then(|d| serde_json::from_str(d).ok())
-}
-
-fn drill_record(r: &Receipt) -> api::DrillRecord {
-    api::DrillRecord {
-        at: supervisor::logs::format_time(UNIX_EPOCH + Duration::from_secs(r.at.max(0) as u64)),
-        ok: r.ok,
-        duration_ms: r.duration_ms,
-        tables: r.tables,
-        rows: r.rows,
-        problem: r.problem.clone(),
-    }
-}
-
 fn unix(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// `12.3 MB`.
-pub(crate) fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }

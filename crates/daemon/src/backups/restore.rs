@@ -13,7 +13,7 @@ use api::{BackupStatus, BackupTrigger};
 use backup::{Keys, Manifest};
 use store::BackupRow;
 
-use super::{Events, Planned, bytes};
+use super::{Events, Planned};
 use crate::core::Core;
 use crate::refusal::Refusal;
 use crate::release::all_slots;
@@ -97,7 +97,7 @@ impl Core {
             "restore drill of {} {} ({} stored, {} rows)",
             planned.name,
             row.id,
-            bytes(manifest.stored_bytes),
+            api::human_bytes(manifest.stored_bytes),
             manifest.rows()
         ));
         self.drill(&planned, &manifest, Some(identity), events)
@@ -136,7 +136,7 @@ impl Core {
                 format!(
                     "check {} ({} stored, sha256 {}) and the key, before touching anything",
                     manifest.object,
-                    bytes(manifest.stored_bytes),
+                    api::human_bytes(manifest.stored_bytes),
                     &manifest.sha256[..12.min(manifest.sha256.len())]
                 ),
                 format!("take a safety backup of {} (it must succeed)", planned.what),
@@ -218,7 +218,7 @@ impl Core {
         events.step(format!(
             "safety backup {} ok ({} stored)",
             safety.id,
-            bytes(safety.stored_bytes)
+            api::human_bytes(safety.stored_bytes)
         ));
 
         // 3. Services stopped behind a maintenance answer, data restored, services started.

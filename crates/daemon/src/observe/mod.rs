@@ -590,15 +590,7 @@ fn rule_of(name: AlertName, r: &AlertRule, every: Duration) -> Option<Rule> {
 }
 
 fn own_rss() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(kb * 1024.0)
+    supervisor::proc_stat("self").map(|s| s.rss_bytes as f64)
 }
 
 fn unix(t: SystemTime) -> u64 {
