@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use monitor::{AlertKey, Alerts, Direction, History, Rule, SeriesKey};
+use monitor::{AlertKey, Alerts, Change, Direction, History, Rule, SeriesKey};
 use spec::{AlertName, AlertRule};
 use supervisor::InstanceState;
 use tokio::sync::watch;
@@ -94,6 +94,8 @@ struct Sampler {
     restarts: HashMap<(String, String, u32), VecDeque<(SystemTime, u32)>>,
     /// Since when each instance has not been ready.
     down_since: HashMap<(String, String, u32), SystemTime>,
+    /// When each firing alert was last sent.
+    reminded: HashMap<AlertKey, SystemTime>,
 }
 
 /// One instance as the sampler sees it.
@@ -428,11 +430,37 @@ impl Core {
             .collect();
         transitions
             .extend(alerts.retain(now, |k| known.contains(&(k.alert.clone(), k.app.clone()))));
-        let repeat = specs
-            .first()
-            .map_or(spec::AlertsSpec::DEFAULT_REPEAT, |(_, s)| s.alerts.repeat);
-        let reminders = alerts.due_reminders(now, repeat);
+        let firing = alerts.firing();
         drop(alerts);
+        // Reminders every `repeat` of the alert's own app (the server's: the default), counted
+        // from when it fired or last changed severity.
+        let mut s = lock(&self.observe.sampler);
+        for t in &transitions {
+            match t.change() {
+                Change::Fired | Change::SeverityChanged => {
+                    s.reminded.insert(t.key.clone(), now);
+                }
+                Change::Resolved => {
+                    s.reminded.remove(&t.key);
+                }
+                _ => {}
+            }
+        }
+        let mut reminders = Vec::new();
+        for a in firing {
+            let repeat = specs
+                .iter()
+                .find(|(app, _)| *app == a.key.app)
+                .map_or(spec::AlertsSpec::DEFAULT_REPEAT, |(_, spec)| {
+                    spec.alerts.repeat
+                });
+            let last = *s.reminded.entry(a.key.clone()).or_insert(now);
+            if now.duration_since(last).unwrap_or_default() >= repeat {
+                s.reminded.insert(a.key.clone(), now);
+                reminders.push(a);
+            }
+        }
+        drop(s);
         let _ = self.observe.ticks.send(unix(now));
         (transitions, reminders)
     }
