@@ -151,18 +151,31 @@ fn postgres_url(
         );
         return None;
     }
-    if let Some(range) = literal_password(url) {
-        w.report(
-            Diagnostic::error(format!("password written in {owner}"))
-                .at(
-                    inner_span(w.source, &span, url, range),
-                    "a password must come from a secret",
-                )
-                .help(from_secret),
-        );
-        return None;
-    }
+    no_literal_password(w, &owner, url, &span, from_secret)?;
     Some(url.to_owned())
+}
+
+/// Reports a password written as is in `url` (at `span`, the string's span) with `help`;
+/// `None` then.
+pub(crate) fn no_literal_password(
+    w: &mut Walker<'_>,
+    owner: &str,
+    url: &str,
+    span: &std::ops::Range<usize>,
+    help: String,
+) -> Option<()> {
+    let Some(range) = literal_password(url) else {
+        return Some(());
+    };
+    w.report(
+        Diagnostic::error(format!("password written in {owner}"))
+            .at(
+                inner_span(w.source, span, url, range),
+                "a password must come from a secret",
+            )
+            .help(help),
+    );
+    None
 }
 
 /// The bytes of a password written as is in the user info of `url` (`postgres://app:PW@db`,

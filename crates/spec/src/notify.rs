@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use toml::de::DeValue;
 
-use crate::databases::literal_password;
+use crate::databases::no_literal_password;
 use crate::diagnostic::Diagnostic;
 use crate::observe_model::{NotifyChannel, NotifyEvent, NotifySpec};
 use crate::secrets::{Defined, check_template, inner_span};
@@ -279,17 +279,7 @@ fn smtp(w: &mut Walker<'_>, e: &Table<'_, '_>, defined: &Defined<'_>) -> Option<
         );
         return None;
     }
-    if let Some(range) = literal_password(url) {
-        w.report(
-            Diagnostic::error(format!("password written in {owner}"))
-                .at(
-                    inner_span(w.source, &span, url, range),
-                    "a password must come from a secret",
-                )
-                .help(from_secret("smtp")),
-        );
-        return None;
-    }
+    no_literal_password(w, &owner, url, &span, from_secret("smtp"))?;
     Some(url.to_owned())
 }
 
