@@ -127,6 +127,7 @@ mod tests {
             from_release: None,
             user: "ops".to_owned(),
             started_at: UNIX_EPOCH + Duration::from_secs(at),
+            switched_at: None,
             finished_at: Some(UNIX_EPOCH + Duration::from_secs(at + secs)),
             drained_at: None,
             step: api::Step::Done,

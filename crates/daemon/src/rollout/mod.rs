@@ -299,6 +299,9 @@ impl Core {
         let shape = new.like();
         let t = Instant::now();
         let mut old = self.switch(&r.app, new).await;
+        if let Err(err) = self.db.set_switched(r.id).await {
+            tracing::warn!(deploy = r.id, error = %err, "record the switch of a rollout");
+        }
         r.progress.phase(
             Phase::Switch,
             format!(
