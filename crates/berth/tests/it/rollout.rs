@@ -353,10 +353,14 @@ fn rollback_releases_dry_run_and_history() {
         (summary["deploys"].as_u64(), summary["rollbacks"].as_u64()),
         (Some(2), Some(2))
     );
-    assert_eq!(summary["change_failure_rate"], 0.0);
+    // r2 was rolled back by hand within the hour: a failed change.
+    assert_eq!(summary["failed_changes"], 1);
+    assert_eq!(summary["change_failure_rate"], 0.5);
     let text = d.berth(&["history", "flip"]);
     assert!(
-        text.stdout.contains("flip: 2 deploys, 2 rollbacks"),
+        text.stdout.contains(
+            "flip: 2 deploys that went live (1 failed), 0 caught before traffic, 2 rollbacks;"
+        ),
         "{text:?}"
     );
     assert!(text.stdout.contains("r1->r2"), "{text:?}");
