@@ -421,13 +421,21 @@ pub struct DeployRecord {
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct AppSummary {
     pub app: String,
+    /// Changes: deploys and restarts that took traffic (passed the switch).
     pub deploys: u32,
+    /// Changes rolled back automatically, or by hand soon after their switch.
+    #[serde(default)]
+    pub failed_changes: u32,
+    /// Deploys and restarts refused before the switch (build, start, health): never served.
+    #[serde(default)]
+    pub caught_before_traffic: u32,
+    /// `berth rollback`s.
     pub rollbacks: u32,
-    /// Deploys per day over the last 30 days (or since the first deploy, if later).
+    /// Changes per day over the last 30 days (or since the first change, if later).
     pub deploys_per_day: f64,
-    /// Share of finished deploys that failed or were rolled back.
+    /// Share of changes that failed.
     pub change_failure_rate: f64,
-    /// Mean time from a failed deploy (or a rollback) to the next good deploy or rollback.
+    /// Mean time from a failed change's switch to traffic back on a good release.
     pub mean_time_to_restore_secs: Option<f64>,
 }
 

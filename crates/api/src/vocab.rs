@@ -162,6 +162,8 @@ words! {
         Live = "live",
         /// What `berth rollback APP` goes back to.
         Previous = "previous",
+        /// Served, and a rollback took traffic away from it: never a plain rollback's target.
+        RolledBack = "rolled-back",
         /// Served before and kept on disk: `berth rollback APP --to ID` can go back to it.
         Kept = "kept",
         /// Being built or started by a rollout in progress.

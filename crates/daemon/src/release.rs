@@ -1,11 +1,11 @@
 //! A started release: its spec, its tree, its environment and one [`Member`] per instance.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use api::ReleaseStatus;
+use api::{DeployKind, DeployResult, ReleaseStatus};
 use proxy::Upstream;
 use spec::AppSpec;
 use supervisor::Instance;
@@ -94,61 +94,123 @@ pub(crate) fn environment_of(app: &str) -> Option<&str> {
     app.split_once('.').map(|(_, env)| env)
 }
 
-/// The release `berth rollback APP` goes back to: the newest release that served, older than
-/// the current one. `releases` are newest first.
-pub(crate) fn previous<'a>(
-    releases: &'a [store::Release],
-    current: Option<&str>,
-) -> Option<&'a store::Release> {
-    let cur_pos = releases.iter().position(|r| Some(r.id.as_str()) == current);
-    releases
-        .iter()
-        .skip(cur_pos.map_or(0, |p| p + 1))
-        .find(|r| r.status == ReleaseStatus::Live)
+/// The deploy records read to tell which release served before which.
+pub(crate) const HISTORY: u32 = 10_000;
+
+/// What the deploy history says about an app's releases: the order they last served in, and
+/// which were rolled back from. Only finished rollouts with result ok count: each one put
+/// `release` live and took `from_release` out of service.
+pub(crate) struct Lineage {
+    /// The releases that served, the one that served last first (the current one, if known).
+    served: Vec<String>,
+    /// Releases whose latest time out of service was a rollback away from them.
+    rolled_back: BTreeSet<String>,
+    current: Option<String>,
 }
 
-/// The releases whose trees a prune deletes: every failed one, and the releases that served
-/// beyond the newest `keep` of them (never the current one). `releases` are newest first.
-pub(crate) fn to_prune<'a>(
-    releases: &'a [store::Release],
-    current: Option<&str>,
-    keep: usize,
-) -> Vec<&'a str> {
-    let mut served = 0;
-    releases
-        .iter()
-        .filter(|r| match r.status {
-            ReleaseStatus::Failed => Some(r.id.as_str()) != current,
-            ReleaseStatus::Live => {
-                served += 1;
-                served > keep && Some(r.id.as_str()) != current
+impl Lineage {
+    /// `deploys` may be in any order; `current` is the app's live release.
+    pub fn new(deploys: &[store::Deploy], current: Option<&str>) -> Lineage {
+        let mut ok: Vec<&store::Deploy> = deploys
+            .iter()
+            .filter(|d| d.result == DeployResult::Ok)
+            .collect();
+        ok.sort_by_key(|d| std::cmp::Reverse(d.id));
+        let mut served: Vec<String> = current.map(str::to_owned).into_iter().collect();
+        let mut rolled_back = BTreeSet::new();
+        for d in ok {
+            for id in [Some(&d.release), d.from_release.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                if !served.contains(id) {
+                    served.push(id.clone());
+                    // The newest exit of `id` decides: a release rolled back from, then made
+                    // live again and replaced by a deploy, is clean again.
+                    if Some(id) == d.from_release.as_ref() && d.kind == DeployKind::Rollback {
+                        rolled_back.insert(id.clone());
+                    }
+                }
             }
-            ReleaseStatus::Pending | ReleaseStatus::Pruned => false,
-        })
-        .map(|r| r.id.as_str())
-        .collect()
-}
+        }
+        Lineage {
+            served,
+            rolled_back,
+            current: current.map(str::to_owned),
+        }
+    }
 
-/// What each release is to the app now, for `berth releases`.
-pub(crate) fn state_of(
-    r: &store::Release,
-    current: Option<&str>,
-    previous: Option<&str>,
-) -> api::ReleaseState {
-    use api::ReleaseState as S;
-    match r.status {
-        _ if Some(r.id.as_str()) == current => S::Live,
-        _ if Some(r.id.as_str()) == previous => S::Previous,
-        ReleaseStatus::Live => S::Kept,
-        ReleaseStatus::Pending => S::Pending,
-        ReleaseStatus::Failed => S::Failed,
-        ReleaseStatus::Pruned => S::Pruned,
+    /// The release `berth rollback APP` goes back to: the one that served before the current
+    /// one took over, skipping releases rolled back from and those no longer kept. Rolling back
+    /// twice goes further back, never forth again. `releases` are the app's, in any order.
+    pub fn previous<'a>(&self, releases: &'a [store::Release]) -> Option<&'a store::Release> {
+        self.served
+            .iter()
+            .filter(|id| Some(*id) != self.current.as_ref() && !self.rolled_back.contains(*id))
+            .find_map(|id| {
+                releases
+                    .iter()
+                    .find(|r| &r.id == id && r.status == ReleaseStatus::Live)
+            })
+    }
+
+    /// The releases whose trees a prune deletes: every failed one, and the releases that
+    /// served beyond the `keep` that served last (never the current one, nor the rollback
+    /// target). `releases` are newest first.
+    pub fn to_prune<'a>(&self, releases: &'a [store::Release], keep: usize) -> Vec<&'a str> {
+        let previous = self.previous(releases).map(|r| r.id.as_str());
+        // Releases that served in the order they last did; any the history does not name
+        // (records pruned from it) after them, newest first.
+        let mut by_service: Vec<&store::Release> = self
+            .served
+            .iter()
+            .filter_map(|id| releases.iter().find(|r| &r.id == id))
+            .collect();
+        by_service.extend(releases.iter().filter(|r| !self.served.contains(&r.id)));
+        let mut served = 0;
+        let doomed: BTreeSet<&str> = by_service
+            .into_iter()
+            .filter(|r| {
+                let spared = Some(r.id.as_str()) == self.current.as_deref()
+                    || Some(r.id.as_str()) == previous;
+                match r.status {
+                    ReleaseStatus::Failed => !spared,
+                    ReleaseStatus::Live => {
+                        served += 1;
+                        served > keep && !spared
+                    }
+                    ReleaseStatus::Pending | ReleaseStatus::Pruned => false,
+                }
+            })
+            .map(|r| r.id.as_str())
+            .collect();
+        releases
+            .iter()
+            .map(|r| r.id.as_str())
+            .filter(|id| doomed.contains(id))
+            .collect()
+    }
+
+    /// What `r` is to the app now, for `berth releases`.
+    pub fn state_of(&self, r: &store::Release, previous: Option<&str>) -> api::ReleaseState {
+        use api::ReleaseState as S;
+        match r.status {
+            _ if Some(&r.id) == self.current.as_ref() => S::Live,
+            _ if Some(r.id.as_str()) == previous => S::Previous,
+            ReleaseStatus::Live if self.rolled_back.contains(&r.id) => S::RolledBack,
+            ReleaseStatus::Live => S::Kept,
+            ReleaseStatus::Pending => S::Pending,
+            ReleaseStatus::Failed => S::Failed,
+            ReleaseStatus::Pruned => S::Pruned,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ReleaseStatus::*;
+    use api::ReleaseState as S;
 
     fn releases(list: &[(&str, ReleaseStatus)]) -> Vec<store::Release> {
         list.iter()
@@ -162,9 +224,144 @@ mod tests {
             .collect()
     }
 
+    /// Rollouts in order: `("deploy", "r3", Some("r1"), "ok")`.
+    fn history(list: &[(&str, &str, Option<&str>, &str)]) -> Vec<store::Deploy> {
+        list.iter()
+            .enumerate()
+            .map(|(i, (kind, release, from, result))| store::Deploy {
+                id: i as i64 + 1,
+                kind: kind.parse().unwrap(),
+                app: "shop".into(),
+                release: (*release).into(),
+                from_release: from.map(str::to_owned),
+                user: "ops".into(),
+                started_at: std::time::UNIX_EPOCH,
+                switched_at: None,
+                finished_at: None,
+                drained_at: None,
+                step: api::Step::Done,
+                result: result.parse().unwrap(),
+                gate: None,
+                reason: None,
+            })
+            .collect()
+    }
+
+    /// The rollback target and every release's state, newest release first.
+    fn check(
+        list: &[store::Release],
+        deploys: &[store::Deploy],
+        current: &str,
+        target: Option<&str>,
+        states: &[S],
+    ) {
+        let lineage = Lineage::new(deploys, Some(current));
+        let previous = lineage.previous(list).map(|r| r.id.as_str());
+        assert_eq!(previous, target);
+        let shown: Vec<S> = list.iter().map(|r| lineage.state_of(r, previous)).collect();
+        assert_eq!(shown, states);
+    }
+
     #[test]
-    fn failed_releases_go_first_and_the_newest_good_ones_stay() {
-        use ReleaseStatus::*;
+    fn rollback_goes_back_to_what_served_before_not_to_the_newest_older_id() {
+        // r1 -> r3, rollback to r1, deploy r4: back means r1, not r3.
+        let list = releases(&[("r4", Live), ("r3", Live), ("r2", Failed), ("r1", Live)]);
+        let mut deploys = history(&[
+            ("deploy", "r1", None, "ok"),
+            ("deploy", "r2", Some("r1"), "failed"),
+            ("deploy", "r3", Some("r1"), "ok"),
+            ("rollback", "r1", Some("r3"), "ok"),
+            ("deploy", "r4", Some("r1"), "ok"),
+        ]);
+        check(
+            &list,
+            &deploys,
+            "r4",
+            Some("r1"),
+            &[S::Live, S::RolledBack, S::Failed, S::Previous],
+        );
+        // Back to r1: a second plain rollback goes further back, never forth to r4 or r3.
+        deploys.extend(
+            history(&[("rollback", "r1", Some("r4"), "ok")])
+                .into_iter()
+                .map(|mut d| {
+                    d.id = 6;
+                    d
+                }),
+        );
+        check(
+            &list,
+            &deploys,
+            "r1",
+            None,
+            &[S::RolledBack, S::RolledBack, S::Failed, S::Live],
+        );
+    }
+
+    #[test]
+    fn a_release_made_live_again_and_replaced_by_a_deploy_is_clean_again() {
+        let list = releases(&[("r3", Live), ("r2", Live), ("r1", Live)]);
+        let deploys = history(&[
+            ("deploy", "r1", None, "ok"),
+            ("deploy", "r2", Some("r1"), "ok"),
+            ("rollback", "r1", Some("r2"), "ok"),
+            ("rollback", "r2", Some("r1"), "ok"), // --to r2: it was fine after all
+            ("deploy", "r3", Some("r2"), "ok"),
+        ]);
+        // r1 was last taken out by a rollback (to r2); r2 by a deploy.
+        check(
+            &list,
+            &deploys,
+            "r3",
+            Some("r2"),
+            &[S::Live, S::Previous, S::RolledBack],
+        );
+    }
+
+    #[test]
+    fn failed_and_rolled_back_rollouts_change_nothing_and_pruned_releases_are_skipped() {
+        let list = releases(&[("r4", Failed), ("r3", Failed), ("r2", Pruned), ("r1", Live)]);
+        let deploys = history(&[
+            ("deploy", "r1", None, "ok"),
+            ("deploy", "r2", Some("r1"), "ok"),
+            ("rollback", "r1", Some("r2"), "ok"),
+            ("deploy", "r3", Some("r1"), "rolled-back"),
+            ("deploy", "r4", Some("r1"), "failed"),
+        ]);
+        check(
+            &list,
+            &deploys,
+            "r1",
+            None,
+            &[S::Failed, S::Failed, S::Pruned, S::Live],
+        );
+        // A deploy after them: back is r1.
+        let list = releases(&[
+            ("r5", Live),
+            ("r4", Failed),
+            ("r3", Failed),
+            ("r2", Pruned),
+            ("r1", Live),
+        ]);
+        let mut more = deploys.clone();
+        more.push(store::Deploy {
+            id: 6,
+            release: "r5".into(),
+            from_release: Some("r1".into()),
+            result: DeployResult::Ok,
+            ..deploys[0].clone()
+        });
+        check(
+            &list,
+            &more,
+            "r5",
+            Some("r1"),
+            &[S::Live, S::Failed, S::Failed, S::Pruned, S::Previous],
+        );
+    }
+
+    #[test]
+    fn failed_releases_go_first_and_the_ones_that_served_last_stay() {
         // r1 ok, r2 failed, r3 ok, r4 failed, r5 ok (current): keep 2.
         let list = releases(&[
             ("r5", Live),
@@ -173,31 +370,42 @@ mod tests {
             ("r2", Failed),
             ("r1", Live),
         ]);
-        assert_eq!(to_prune(&list, Some("r5"), 2), ["r4", "r2", "r1"]);
-        assert_eq!(previous(&list, Some("r5")).unwrap().id, "r3");
-        // After a rollback to r1, r1 is current: it stays whatever its age.
-        assert_eq!(to_prune(&list, Some("r1"), 1), ["r4", "r3", "r2"]);
-        assert_eq!(previous(&list, Some("r1")).map(|r| &r.id), None);
+        let deploys = history(&[
+            ("deploy", "r1", None, "ok"),
+            ("deploy", "r2", Some("r1"), "failed"),
+            ("deploy", "r3", Some("r1"), "ok"),
+            ("deploy", "r4", Some("r3"), "rolled-back"),
+            ("deploy", "r5", Some("r3"), "ok"),
+        ]);
+        let lineage = Lineage::new(&deploys, Some("r5"));
+        assert_eq!(lineage.to_prune(&list, 2), ["r4", "r2", "r1"]);
+        assert_eq!(lineage.previous(&list).unwrap().id, "r3");
+        // After a rollback to r3 and a deploy r6 from it, keep 1: r6 and its rollback target r3
+        // stay; r5, rolled back from, goes.
+        let mut deploys = deploys;
+        deploys.extend(
+            history(&[
+                ("rollback", "r3", Some("r5"), "ok"),
+                ("deploy", "r6", Some("r3"), "ok"),
+            ])
+            .into_iter()
+            .map(|mut d| {
+                d.id += 5;
+                d
+            }),
+        );
+        let mut list = list;
+        list.insert(0, releases(&[("r6", Live)]).remove(0));
+        let lineage = Lineage::new(&deploys, Some("r6"));
+        assert_eq!(lineage.to_prune(&list, 1), ["r5", "r4", "r2", "r1"]);
+        // Keep 3: the ones that served last are r6, r3, r5 — not r5, r3 by id.
+        let lineage = Lineage::new(&deploys, Some("r6"));
+        assert_eq!(lineage.to_prune(&list, 3), ["r4", "r2", "r1"]);
     }
 
     #[test]
-    fn states() {
-        use ReleaseStatus::*;
-        use api::ReleaseState as S;
-        let list = releases(&[
-            ("r4", Pending),
-            ("r3", Live),
-            ("r2", Live),
-            ("r1", Live),
-            ("r0", Pruned),
-        ]);
-        let shown: Vec<S> = list
-            .iter()
-            .map(|r| state_of(r, Some("r3"), Some("r2")))
-            .collect();
-        assert_eq!(
-            shown,
-            [S::Pending, S::Live, S::Previous, S::Kept, S::Pruned]
-        );
+    fn an_app_with_no_history_rolls_back_nowhere() {
+        let list = releases(&[("r1", Pending)]);
+        check(&list, &[], "r1", None, &[S::Live]);
     }
 }

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use anyhow::Result;
 
 use crate::core::Core;
-use crate::release::{Member, previous, state_of};
+use crate::release::{HISTORY, Lineage, Member};
 
 impl Core {
     pub async fn status(&self, only: Option<&str>) -> Result<api::Status> {
@@ -73,7 +73,9 @@ impl Core {
         let (known, list) = self.db.app_releases(app).await?;
         let Some(known) = known else { return Ok(None) };
         let current = known.current_release;
-        let previous = previous(&list, current.as_deref()).map(|r| r.id.clone());
+        let deploys = self.db.deploys(Some(app), HISTORY).await?;
+        let lineage = Lineage::new(&deploys, current.as_deref());
+        let previous = lineage.previous(&list).map(|r| r.id.clone());
         Ok(Some(api::Releases {
             app: app.to_owned(),
             releases: list
@@ -82,7 +84,7 @@ impl Core {
                     live: Some(&r.id) == current.as_ref(),
                     created: supervisor::logs::format_time(r.created_at),
                     digest: r.digest.clone(),
-                    status: state_of(r, current.as_deref(), previous.as_deref()),
+                    status: lineage.state_of(r, previous.as_deref()),
                     id: r.id.clone(),
                 })
                 .collect(),

@@ -120,6 +120,10 @@ impl Db {
         .await
     }
 
+    pub async fn set_switched(&self, id: i64) -> Result<()> {
+        self.call(move |s| s.set_switched(id)).await
+    }
+
     pub async fn set_drained(&self, id: i64) -> Result<()> {
         self.call(move |s| s.set_drained(id)).await
     }

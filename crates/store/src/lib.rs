@@ -75,6 +75,9 @@ pub struct Deploy {
     pub from_release: Option<String>,
     pub user: String,
     pub started_at: SystemTime,
+    /// When traffic was switched to its release (`None`: it never was, or the record is older
+    /// than this field).
+    pub switched_at: Option<SystemTime>,
     /// When the result was known (the old release may still be draining).
     pub finished_at: Option<SystemTime>,
     /// When the release it replaced had drained and stopped.
@@ -297,6 +300,15 @@ impl Store {
         Ok(())
     }
 
+    /// Traffic went to the release of deploy `id` now.
+    pub fn set_switched(&self, id: i64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE deploys SET switched_at = ?2 WHERE id = ?1",
+            params![id, to_millis(SystemTime::now())],
+        )?;
+        Ok(())
+    }
+
     /// The release `id` replaced has drained and stopped: the rollout is done.
     pub fn set_drained(&self, id: i64) -> Result<()> {
         self.conn.execute(
@@ -332,7 +344,7 @@ impl Store {
     /// Deploys, newest first, optionally of one app.
     pub fn deploys(&self, app: Option<&str>, limit: u32) -> Result<Vec<Deploy>> {
         let mut st = self.conn.prepare_cached(
-            "SELECT id, kind, app, release, from_release, user, started_at, finished_at, step, result, gate, reason, drained_at
+            "SELECT id, kind, app, release, from_release, user, started_at, finished_at, step, result, gate, reason, drained_at, switched_at
              FROM deploys WHERE ?1 IS NULL OR app = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
         let rows = st.query_map(params![app, limit], |r| {
@@ -350,6 +362,7 @@ impl Store {
                 gate: r.get(10)?,
                 reason: r.get(11)?,
                 drained_at: r.get::<_, Option<i64>>(12)?.map(from_millis),
+                switched_at: r.get::<_, Option<i64>>(13)?.map(from_millis),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

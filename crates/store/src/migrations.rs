@@ -100,6 +100,9 @@ pub const MIGRATIONS: &[&str] = &[
         next_due INTEGER NOT NULL,
         PRIMARY KEY (app, name)
     );",
+    // 7: when a rollout switched traffic to its release (none if it never did): where a
+    // change starts to count, and where time to restore is measured from
+    "ALTER TABLE deploys ADD COLUMN switched_at INTEGER;",
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<()> {

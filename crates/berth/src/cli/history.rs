@@ -92,15 +92,22 @@ pub async fn history(state: &Path, app: Option<&str>, json: bool) -> Result<u8> 
     }
     for s in &h.summary {
         output::line(format!(
-            "\n{}: {} deploys, {} rollbacks; {:.2} deploys/day (30d); change failure rate {:.0}%; mean time to restore {}",
+            "\n{}: {} that went live ({} failed), {} caught before traffic, {}; {:.2} deploys/day (30d); change failure rate {:.0}%; mean time to restore {}",
             s.app,
-            s.deploys,
-            s.rollbacks,
+            count(s.deploys, "deploy"),
+            s.failed_changes,
+            s.caught_before_traffic,
+            count(s.rollbacks, "rollback"),
             s.deploys_per_day,
             s.change_failure_rate * 100.0,
             s.mean_time_to_restore_secs
-                .map_or("n/a".to_owned(), |t| format!("{t:.0}s"))
+                .map_or("n/a".to_owned(), |t| format!("{t:.1}s"))
         ));
     }
     Ok(0)
+}
+
+/// `1 deploy`, `2 deploys`.
+fn count(n: u32, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }

@@ -353,13 +353,51 @@ fn rollback_releases_dry_run_and_history() {
         (summary["deploys"].as_u64(), summary["rollbacks"].as_u64()),
         (Some(2), Some(2))
     );
-    assert_eq!(summary["change_failure_rate"], 0.0);
+    // r2 was rolled back by hand within the hour: a failed change.
+    assert_eq!(summary["failed_changes"], 1);
+    assert_eq!(summary["change_failure_rate"], 0.5);
     let text = d.berth(&["history", "flip"]);
     assert!(
-        text.stdout.contains("flip: 2 deploys, 2 rollbacks"),
+        text.stdout.contains(
+            "flip: 2 deploys that went live (1 failed), 0 caught before traffic, 2 rollbacks;"
+        ),
         "{text:?}"
     );
     assert!(text.stdout.contains("r1->r2"), "{text:?}");
+}
+
+#[test]
+fn rollback_goes_back_to_the_release_that_served_before_not_the_newest_older_one() {
+    let d = Daemon::start();
+    let app = ws_app("back", "", "");
+    let dir = app.path().to_str().unwrap();
+    assert_eq!(made_live(&d.berth(&["deploy", dir])), "r1");
+    assert_eq!(made_live(&d.berth(&["deploy", dir])), "r2");
+    assert_eq!(made_live(&d.berth(&["rollback", "back"])), "r1");
+    assert_eq!(made_live(&d.berth(&["deploy", dir])), "r3");
+    // Back is r1, which served before r3; not r2, which was rolled back from.
+    let text = d.berth(&["releases", "back"]);
+    for (line, state) in [
+        ("* r3", "live"),
+        ("  r2", "rolled-back"),
+        ("  r1", "previous"),
+    ] {
+        assert!(
+            text.stdout
+                .lines()
+                .any(|l| l.starts_with(line) && l.trim_end().ends_with(state)),
+            "{line} {state}: {text:?}"
+        );
+    }
+    assert_eq!(made_live(&d.berth(&["rollback", "back"])), "r1");
+    // Rolling back again goes further back, not forth: there is nothing before r1.
+    let run = d.berth(&["rollback", "back"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("back has no earlier release to roll back to"),
+        "{run:?}"
+    );
 }
 
 #[test]

@@ -27,7 +27,7 @@ use crate::core::Core;
 use crate::failure::Failure;
 use crate::plan::Plan;
 use crate::refusal::Refusal;
-use crate::release::{Release, all_slots, previous};
+use crate::release::{HISTORY, Lineage, Release, all_slots};
 
 mod gates;
 mod prepare;
@@ -299,6 +299,9 @@ impl Core {
         let shape = new.like();
         let t = Instant::now();
         let mut old = self.switch(&r.app, new).await;
+        if let Err(err) = self.db.set_switched(r.id).await {
+            tracing::warn!(deploy = r.id, error = %err, "record the switch of a rollout");
+        }
         r.progress.phase(
             Phase::Switch,
             format!(
@@ -439,8 +442,8 @@ impl Core {
         said
     }
 
-    /// The release a rollback of `app` goes to: `to`, or the newest live release before the
-    /// current one.
+    /// The release a rollback of `app` goes to: `to`, or the one that served before the
+    /// current one (see [`Lineage::previous`]).
     pub async fn rollback_target(&self, app: &str, to: Option<&str>) -> Result<String, Refusal> {
         let (known, releases) = self
             .db
@@ -451,6 +454,12 @@ impl Core {
             return Err(Refusal::no_app(app));
         };
         let current = known.current_release;
+        let deploys = self
+            .db
+            .deploys(Some(app), HISTORY)
+            .await
+            .map_err(anyhow::Error::new)?;
+        let lineage = Lineage::new(&deploys, current.as_deref());
         let refuse = |message: String| {
             Refusal::bad_input(message).hint(format!(
                 "`berth releases {app}` lists the releases you can roll back to"
@@ -476,7 +485,7 @@ impl Core {
                     ReleaseStatus::Live => id.to_owned(),
                 }
             }
-            None => match previous(&releases, current.as_deref()) {
+            None => match lineage.previous(&releases) {
                 Some(r) => r.id.clone(),
                 None => {
                     return Err(refuse(format!(

@@ -16,7 +16,7 @@ use super::progress::Progress;
 use crate::core::Core;
 use crate::failure::Failure;
 use crate::ownership;
-use crate::release::{environment_of, load_spec, to_prune};
+use crate::release::{HISTORY, Lineage, environment_of, load_spec};
 use crate::users::{self, AppUser};
 
 /// What a rollout installs.
@@ -283,8 +283,8 @@ impl Core {
         std::fs::rename(tree, dir)
     }
 
-    /// Delete the trees of failed releases, and of the releases that served beyond the newest
-    /// `keep` of them (never the live one).
+    /// Delete the trees of failed releases, and of the releases that served beyond the `keep`
+    /// that served last (never the live one nor the rollback target).
     pub async fn prune(&self, app: &str, keep: usize) {
         let Ok((known, releases)) = self.db.app_releases(app).await else {
             return;
@@ -296,7 +296,11 @@ impl Core {
             .get(app)
             .map(|a| a.draining.iter().map(|(id, ..)| id.clone()).collect())
             .unwrap_or_default();
-        let doomed = to_prune(&releases, current.as_deref(), keep);
+        let Ok(deploys) = self.db.deploys(Some(app), HISTORY).await else {
+            return;
+        };
+        let lineage = Lineage::new(&deploys, current.as_deref());
+        let doomed = lineage.to_prune(&releases, keep);
         for id in doomed
             .into_iter()
             .filter(|id| !draining.iter().any(|d| d == id))
