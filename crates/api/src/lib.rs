@@ -17,6 +17,8 @@
 //! | DELETE | /v1/apps/APP/secrets/NAME              |                    | [`SecretRemoved`]            |
 //! | POST   | /v1/apps/APP/secrets/generate          |                    | [`SecretInfo`]s              |
 //! | POST   | /v1/apps/APP/secrets/NAME/rotate (body: value or empty) | | NDJSON [`DeployEvent`]s |
+//! | PUT    | /v1/apps/APP/maintenance (body: message)|                   | [`MaintenanceMode`]          |
+//! | DELETE | /v1/apps/APP/maintenance               |                    | [`MaintenanceMode`]          |
 //! | POST   | /v1/check/routes (body: [`RouteCheck`])|                    | [`RouteConflicts`]           |
 //! | GET    | /v1/secrets/key                        |                    | the key, as text             |
 //! | PUT    | /v1/secrets/key (body: key)            | [`ImportKeyQuery`] | [`KeyImported`]              |

@@ -72,7 +72,8 @@ pub struct AppStatus {
     /// Its `[backups.NAME]`: last success and its age, the last drill.
     #[serde(default)]
     pub backups: Vec<BackupDefinition>,
-    /// The app's services answer 503 meanwhile (a restore is running): why.
+    /// Under maintenance, who put it there and why: the operator (`berth maintenance on`,
+    /// every route answers 503) and/or a restore (its services answer 503).
     #[serde(default)]
     pub maintenance: Option<String>,
     /// Its `[[notify]]` channels and whether they deliver.
@@ -468,6 +469,21 @@ pub struct SecretSet {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SecretRemoved {
     pub removed: bool,
+}
+
+/// `PUT` and `DELETE /v1/apps/APP/maintenance`: the operator's maintenance mode of the app.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MaintenanceMode {
+    pub app: String,
+    /// Whether its routes now answer 503 with the maintenance page.
+    pub on: bool,
+    /// The message of the default page (with `on`).
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Whether the operator had it in maintenance before this request (a `PUT` then only
+    /// replaced the message; a `DELETE` otherwise changed nothing).
+    #[serde(default)]
+    pub was_on: bool,
 }
 
 /// `PUT /v1/secrets/key`

@@ -130,6 +130,9 @@ enum Command {
     /// The dashboard (served on the admin listener).
     #[command(subcommand)]
     Dashboard(DashboardCommand),
+    /// Put an app in maintenance (its routes answer 503 with a page) or take it out.
+    #[command(subcommand)]
+    Maintenance(cli::maintenance::MaintenanceCommand),
     /// Back up an app's data, list, verify and restore its backups.
     #[command(subcommand)]
     Backup(cli::backup::BackupCommand),
@@ -207,6 +210,7 @@ fn main() -> ExitCode {
             } => cli::deploy::run(&cli.state, &dir, env.as_deref(), dry_run, wait).await,
             Command::Secrets(cmd) => cli::secrets::run(&cli.state, cmd).await,
             Command::Backup(cmd) => cli::backup::run(&cli.state, cmd).await,
+            Command::Maintenance(cmd) => cli::maintenance::run(&cli.state, cmd).await,
             Command::Alerts { json } => cli::observe::alerts(&cli.state, json).await,
             Command::Health {
                 app,

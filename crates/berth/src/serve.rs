@@ -28,7 +28,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub acme_ca_root: Option<PathBuf>,
     /// Command run with `sh -c` to set and clear the `_acme-challenge` TXT record for wildcard
-    /// names (DNS-01). It gets BERTH_DNS_ACTION=set|clear, BERTH_DNS_NAME and BERTH_DNS_VALUE.
+    /// names (DNS-01). It gets BERTH_DNS_ACTION=set|clear, BERTH_DNS_NAME (the full record
+    /// name, prefix included: `_acme-challenge.example.com` for `*.example.com`; do not add
+    /// `_acme-challenge.` again) and BERTH_DNS_VALUE (the TXT value); it exits 0 once the
+    /// record is set (or cleared) and visible.
     #[arg(long, value_name = "COMMAND")]
     pub acme_dns_hook: Option<String>,
     /// Where `pg_dump` and `pg_restore` are (default: those of the database server's major

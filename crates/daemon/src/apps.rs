@@ -238,7 +238,12 @@ impl Core {
         };
         let mut routes = Vec::new();
         for (app, release) in running() {
-            let maintenance = apps[app].maintenance.is_some();
+            // The operator's maintenance covers every route; a restore's only the services.
+            let state = &apps[app];
+            let operator = state.maintenance.as_ref();
+            let page = (operator.is_some() || state.restoring.is_some()).then(|| {
+                crate::maintenance::answer(&release.dir, operator.map_or("", |m| &m.message))
+            });
             let settings = &release.spec.proxy;
             let trusted = crate::routes::trusted_proxies(settings);
             for r in &release.spec.routes {
@@ -279,9 +284,9 @@ impl Core {
                     rate_limit: crate::routes::rate_limit(settings, r),
                     trusted_proxies: trusted.clone(),
                     cache_control: crate::routes::cache_policy(r),
-                    // A restore: the services answer 503 + Retry-After; static files still serve.
-                    maintenance: (maintenance && matches!(r.target, RouteTarget::Service(_)))
-                        .then_some(crate::backups::MAINTENANCE_RETRY_AFTER),
+                    maintenance: page.clone().filter(|_| {
+                        operator.is_some() || matches!(r.target, RouteTarget::Service(_))
+                    }),
                 });
             }
         }

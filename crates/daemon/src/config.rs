@@ -45,7 +45,8 @@ impl Config {
 pub struct AcmeConfig {
     /// PEM file of a CA trusted for the ACME directory's own HTTPS, besides the public roots.
     pub ca_root: Option<PathBuf>,
-    /// `sh -c HOOK` that sets and clears `_acme-challenge` TXT records (DNS-01).
+    /// `sh -c HOOK` that sets and clears `_acme-challenge` TXT records (DNS-01);
+    /// `BERTH_DNS_NAME` is the record's full name, `_acme-challenge.` prefix included.
     pub dns_hook: Option<String>,
 }
 

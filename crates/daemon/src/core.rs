@@ -67,8 +67,11 @@ pub(crate) struct AppState {
     pub slot: Arc<tokio::sync::Mutex<()>>,
     /// Replaced releases still finishing their requests: (release, instances, stopped by).
     pub draining: Vec<(String, u32, std::time::SystemTime)>,
-    /// Under maintenance (a restore): its service routes answer 503. Why.
-    pub maintenance: Option<String>,
+    /// A restore in progress: its service routes answer 503. Why. Never stored.
+    pub restoring: Option<String>,
+    /// The operator's maintenance mode (`berth maintenance on`; stored, loaded at start):
+    /// every route of the app answers 503. See `maintenance.rs`.
+    pub maintenance: Option<store::Maintenance>,
 }
 
 impl Core {

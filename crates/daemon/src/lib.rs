@@ -29,6 +29,7 @@ mod failure;
 mod history;
 mod jobs;
 mod lock;
+mod maintenance;
 mod metrics;
 mod observe;
 mod ownership;

@@ -50,6 +50,8 @@ impl Core {
             ),
             Err(err) => tracing::error!(error = %err, "mark interrupted deploys"),
         }
+        // Before any release serves: an app the operator left in maintenance stays in it.
+        self.load_maintenance().await;
         let apps = match self.db.apps().await {
             Ok(apps) => apps,
             Err(err) => {

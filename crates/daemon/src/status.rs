@@ -46,7 +46,7 @@ impl Core {
                                     .collect()
                             })
                             .unwrap_or_default(),
-                        maintenance: here.and_then(|s| s.maintenance.clone()),
+                        maintenance: here.and_then(crate::maintenance::describe),
                         backups: Vec::new(),
                         notifiers: Vec::new(),
                         release: a.current_release,

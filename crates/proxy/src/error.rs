@@ -4,6 +4,7 @@
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{Body, full_body};
+use crate::table::Maintenance;
 
 pub(crate) const X_BERTH_ERROR: &str = "x-berth-error";
 
@@ -31,8 +32,8 @@ pub enum ProxyError {
     BadHost,
     /// The client exceeded the route's rate-limit zone (429, with `Retry-After`).
     RateLimited,
-    /// The app is under maintenance, e.g. a backup is being restored (503, with
-    /// `Retry-After`).
+    /// The app is under maintenance: the operator's, or a backup being restored (503, with
+    /// `Retry-After`; the route's own page when it has one, see [`maintenance_response`]).
     Maintenance,
 }
 
@@ -103,6 +104,19 @@ impl ProxyError {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp
     }
+}
+
+/// [`ProxyError::Maintenance`] with the route's page (HTML) instead of the plain body.
+pub(crate) fn maintenance_response(m: &Maintenance) -> Response<Body> {
+    let mut resp = ProxyError::Maintenance.response();
+    *resp.body_mut() = full_body(m.page.clone());
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(m.page.len()));
+    resp
 }
 
 impl std::fmt::Display for ProxyError {

@@ -15,7 +15,7 @@ use crate::body::{Body, empty_body, full_body};
 use crate::clientip::client_ip;
 use crate::compress;
 use crate::conn::ConnShared;
-use crate::error::ProxyError;
+use crate::error::{ProxyError, maintenance_response};
 use crate::forward::{self, X_REQUEST_ID};
 use crate::host;
 use crate::proxy::Proxy;
@@ -96,7 +96,11 @@ impl Proxy {
                     https_redirect(host.as_ref(), req.uri(), port)
                 }
                 _ if entry.route.maintenance.is_some() => {
-                    retry_after = entry.route.maintenance.map(u64::from);
+                    retry_after = entry
+                        .route
+                        .maintenance
+                        .as_ref()
+                        .map(|m| m.retry_after.into());
                     Err(ProxyError::Maintenance)
                 }
                 _ => {
@@ -115,7 +119,10 @@ impl Proxy {
             Ok(resp) => resp,
             Err(err) => {
                 record.error = Some(err.marker());
-                err.response()
+                match entry.and_then(|e| e.route.maintenance.as_deref()) {
+                    Some(m) if err == ProxyError::Maintenance => maintenance_response(m),
+                    _ => err.response(),
+                }
             }
         };
         record.status = resp.status().as_u16();

@@ -77,7 +77,7 @@ pub use ipnet::IpNet;
 pub use metrics::RouteSample;
 pub use proxy::Proxy;
 pub use ratelimit::RateLimit;
-pub use table::{HostPattern, Route, RouteTable, Target};
+pub use table::{HostPattern, Maintenance, Route, RouteTable, Target};
 pub use upstream::{Balance, DrainOutcome, Pool, Upstream};
 
 /// What `berth proxy` adds to its one route.

@@ -52,9 +52,19 @@ pub struct Route {
     /// `Cache-Control` of the files of a [`Target::Static`] route, by kind (ignored for
     /// services).
     pub cache_control: CachePolicy,
-    /// Under maintenance: every request is answered 503 with `Retry-After` of this many
-    /// seconds, and nothing reaches the target.
-    pub maintenance: Option<u32>,
+    /// Under maintenance: every request is answered 503 with its `Retry-After` and page, and
+    /// nothing reaches the target.
+    pub maintenance: Option<Arc<Maintenance>>,
+}
+
+/// What a route under maintenance answers: `503` with `Retry-After` and an HTML page, both
+/// chosen when the table is published (nothing is read or rendered per request).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Maintenance {
+    /// Seconds a client is told to wait (`Retry-After`).
+    pub retry_after: u32,
+    /// The HTML page (`text/html; charset=utf-8`).
+    pub page: bytes::Bytes,
 }
 
 impl Route {

@@ -149,3 +149,16 @@ fn merge_into<'i>(base: &mut DeTable<'i>, overlay: DeTable<'i>) {
         base.insert(key, value);
     }
 }
+
+/// Whether `span` (of a diagnostic) points into `value`'s text: at one of its keys or values,
+/// however deep.
+pub(crate) fn covers(value: &Value<'_>, span: &Range<usize>) -> bool {
+    let inside = |outer: Range<usize>| outer.start <= span.start && span.end <= outer.end;
+    match value.get_ref() {
+        DeValue::Table(t) => {
+            inside(value.span()) || t.iter().any(|(k, v)| inside(k.span()) || covers(v, span))
+        }
+        DeValue::Array(items) => inside(value.span()) || items.iter().any(|v| covers(v, span)),
+        _ => inside(value.span()),
+    }
+}

@@ -76,10 +76,29 @@ pub(crate) fn parse(file: &str, source: &str, env: Option<&str>) -> Result<AppSp
     let (base, overlays) = overlay::split(&mut w, root.get_ref());
     let names: Vec<String> = overlays.iter().map(|o| o.name.to_owned()).collect();
     let mut spec = app_spec(&mut w, &base);
+    let in_base = w.diags.len();
     let mut selected = None;
     for o in &overlays {
         let merged = overlay::merge(&mut w, &base, o);
+        let before = w.diags.len();
         let merged_spec = app_spec(&mut w, &merged);
+        // What only the merged document has names its environment, and says so when the
+        // text it points at is the base file's (the overlay made valid base settings wrong).
+        let (earlier, found) = w.diags.split_at_mut(before);
+        for d in found.iter_mut().filter(|d| !earlier[..in_base].contains(d)) {
+            let in_overlay = d
+                .span
+                .as_ref()
+                .is_none_or(|span| overlay::covers(o.value, span));
+            d.message = if in_overlay {
+                format!("{} (in environment `{}`)", d.message, o.name)
+            } else {
+                format!(
+                    "{} (in environment `{}`: the base file is fine alone; [environments.{}] merged into it makes this wrong)",
+                    d.message, o.name, o.name
+                )
+            };
+        }
         if env == Some(o.name) {
             selected = Some(merged_spec);
         }

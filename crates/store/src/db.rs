@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::{
-    App, Deploy, DeployResult, Error, Gate, NewDeploy, ProcessRecord, Release, ReleaseStatus,
-    Result, SecretMeta, SecretOrigin, Step, Store,
+    App, Deploy, DeployResult, Error, Gate, Maintenance, NewDeploy, ProcessRecord, Release,
+    ReleaseStatus, Result, SecretMeta, SecretOrigin, Step, Store,
 };
 
 /// A cheap-to-clone handle on the one [`Store`] of a daemon.
@@ -216,5 +216,21 @@ impl Db {
     pub async fn delete_secret(&self, app: &str, name: &str) -> Result<bool> {
         let (app, name) = (app.to_owned(), name.to_owned());
         self.call(move |s| s.delete_secret(&app, &name)).await
+    }
+
+    // ---- maintenance mode ---------------------------------------------------------------------
+
+    pub async fn set_maintenance(&self, app: &str, message: &str) -> Result<Maintenance> {
+        let (app, message) = (app.to_owned(), message.to_owned());
+        self.call(move |s| s.set_maintenance(&app, &message)).await
+    }
+
+    pub async fn clear_maintenance(&self, app: &str) -> Result<bool> {
+        let app = app.to_owned();
+        self.call(move |s| s.clear_maintenance(&app)).await
+    }
+
+    pub async fn maintenance(&self) -> Result<Vec<Maintenance>> {
+        self.call(|s| s.maintenance()).await
     }
 }

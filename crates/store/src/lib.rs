@@ -14,6 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 mod backups;
 mod db;
+mod maintenance;
 mod migrations;
 mod secrets;
 pub use api::{
@@ -21,6 +22,7 @@ pub use api::{
 };
 pub use backups::BackupRow;
 pub use db::Db;
+pub use maintenance::Maintenance;
 pub use migrations::MIGRATIONS;
 pub use secrets::SecretMeta;
 

@@ -103,6 +103,13 @@ pub const MIGRATIONS: &[&str] = &[
     // 7: when a rollout switched traffic to its release (none if it never did): where a
     // change starts to count, and where time to restore is measured from
     "ALTER TABLE deploys ADD COLUMN switched_at INTEGER;",
+    // 8: maintenance mode set by the operator (`berth maintenance on`), kept across restarts;
+    // a restore's maintenance is not stored
+    "CREATE TABLE maintenance (
+        app     TEXT PRIMARY KEY,
+        message TEXT NOT NULL,
+        since   INTEGER NOT NULL
+    );",
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<()> {

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod deploy;
 pub mod history;
 pub mod logs;
+pub mod maintenance;
 pub mod observe;
 pub mod proxy;
 pub mod secrets;

@@ -97,7 +97,7 @@ pub async fn run(state: &Path, app: Option<&str>, json: bool) -> Result<u8> {
             ));
         }
         if let Some(why) = &app.maintenance {
-            output::line(format!("  MAINTENANCE: {why}; its services answer 503"));
+            output::line(format!("  MAINTENANCE: {why}"));
         }
         for b in &app.backups {
             let last = match (&b.last_success, b.last_success_age_secs) {

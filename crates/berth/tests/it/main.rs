@@ -13,6 +13,7 @@ mod demo;
 mod deploy;
 mod https;
 mod isolation;
+mod maintenance;
 mod observe;
 mod rollout;
 mod secrets;

@@ -31,7 +31,6 @@ pub(crate) use events::Events;
 use view::receipt;
 
 pub(crate) use metrics::BackupMetrics;
-pub(crate) use restore::MAINTENANCE_RETRY_AFTER;
 
 /// What the daemon keeps in memory about backups: the per-definition locks and the figures
 /// `/metrics` and `status` show.

@@ -15,11 +15,9 @@ use store::BackupRow;
 
 use super::{Events, Planned};
 use crate::core::Core;
+use crate::maintenance::RETRY_AFTER as MAINTENANCE_RETRY_AFTER;
 use crate::refusal::Refusal;
 use crate::release::all_slots;
-
-/// What the proxy tells clients to wait, in seconds, while an app is under maintenance.
-pub(crate) const MAINTENANCE_RETRY_AFTER: u32 = 30;
 
 impl Core {
     /// The backup `id` of the definition (the newest successful one when absent).
@@ -303,7 +301,7 @@ impl Core {
 
     fn set_maintenance(&self, app: &str, why: Option<String>) {
         if let Some(a) = self.apps().get_mut(app) {
-            a.maintenance = why;
+            a.restoring = why;
         }
     }
 

@@ -203,6 +203,14 @@ async fn route(core: Arc<Core>, req: http::Request<Incoming>, user: String) -> A
                 Request { user, wait: true },
             ))
         }
+        (&Method::PUT, ["v1", "apps", app, "maintenance"]) => {
+            let app = (*app).to_owned();
+            let message = read_value(req).await?;
+            Ok(json(&core.maintenance_mode(&app, Some(message)).await?))
+        }
+        (&Method::DELETE, ["v1", "apps", app, "maintenance"]) => {
+            Ok(json(&core.maintenance_mode(app, None).await?))
+        }
         (&Method::POST, ["v1", "check", "routes"]) => {
             let check: api::RouteCheck = read_json(req).await?;
             let conflicts = core.route_conflicts(&check.app, &check.routes);

@@ -13,6 +13,7 @@ mod headers;
 mod hosts;
 mod https;
 mod limits;
+mod maintenance;
 mod observe;
 mod ratelimit;
 mod routing;
