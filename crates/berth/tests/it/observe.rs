@@ -67,7 +67,7 @@ fn metrics_under_load_pass_promtool_and_reach_prometheus() {
 
     let (status, metrics) = http_get(admin, "localhost", "/metrics").unwrap();
     assert_eq!(status, 200);
-    promtool_check(&metrics);
+    testkit::promtool_check(&metrics);
     for (name, labels) in [
         ("berth_instance_ready", "app=\"alpha\""),
         ("berth_instance_ready", "app=\"beta\""),
@@ -176,30 +176,6 @@ fn web_app(name: &str, host: &str, paths: &[String]) -> tempfile::TempDir {
         ),
         ("web.py", PY_WEB),
     ])
-}
-
-/// `promtool check metrics` must accept `metrics`; its output is the failure message.
-fn promtool_check(metrics: &str) {
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus) must be installed");
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = check.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The values of the samples of `name` whose labels contain `labels` (text as exposed).

@@ -322,31 +322,7 @@ fn sqlite_and_directory_backups_run_drill_restore_and_retain_through_the_daemon(
     ] {
         assert!(metrics.contains(series), "{series} in\n{metrics}");
     }
-    promtool_check(&metrics);
-}
-
-fn promtool_check(metrics: &str) {
-    use std::io::Write;
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (scripts/test installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testkit::promtool_check(&metrics);
 }
 
 #[test]
