@@ -5,46 +5,27 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use backup::{Job, Keys, Location, Source, Stage, Storage, Tools};
+use backup::{Job, Location, Source, Stage, Tools};
 
-struct Setup {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    keys: Keys,
-}
+mod common;
+
+use common::{Scratch as Setup, files_under as walk, no_progress, random_bytes};
 
 fn setup() -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().to_path_buf();
-    for d in ["work", "store", "shared"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    let keys = Keys::load_or_create(&root).unwrap();
-    Setup {
-        _tmp: tmp,
-        root,
-        keys,
-    }
+    Setup::new(&["store", "shared"])
 }
 
 impl Setup {
     fn job(&self, name: &str, source: Source, store: &Path) -> Job {
-        Job {
-            app: "shop".into(),
-            name: name.into(),
+        self.job_to(
+            name,
             source,
-            storage: Storage::open(&Location::Local(store.to_path_buf())).unwrap(),
-            work_dir: self.root.join("work"),
-            tools: Tools::default(),
-        }
+            Location::Local(store.to_path_buf()),
+            Tools::default(),
+        )
     }
-}
-
-fn no_progress() -> backup::Progress {
-    Arc::new(|_| {})
 }
 
 /// A Python process inserting rows into `db` (WAL mode) until killed.
@@ -243,8 +224,7 @@ async fn a_full_disk_fails_the_upload_and_leaves_nothing() {
     let data = s.root.join("shared/big");
     std::fs::create_dir_all(&data).unwrap();
     // Incompressible: 4 MiB of random bytes.
-    let mut random = vec![0u8; 4 << 20];
-    getrandom_fill(&mut random);
+    let random = random_bytes(4 << 20);
     std::fs::write(data.join("blob"), &random).unwrap();
 
     let job = s.job("files", Source::Dir(data), &small);
@@ -259,26 +239,6 @@ async fn a_full_disk_fails_the_upload_and_leaves_nothing() {
     assert_eq!(err.stage, Stage::Upload, "{err}");
     let left: Vec<_> = walk(&small);
     assert!(left.is_empty(), "nothing left on the full disk: {left:?}");
-}
-
-fn getrandom_fill(buf: &mut [u8]) {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(buf)
-        .unwrap();
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
 }
 
 /// What no manifest describes is not a backup: a sweep removes it (an object a crash left, an

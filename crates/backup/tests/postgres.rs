@@ -9,52 +9,29 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use backup::{Job, Keys, Location, Manifest, Source, Stage, Storage, Tools};
+use backup::{Job, Location, Source, Stage, Tools};
 use testkit::Postgres as Server;
 
-struct Setup {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    keys: Keys,
-}
+mod common;
+
+use common::{Scratch as Setup, files_under as walk};
 
 fn setup() -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().to_path_buf();
-    for d in ["work", "store", "bin"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    let keys = Keys::load_or_create(&root).unwrap();
-    Setup {
-        _tmp: tmp,
-        root,
-        keys,
-    }
+    Setup::new(&["store", "bin"])
 }
 
 impl Setup {
     /// A job backing up `url` into `store/`.
     fn job(&self, url: &str, tools: Tools) -> Job {
-        Job {
-            app: "shop".into(),
-            name: "nightly".into(),
-            source: Source::Postgres {
-                db: backup::Postgres::parse(url).unwrap(),
-                verify: None,
-            },
-            storage: Storage::open(&Location::Local(self.store())).unwrap(),
-            work_dir: self.root.join("work"),
-            tools,
-        }
+        let source = Source::Postgres {
+            db: backup::Postgres::parse(url).unwrap(),
+            verify: None,
+        };
+        self.job_to("nightly", source, Location::Local(self.store()), tools)
     }
 
     fn store(&self) -> PathBuf {
         self.root.join("store")
-    }
-
-    async fn backup(&self, job: &Job) -> Result<Manifest, backup::Failure> {
-        let id = backup::new_id(SystemTime::now());
-        backup::backup(job, &id, self.keys.recipient(), Arc::new(|_| {})).await
     }
 
     /// `bin/NAME`: an executable shell script.
@@ -80,19 +57,6 @@ impl Setup {
 }
 
 /// The files under `dir`, directories left out.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out.sort();
-    out
-}
-
 /// The row counts of pgbench's four tables.
 fn pgbench_counts(pg: &Server, db: &str) -> [i64; 4] {
     ["accounts", "branches", "tellers", "history"].map(|t| pg.count(db, &format!("pgbench_{t}")))

@@ -3,34 +3,21 @@
 
 #![allow(clippy::disallowed_methods)]
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use backup::{Job, Keys, Location, Manifest, S3Settings, Source, Stage, Storage, Tools};
+use backup::{Job, Location, Manifest, S3Settings, Source, Stage, Tools};
 use testkit::S3;
 
 const BUCKET: &str = "berth-backups";
 
-struct Setup {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    keys: Keys,
-}
+mod common;
+
+use common::{Scratch as Setup, random_bytes};
 
 fn setup() -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().to_path_buf();
-    for d in ["work", "uploads"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    let keys = Keys::load_or_create(&root).unwrap();
-    Setup {
-        _tmp: tmp,
-        root,
-        keys,
-    }
+    Setup::new(&["uploads"])
 }
 
 impl Setup {
@@ -47,14 +34,12 @@ impl Setup {
                 path_style: None,
             },
         };
-        Job {
-            app: "shop".into(),
-            name: "files".into(),
-            source: Source::Dir(self.uploads()),
-            storage: Storage::open(&location).unwrap(),
-            work_dir: self.root.join("work"),
-            tools: Tools::default(),
-        }
+        self.job_to(
+            "files",
+            Source::Dir(self.uploads()),
+            location,
+            Tools::default(),
+        )
     }
 
     fn uploads(&self) -> PathBuf {
@@ -63,11 +48,7 @@ impl Setup {
 
     /// `uploads/NAME`: `mib` MiB of random (incompressible) bytes.
     fn random_file(&self, name: &str, mib: usize) -> Vec<u8> {
-        let mut bytes = vec![0u8; mib << 20];
-        std::fs::File::open("/dev/urandom")
-            .unwrap()
-            .read_exact(&mut bytes)
-            .unwrap();
+        let bytes = random_bytes(mib << 20);
         std::fs::write(self.uploads().join(name), &bytes).unwrap();
         bytes
     }
