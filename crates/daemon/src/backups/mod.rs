@@ -379,10 +379,7 @@ impl Core {
         let (app, name) = (planned.app.as_str(), planned.name.as_str());
         let identity = match identity {
             Some(i) => i,
-            None => match Keys::load_or_create(self.dir.root())
-                .map_err(|e| e.to_string())
-                .and_then(|k| k.identity().cloned())
-            {
+            None => match self.identity(None).map_err(|r| r.message) {
                 Ok(i) => i,
                 Err(why) => {
                     events.step(format!("drill skipped: {why}"));

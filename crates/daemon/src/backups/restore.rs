@@ -68,8 +68,22 @@ impl Core {
         Ok((row, manifest))
     }
 
+    /// What a verify or a restore works on: the definition, the backup chosen, its manifest,
+    /// and the key that opens it.
+    async fn opened(
+        &self,
+        app: &str,
+        q: &api::BackupQuery,
+        identity: Option<&str>,
+    ) -> Result<(Planned, BackupRow, Manifest, Identity), Refusal> {
+        let planned = self.plan_backup(app, q.name.as_deref())?;
+        let (row, manifest) = self.chosen(&planned, q.id.as_deref()).await?;
+        let identity = self.identity(identity)?;
+        Ok((planned, row, manifest, identity))
+    }
+
     /// The identity given with the request, or the one on this server.
-    fn identity(&self, given: Option<&str>) -> Result<Identity, Refusal> {
+    pub(super) fn identity(&self, given: Option<&str>) -> Result<Identity, Refusal> {
         match given {
             Some(text) => backup::import_identity(text).map_err(Refusal::bad_input),
             None => Keys::load_or_create(self.dir.root())
@@ -88,9 +102,7 @@ impl Core {
         identity: Option<&str>,
         events: &Events,
     ) -> Result<api::BackupRecord, Refusal> {
-        let planned = self.plan_backup(app, q.name.as_deref())?;
-        let (row, manifest) = self.chosen(&planned, q.id.as_deref()).await?;
-        let identity = self.identity(identity)?;
+        let (planned, row, manifest, identity) = self.opened(app, q, identity).await?;
         events.step(format!(
             "restore drill of {} {} ({} stored, {} rows)",
             planned.name,
@@ -168,9 +180,7 @@ impl Core {
         identity: Option<&str>,
         events: &Events,
     ) -> Result<api::BackupRecord, Refusal> {
-        let planned = self.plan_backup(app, q.name.as_deref())?;
-        let (row, manifest) = self.chosen(&planned, q.id.as_deref()).await?;
-        let identity = self.identity(identity)?;
+        let (planned, row, manifest, identity) = self.opened(app, q, identity).await?;
         let lock = self.backup_lock(app, &planned.name);
         let Ok(_backup) = lock.try_lock() else {
             return Err(Refusal::bad_input(format!(
