@@ -1,15 +1,26 @@
-//! `[deploy]`: the gates a rollout must pass after the switch, and how many releases to keep.
+//! `[deploy]`: the gates a rollout must pass (smoke checks before the switch, canary steps,
+//! the watch window after it), how long the replaced release stays warm, and how many
+//! releases to keep.
 
 use toml::de::DeValue;
 
 use crate::diagnostic::Diagnostic;
-use crate::model::{DeploySpec, SmokeCheck};
-use crate::walk::{Value, Walker, type_name};
+use crate::model::{CanaryStep, DeploySpec, RouteSpec, SmokeCheck};
+use crate::walk::{Table, Value, Walker, type_name};
 
-const DEPLOY_KEYS: &[&str] = &["smoke", "watch", "max_error_rate", "keep_releases", "drain"];
-const SMOKE_KEYS: &[&str] = &["path", "status"];
+const DEPLOY_KEYS: &[&str] = &[
+    "smoke",
+    "watch",
+    "max_error_rate",
+    "keep_releases",
+    "drain",
+    "standby",
+    "canary",
+    "step",
+];
+const SMOKE_KEYS: &[&str] = &["path", "status", "host"];
 
-pub(crate) fn deploy(w: &mut Walker<'_>, value: &Value<'_>) -> DeploySpec {
+pub(crate) fn deploy(w: &mut Walker<'_>, value: &Value<'_>, routes: &[RouteSpec]) -> DeploySpec {
     let defaults = DeploySpec::default();
     let Some(t) = w.table(value, "[deploy]", DEPLOY_KEYS) else {
         w.report(
@@ -84,7 +95,8 @@ pub(crate) fn deploy(w: &mut Walker<'_>, value: &Value<'_>) -> DeploySpec {
                         None => continue,
                     };
                     let status = w.int(&check, "status", 100, 599).unwrap_or(200) as u16;
-                    smoke.push(SmokeCheck { path, status });
+                    let host = smoke_host(w, &check, routes);
+                    smoke.push(SmokeCheck { path, status, host });
                 }
             }
             other => w.report(
@@ -94,11 +106,136 @@ pub(crate) fn deploy(w: &mut Walker<'_>, value: &Value<'_>) -> DeploySpec {
             ),
         }
     }
+    let standby = match w.duration(&t, "standby") {
+        Some(d) if d > DeploySpec::MAX_STANDBY => {
+            if let Some((_, value)) = t.entry("standby") {
+                w.report(
+                    Diagnostic::error("`standby` in [deploy] is longer than 24h")
+                        .at(value.span(), "at most \"24h\"")
+                        .help("a rollback after that starts the old release again, as without standby"),
+                );
+            }
+            None
+        }
+        other => other,
+    };
+    let (canary, step) = canary(w, &t);
     DeploySpec {
         smoke,
         watch,
         max_error_rate,
         keep_releases,
         drain,
+        standby,
+        canary,
+        step,
     }
+}
+
+/// A smoke check's `host`: a concrete name (no wildcard) that one of the app's routes serves.
+fn smoke_host(w: &mut Walker<'_>, check: &Table<'_, '_>, routes: &[RouteSpec]) -> Option<String> {
+    let host = w.checked(check, "host", "host", crate::routes::check_host)?;
+    let (_, value) = check.entry("host")?;
+    let span = value.span();
+    if host.contains('*') {
+        w.report(
+            Diagnostic::error(format!("a smoke check needs a concrete host{}", check.in_ctx()))
+                .at(span.clone(), "a pattern, not a name")
+                .help(format!(
+                    "write a name the route answers, e.g. \"www.{}\"",
+                    host.trim_start_matches("*.").trim_start_matches('*')
+                )),
+        );
+        return None;
+    }
+    let served = routes.iter().any(|r| match r.host.strip_prefix('*') {
+        None => r.host == host,
+        Some("") => true,
+        Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+    });
+    if !served {
+        let hosts: Vec<&str> = routes.iter().map(|r| r.host.as_str()).collect();
+        w.report(
+            Diagnostic::error(format!("no route of the app serves host `{host}`{}", check.in_ctx()))
+                .at(span.clone(), "the smoke check would find no route")
+                .help(format!("use a host of [[routes]]: {}", hosts.join(", "))),
+        );
+        return None;
+    }
+    Some(host)
+}
+
+/// `canary = ["5%", "25%", "100%"]` and its `step`.
+fn canary(w: &mut Walker<'_>, t: &Table<'_, '_>) -> (Vec<f64>, Option<CanaryStep>) {
+    const EXAMPLE: &str = "canary = [\"5%\", \"25%\", \"100%\"]";
+    let step = t.get("step").and_then(|value| match value.get_ref() {
+        DeValue::Integer(_) => w
+            .int(t, "step", 1, 1_000_000)
+            .map(CanaryStep::Requests),
+        _ => w.duration(t, "step").map(CanaryStep::Time),
+    });
+    let Some(list) = t.get("canary") else {
+        if let Some((key, _)) = t.entry("step") {
+            w.report(
+                Diagnostic::error("`step` without `canary` in [deploy]")
+                    .at(key, "the length of each canary step")
+                    .help(format!("add {EXAMPLE}, or remove `step`")),
+            );
+        }
+        return (Vec::new(), None);
+    };
+    let DeValue::Array(items) = list.get_ref() else {
+        w.report(
+            Diagnostic::error("`canary` must be an array of percentages")
+                .at(list.span(), format!("found {}", type_name(list.get_ref())))
+                .help(EXAMPLE),
+        );
+        return (Vec::new(), None);
+    };
+    let mut shares: Vec<f64> = Vec::new();
+    let mut all_read = true;
+    for item in items {
+        let parsed = match item.get_ref() {
+            DeValue::String(s) => crate::units::percent(s).map_err(|e| (e.problem, e.help)),
+            other => Err((
+                format!("found {}", type_name(other)),
+                Some(EXAMPLE.to_owned()),
+            )),
+        };
+        match parsed {
+            Ok(p) if shares.last().is_some_and(|&last| p <= last) => w.report(
+                Diagnostic::error("canary shares must grow step by step in [deploy]")
+                    .at(item.span(), "not above the share before it")
+                    .help(EXAMPLE),
+            ),
+            Ok(p) => shares.push(p),
+            Err((label, help)) => {
+                all_read = false;
+                let mut d = Diagnostic::error("invalid share in `canary` in [deploy]")
+                    .at(item.span(), label);
+                if let Some(help) = help {
+                    d = d.help(help);
+                }
+                w.report(d);
+            }
+        }
+    }
+    if all_read && shares.last().is_some_and(|&last| last < 1.0) {
+        w.report(
+            Diagnostic::error("the last canary share must be \"100%\" in [deploy]")
+                .at(list.span(), "the new release never takes all traffic")
+                .help("end the list with \"100%\": that step is the switch"),
+        );
+    }
+    if shares.is_empty() && !items.is_empty() {
+        return (Vec::new(), None);
+    }
+    if step.is_none() && t.get("step").is_none() {
+        w.report(
+            Diagnostic::error("`canary` without `step` in [deploy]")
+                .at(list.span(), "how long is each share held?")
+                .help("add step = \"1m\" (a time) or step = 500 (requests to the new release)"),
+        );
+    }
+    (shares, step)
 }

@@ -34,8 +34,8 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub use ipnet::IpNet;
 pub use model::{
     AcmeChallenge, AppSpec, BackupSource, BackupSpec, BackupTarget, Balance, BuildSpec,
-    CacheControlSpec, DatabaseEngine, DatabaseSpec, DeploySpec, HeaderPreset, HealthSpec, Keep,
-    ProxySpec, RouteSpec, RouteTarget, Sandbox, ServiceSpec, SmokeCheck, SourceSpan, TlsSpec,
+    CanaryStep, CacheControlSpec, DatabaseEngine, DatabaseSpec, DeploySpec, HeaderPreset, HealthSpec, Keep,
+    ProxySpec, RouteSpec, RouteTarget, Sandbox, ServiceSpec, SmokeCheck, SmokeHost, SourceSpan, TlsSpec,
     VerifyCadence,
 };
 pub use names::{check_app_name, check_secret_name};
