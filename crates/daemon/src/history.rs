@@ -41,14 +41,14 @@ pub const MANUAL_ROLLBACK_WITHIN: Duration = Duration::from_secs(3600);
 ///
 /// The definitions (README's deploy section says the same):
 /// - a *change* is a deploy or restart that took traffic (passed the switch);
-/// - a change *failed* when it was rolled back automatically (a failed smoke check, watch
-///   window or worker start after the switch) or by hand within [`MANUAL_ROLLBACK_WITHIN`] of
+/// - a change *failed* when it was rolled back automatically (a bad canary step, watch
+///   window or worker start) or by hand within [`MANUAL_ROLLBACK_WITHIN`] of
 ///   its switch (the first rollout that took traffic away from it was a rollback);
 /// - its *time to restore* runs from its switch (berth does not record the first bad answer)
 ///   to traffic back on a good release: the end of the automatic rollback (its result is
 ///   recorded after the switch back), or the switch of the manual rollback;
-/// - a deploy refused before the switch (build, secrets, start, health) was *caught before
-///   traffic*: not a change, not a failure, no incident;
+/// - a deploy refused before any client reached it (build, secrets, start, health, smoke
+///   checks) was *caught before traffic*: not a change, not a failure, no incident;
 /// - deploy frequency counts changes.
 ///
 /// Records made before berth recorded the switch fall back to the rollout's start for the
@@ -74,7 +74,7 @@ fn went_live(d: &Deploy) -> bool {
         || (d.result == DeployResult::Interrupted
             && matches!(
                 d.step,
-                Step::Smoke | Step::Watch | Step::Workers | Step::Drain
+                Step::Canary | Step::Watch | Step::Workers | Step::Drain
             ))
 }
 

@@ -131,6 +131,17 @@ impl Core {
             {
                 tracing::warn!(error = %err, "record an instance event");
             }
+            if matches!(event.kind, EventKind::CrashLoop) {
+                let (app, release) = (event.key.app.clone(), event.key.release.clone());
+                let why = format!(
+                    "{}.{} is crash-looping",
+                    event.key.service, event.key.instance
+                );
+                let core = self.clone();
+                // Its own task: stopping the standby waits for supervisor events this loop reads.
+                self.tasks
+                    .spawn(async move { core.drop_standby(&app, &release, &why).await });
+            }
         }
     }
 }

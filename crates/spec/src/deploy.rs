@@ -139,12 +139,15 @@ fn smoke_host(w: &mut Walker<'_>, check: &Table<'_, '_>, routes: &[RouteSpec]) -
     let span = value.span();
     if host.contains('*') {
         w.report(
-            Diagnostic::error(format!("a smoke check needs a concrete host{}", check.in_ctx()))
-                .at(span.clone(), "a pattern, not a name")
-                .help(format!(
-                    "write a name the route answers, e.g. \"www.{}\"",
-                    host.trim_start_matches("*.").trim_start_matches('*')
-                )),
+            Diagnostic::error(format!(
+                "a smoke check needs a concrete host{}",
+                check.in_ctx()
+            ))
+            .at(span.clone(), "a pattern, not a name")
+            .help(format!(
+                "write a name the route answers, e.g. \"www.{}\"",
+                host.trim_start_matches("*.").trim_start_matches('*')
+            )),
         );
         return None;
     }
@@ -156,9 +159,12 @@ fn smoke_host(w: &mut Walker<'_>, check: &Table<'_, '_>, routes: &[RouteSpec]) -
     if !served {
         let hosts: Vec<&str> = routes.iter().map(|r| r.host.as_str()).collect();
         w.report(
-            Diagnostic::error(format!("no route of the app serves host `{host}`{}", check.in_ctx()))
-                .at(span.clone(), "the smoke check would find no route")
-                .help(format!("use a host of [[routes]]: {}", hosts.join(", "))),
+            Diagnostic::error(format!(
+                "no route of the app serves host `{host}`{}",
+                check.in_ctx()
+            ))
+            .at(span.clone(), "the smoke check would find no route")
+            .help(format!("use a host of [[routes]]: {}", hosts.join(", "))),
         );
         return None;
     }
@@ -169,9 +175,7 @@ fn smoke_host(w: &mut Walker<'_>, check: &Table<'_, '_>, routes: &[RouteSpec]) -
 fn canary(w: &mut Walker<'_>, t: &Table<'_, '_>) -> (Vec<f64>, Option<CanaryStep>) {
     const EXAMPLE: &str = "canary = [\"5%\", \"25%\", \"100%\"]";
     let step = t.get("step").and_then(|value| match value.get_ref() {
-        DeValue::Integer(_) => w
-            .int(t, "step", 1, 1_000_000)
-            .map(CanaryStep::Requests),
+        DeValue::Integer(_) => w.int(t, "step", 1, 1_000_000).map(CanaryStep::Requests),
         _ => w.duration(t, "step").map(CanaryStep::Time),
     });
     let Some(list) = t.get("canary") else {

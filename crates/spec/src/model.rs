@@ -421,9 +421,9 @@ pub enum SmokeHost {
 impl SmokeHost {
     pub fn name(&self) -> &str {
         match self {
-            SmokeHost::Given(h) | SmokeHost::Route(h) | SmokeHost::UnderWildcard { host: h, .. } => {
-                h
-            }
+            SmokeHost::Given(h)
+            | SmokeHost::Route(h)
+            | SmokeHost::UnderWildcard { host: h, .. } => h,
             SmokeHost::Any => "localhost",
         }
     }

@@ -39,6 +39,7 @@ pub async fn run(state: &Path, dir: &Path, env: Option<&str>) -> Result<u8> {
         spec.routes.len(),
         plural(spec.routes.len()),
     ));
+    smoke_hosts(&spec);
     if !checked {
         output::hint(format!(
             "no berth daemon answers at {}, so the routes were not checked against other apps'",
@@ -46,6 +47,25 @@ pub async fn run(state: &Path, dir: &Path, env: Option<&str>) -> Result<u8> {
         ));
     }
     Ok(0)
+}
+
+/// Warns of smoke checks that have no host of their own to use: berth sends them with a name
+/// it makes up under the app's wildcard route, which a multi-tenant app may not answer.
+fn smoke_hosts(spec: &spec::AppSpec) {
+    for (i, check) in spec.deploy.smoke.iter().enumerate() {
+        if let spec::SmokeHost::UnderWildcard { host, pattern } = spec.smoke_host(check) {
+            output::line(format!(
+                "warning: [deploy] smoke #{} (GET {}) has no host to use: every route is a wildcard, so it is sent as {host} (under {pattern})",
+                i + 1,
+                check.path
+            ));
+            output::hint(format!(
+                "give it a name the app answers: smoke = [{{ path = \"{}\", host = \"shop.{}\" }}]",
+                check.path,
+                pattern.trim_start_matches("*.")
+            ));
+        }
+    }
 }
 
 /// What a check of the directory and the routes found.

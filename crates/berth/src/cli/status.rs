@@ -96,6 +96,23 @@ pub async fn run(state: &Path, app: Option<&str>, json: bool) -> Result<u8> {
                 d.until
             ));
         }
+        if let Some(s) = &app.standby {
+            output::line(format!(
+                "  standby {}: {} instance{} warm ({}), until {}: `berth rollback {}` is a route swap",
+                s.release,
+                s.instances.len(),
+                if s.instances.len() == 1 { "" } else { "s" },
+                api::human_bytes(s.memory_bytes),
+                s.until,
+                app.name
+            ));
+        }
+        if let Some(c) = &app.canary {
+            output::line(format!(
+                "  canary {}: {}% of clients, step {} of {}",
+                c.release, c.percent, c.step, c.steps
+            ));
+        }
         if let Some(why) = &app.maintenance {
             output::line(format!("  MAINTENANCE: {why}"));
         }

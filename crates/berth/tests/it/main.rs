@@ -15,6 +15,7 @@ mod https;
 mod isolation;
 mod maintenance;
 mod observe;
+mod release_safety;
 mod rollout;
 mod secrets;
 mod static_files;
