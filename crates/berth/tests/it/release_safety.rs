@@ -1,5 +1,7 @@
 //! Release safety: smoke checks before the switch, a watch window that cannot be diluted,
-//! wildcard-only apps, rollback from a warm standby, canary steps.
+//! wildcard-only apps, rollback from a warm standby, canary steps. The tests print what they
+//! measured (client answers, shares, rollback time) for the closing notes.
+#![allow(clippy::print_stderr)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -64,7 +66,7 @@ fn a_failing_smoke_check_is_caught_before_any_client_sees_the_release() {
             && run.stderr.contains("release r1 keeps serving"),
         "{run:?}"
     );
-    println!(
+    eprintln!(
         "client during the refused deploy: {answers} answers, {bad_answers} not 200, {failed} failed"
     );
     assert!(answers > 10, "the client kept asking: {answers}");
@@ -239,7 +241,7 @@ fn canary_steps_shift_the_measured_share_of_clients_and_a_bad_step_rolls_back() 
         );
         let measured = on_new / f64::from(clients) * 100.0;
         let mut c = Client::new(d.http);
-        println!("canary step {step}: {percent}% asked, {measured:.1}% of {clients} clients on r2");
+        eprintln!("canary step {step}: {percent}% asked, {measured:.1}% of {clients} clients on r2");
         assert!(
             (measured - percent).abs() <= 5.0,
             "step {step}: {measured}% of clients on r2, asked {percent}%"
@@ -284,7 +286,7 @@ fn canary_steps_shift_the_measured_share_of_clients_and_a_bad_step_rolls_back() 
             && run.stderr.contains("its clients are back on release r2"),
         "{run:?}"
     );
-    println!(
+    eprintln!(
         "500s seen by clients in the bad canary step: {}",
         errors.load(Ordering::Relaxed)
     );
@@ -334,7 +336,7 @@ fn a_rollback_to_the_warm_standby_is_a_route_swap() {
     let run = d.berth(&["rollback", "warm"]);
     let to_traffic = watcher.join().unwrap();
     assert_eq!(run.code, 0, "{run:?}");
-    println!(
+    eprintln!(
         "rollback to the warm standby: {:.1} ms from the command to r1's first answer (the app takes 3 s to start); the command took {:.1} ms",
         to_traffic.as_secs_f64() * 1000.0,
         t0.elapsed().as_secs_f64() * 1000.0
