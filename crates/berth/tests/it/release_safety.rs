@@ -36,27 +36,33 @@ fn client_load(
     })
 }
 
+/// Deploy `good` (the app's `top` lines), then `top` plus `env` while a client keeps asking:
+/// the deploy's run and what the client got.
+fn deploy_under_load(name: &str, top: &str, env: &str) -> (Daemon, Run, (u64, u64, u64)) {
+    let d = Daemon::start();
+    let good = ws_app(name, "", top);
+    assert_eq!(d.berth(&["deploy", good.path().to_str().unwrap()]).code, 0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = client_load(d.http, "/", stop.clone());
+    let bad = ws_app(name, "", &format!("{top}[env]\n{env}"));
+    let run = d.berth(&["deploy", bad.path().to_str().unwrap()]);
+    stop.store(true, Ordering::Relaxed);
+    let seen = load.join().unwrap();
+    (d, run, seen)
+}
+
 fn history(d: &Daemon, app: &str) -> Value {
     serde_json::from_str(&d.berth(&["history", app, "--json"]).stdout).unwrap()
 }
 
 #[test]
 fn a_failing_smoke_check_is_caught_before_any_client_sees_the_release() {
-    let d = Daemon::start();
-    let gates = "[deploy]\nsmoke = [{ path = \"/\" }]\n";
-    let good = ws_app("smoky", "", gates);
-    assert_eq!(d.berth(&["deploy", good.path().to_str().unwrap()]).code, 0);
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = client_load(d.http, "/", stop.clone());
     // It takes a second to start, so the client asks throughout a deploy of some length.
-    let bad = ws_app(
+    let (d, run, (answers, bad_answers, failed)) = deploy_under_load(
         "smoky",
-        "",
-        &format!("{gates}[env]\nSTATUS = \"500\"\nSTART_DELAY = \"1\"\n"),
+        "[deploy]\nsmoke = [{ path = \"/\" }]\n",
+        "STATUS = \"500\"\nSTART_DELAY = \"1\"\n",
     );
-    let run = d.berth(&["deploy", bad.path().to_str().unwrap()]);
-    stop.store(true, Ordering::Relaxed);
-    let (answers, bad_answers, failed) = load.join().unwrap();
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
         run.stderr.contains("failed at the smoke gate")
@@ -95,16 +101,11 @@ fn a_failing_smoke_check_is_caught_before_any_client_sees_the_release() {
 fn a_release_that_fails_late_in_the_watch_window_is_rolled_back() {
     // 50% errors from 13 s after start in a 20 s window: about 15% over the whole window (below
     // the 20% limit), but 20% within a 10 s window by about 17 s.
-    let d = Daemon::start();
-    let gates = "[deploy]\nwatch = \"20s\"\nmax_error_rate = \"20%\"\n";
-    let good = ws_app("late", "", gates);
-    assert_eq!(d.berth(&["deploy", good.path().to_str().unwrap()]).code, 0);
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = client_load(d.http, "/", stop.clone());
-    let bad = ws_app("late", "", &format!("{gates}[env]\nFAIL_AFTER = \"13\"\n"));
-    let run = d.berth(&["deploy", bad.path().to_str().unwrap()]);
-    stop.store(true, Ordering::Relaxed);
-    load.join().unwrap();
+    let (d, run, _) = deploy_under_load(
+        "late",
+        "[deploy]\nwatch = \"20s\"\nmax_error_rate = \"20%\"\n",
+        "FAIL_AFTER = \"13\"\n",
+    );
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
         run.stderr.contains("failed at the watch gate")
@@ -241,7 +242,9 @@ fn canary_steps_shift_the_measured_share_of_clients_and_a_bad_step_rolls_back() 
         );
         let measured = on_new / f64::from(clients) * 100.0;
         let mut c = Client::new(d.http);
-        eprintln!("canary step {step}: {percent}% asked, {measured:.1}% of {clients} clients on r2");
+        eprintln!(
+            "canary step {step}: {percent}% asked, {measured:.1}% of {clients} clients on r2"
+        );
         assert!(
             (measured - percent).abs() <= 5.0,
             "step {step}: {measured}% of clients on r2, asked {percent}%"

@@ -50,6 +50,13 @@ impl Counts {
         }
     }
 
+    fn add(self, (answered, errors): (u64, u64)) -> Counts {
+        Counts {
+            answered: self.answered + answered,
+            errors: self.errors + errors,
+        }
+    }
+
     fn enough(self) -> bool {
         self.answered >= DeploySpec::ERROR_RATE_MIN_REQUESTS
     }
@@ -77,27 +84,32 @@ impl Tally {
     /// The counts of a release over its instances' whole life: what it answered before the
     /// switch, as the baseline of the release replacing it.
     pub fn lifetime(release: &Release) -> Counts {
-        release.members.iter().map(|m| m.upstream.outcomes()).fold(
-            Counts::default(),
-            |c, (a, e)| Counts {
-                answered: c.answered + a,
-                errors: c.errors + e,
-            },
-        )
+        release
+            .members
+            .iter()
+            .map(|m| m.upstream.outcomes())
+            .fold(Counts::default(), Counts::add)
     }
 
-    fn now(&self) -> Counts {
+    /// Each member's answered and 5xx since judging began.
+    fn deltas(&self) -> impl Iterator<Item = (&str, u32, (u64, u64))> {
         self.members
             .iter()
             .zip(&self.start)
-            .map(|((_, _, u), &(a0, e0))| {
+            .map(|((service, index, u), &(a0, e0))| {
                 let (a, e) = u.outcomes();
-                (a.saturating_sub(a0), e.saturating_sub(e0))
+                (
+                    service.as_str(),
+                    *index,
+                    (a.saturating_sub(a0), e.saturating_sub(e0)),
+                )
             })
-            .fold(Counts::default(), |c, (a, e)| Counts {
-                answered: c.answered + a,
-                errors: c.errors + e,
-            })
+    }
+
+    fn now(&self) -> Counts {
+        self.deltas()
+            .map(|(.., c)| c)
+            .fold(Counts::default(), Counts::add)
     }
 
     fn sample(&mut self, at: Instant) {
@@ -136,16 +148,10 @@ impl Tally {
 
     /// "; most from service web instance 0 (12 of 40)", since judging began.
     fn worst(&self) -> String {
-        self.members
-            .iter()
-            .zip(&self.start)
-            .map(|((service, index, u), &(a0, e0))| {
-                let (a, e) = u.outcomes();
-                (service, index, a - a0, e - e0)
-            })
-            .filter(|m| m.3 > 0)
-            .max_by_key(|m| m.3)
-            .map(|(service, index, a, e)| {
+        self.deltas()
+            .filter(|(.., (_, e))| *e > 0)
+            .max_by_key(|(.., (_, e))| *e)
+            .map(|(service, index, (a, e))| {
                 format!("; most from service {service} instance {index} ({e} of {a})")
             })
             .unwrap_or_default()
