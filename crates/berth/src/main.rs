@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cli;
+mod listen_fds;
 mod output;
 mod serve;
 
@@ -136,6 +137,14 @@ enum Command {
     /// Back up an app's data, list, verify and restore its backups.
     #[command(subcommand)]
     Backup(cli::backup::BackupCommand),
+    /// Hand the daemon over to a new binary (default: the one it was started from, which a
+    /// package upgrade replaced): no connection refused, no request failed, no app restarted.
+    /// What `systemctl reload berth` runs; SIGUSR2 to the daemon does the same.
+    Upgrade {
+        /// The new berth binary.
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+    },
     /// Run the bundled example end to end in a temporary state directory.
     Demo {
         /// Proxy address for the demo.
@@ -251,6 +260,7 @@ fn main() -> ExitCode {
                 .await
             }
             Command::Demo { http } => cli::demo::run(http).await,
+            Command::Upgrade { binary } => cli::upgrade::run(&cli.state, binary).await,
             Command::Proxy {
                 listen,
                 to,

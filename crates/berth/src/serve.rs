@@ -1,5 +1,6 @@
-//! `berth serve`: bind the listeners, open the daemon on the state directory, and run it until
-//! SIGTERM or SIGINT.
+//! `berth serve`: bind the listeners (or take those handed in: socket activation, an upgrade),
+//! open the daemon on the state directory, and run it until SIGTERM (the apps keep running),
+//! SIGINT (everything stops) or an upgrade hands it over.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -83,6 +84,7 @@ fn sizes(input: &str) -> Result<Pair, String> {
 }
 
 pub async fn run(state: &Path, args: ServeArgs) -> Result<u8> {
+    let inherited = crate::listen_fds::Inherited::from_env()?;
     init_tracing();
     let mut config = daemon::Config::new(state);
     config.max_connections_per_ip = args.max_connections_per_ip;
@@ -94,15 +96,57 @@ pub async fn run(state: &Path, args: ServeArgs) -> Result<u8> {
         disk_free: args.alert_disk_free,
         daemon_memory: args.alert_daemon_memory,
     };
+    config.succession = Some(succession(state, inherited.upgrade));
+    config.control_inherited = inherited.control.is_some();
     let daemon = daemon::Daemon::open(config)?;
+    use crate::listen_fds::{tcp, unix};
     let listeners = daemon::Listeners {
-        http: bind(args.http, "HTTP").await?,
-        https: bind_some(args.https, "HTTPS").await?,
-        admin: bind_some(args.admin, "admin").await?,
-        control: daemon.bind_control()?,
+        http: match inherited.http {
+            Some(l) => tcp(l, "HTTP")?,
+            None => bind(args.http, "HTTP").await?,
+        },
+        https: match inherited.https {
+            Some(l) => Some(tcp(l, "HTTPS")?),
+            None => bind_some(args.https, "HTTPS").await?,
+        },
+        admin: match inherited.admin {
+            Some(l) => Some(tcp(l, "admin")?),
+            None => bind_some(args.admin, "admin").await?,
+        },
+        control: match inherited.control {
+            Some(l) => unix(l)?,
+            None => daemon.bind_control()?,
+        },
     };
     daemon.run(listeners, daemon::shutdown_signal()).await?;
     Ok(0)
+}
+
+/// How this daemon starts its successor on `berth upgrade`: the binary it was started from
+/// (after a package upgrade, the new version), the same flags, the state directory and the
+/// variables that shape its logs and its talk with systemd.
+fn succession(state: &Path, from: Option<std::os::unix::net::UnixStream>) -> daemon::Succession {
+    let binary = std::env::current_exe()
+        .map(|p| {
+            let shown = p.to_string_lossy();
+            match shown.strip_suffix(" (deleted)") {
+                Some(path) => PathBuf::from(path),
+                None => p,
+            }
+        })
+        .unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let mut env = vec![("BERTH_STATE".into(), state.as_os_str().to_owned())];
+    for var in ["BERTH_LOG", "NO_COLOR", "NOTIFY_SOCKET", "WATCHDOG_USEC"] {
+        if let Some(v) = std::env::var_os(var) {
+            env.push((var.into(), v));
+        }
+    }
+    daemon::Succession {
+        binary,
+        args: std::env::args_os().skip(1).collect(),
+        env,
+        from,
+    }
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {

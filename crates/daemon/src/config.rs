@@ -23,7 +23,39 @@ pub struct Config {
     pub server_alerts: crate::observe::ServerAlerts,
     /// How often metrics are sampled into the history and alert rules evaluated.
     pub sample_every: std::time::Duration,
+    /// How to start the next daemon on `berth upgrade` (and, for a successor, the channel to
+    /// the daemon handing over). `None`: upgrades are refused.
+    pub succession: Option<Succession>,
+    /// The control socket was handed in (socket activation, an upgrade): it is not removed
+    /// when the daemon stops, as whoever bound it still holds it.
+    pub control_inherited: bool,
     pub hooks: Hooks,
+}
+
+/// How the daemon starts its successor: `binary ARGS` with `env` (besides the base
+/// environment), the listeners as `LISTEN_FDS` named by `LISTEN_FDNAMES`, and one more
+/// descriptor named `upgrade`, the hand-over channel (see `upgrade.rs`).
+#[derive(Debug, Default)]
+pub struct Succession {
+    /// Run when `berth upgrade` names no binary: the path this daemon was started from, which
+    /// after a package upgrade holds the new version.
+    pub binary: PathBuf,
+    /// `serve` and its flags, as this daemon got them.
+    pub args: Vec<std::ffi::OsString>,
+    pub env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    /// Set in a successor: the channel to the daemon handing over.
+    pub from: Option<std::os::unix::net::UnixStream>,
+}
+
+/// How a daemon's run ends (what `shutdown` resolves to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Stop every app gracefully, then the daemon (`SIGINT`, `berth demo`).
+    Everything,
+    /// The daemon goes; the apps keep running, and the next daemon adopts them (`SIGTERM`:
+    /// a restart). Under systemd, `systemctl stop` still stops them: it signals the whole
+    /// control group.
+    LeaveApps,
 }
 
 impl Config {
@@ -35,6 +67,8 @@ impl Config {
             pg_bin_dir: None,
             server_alerts: Default::default(),
             sample_every: crate::observe::STEP,
+            succession: None,
+            control_inherited: false,
             hooks: Hooks::default(),
         }
     }

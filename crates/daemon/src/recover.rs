@@ -1,10 +1,16 @@
-//! Start-up after a stop or a crash, and the daemon's view of instance events.
+//! Start-up after a stop, a crash or an upgrade, and the daemon's view of instance events.
 //!
-//! Recovery is the same path as a deploy's switch, from nothing: sweep the process groups the
-//! previous run recorded, mark its unfinished rollouts `interrupted`, then start each app's
-//! current release and switch to it.
+//! Recovery is the same path as a deploy's switch, from nothing: sweep the job process groups
+//! the previous run recorded, mark its unfinished rollouts `interrupted`, then start each
+//! app's current release and switch to it. Instances outlive the daemon, so "start" is first
+//! "adopt": each instance of a current release the previous daemon recorded is taken over if
+//! it is still that process (pid, start time, its own group) and answers its probe; every
+//! other recorded process (a release that no longer serves, a rollout cut short, a standby)
+//! is killed with its group. Nothing is left running that no daemon knows about.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use store::ProcessRecord;
 use supervisor::{Event, EventKind};
@@ -13,18 +19,81 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::core::Core;
 use crate::release::{Release, all_slots, environment_of, load_spec};
 
+/// How long recovery waits for adopted instances to answer before their routes are
+/// published (an adopted instance needs one probe; one that fails is replaced meanwhile).
+const ADOPT_WAIT: Duration = Duration::from_secs(4);
+
 impl Core {
-    /// Bring every app's current release back up, after sweeping what a previous run of the
-    /// daemon may have left behind (process groups, rollouts cut short).
+    /// Bring every app's current release back up: adopt what the previous daemon left
+    /// running of it, sweep everything else it left (process groups, rollouts cut short).
+    /// Returns once every app with adopted instances serves again; apps started from nothing
+    /// go on starting in the background.
     pub async fn recover(self: Arc<Self>) {
         self.refresh_redactor().await;
         let leftovers = self.db.take_processes().await.unwrap_or_else(|err| {
             tracing::error!(error = %err, "read process groups of the previous run");
             vec![]
         });
-        for p in &leftovers {
-            supervisor::kill_stale_group(p.pgid);
+        self.sweep_jobs().await;
+        match self.db.interrupt_running_deploys().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                count = n,
+                "deploys interrupted by the previous stop were marked interrupted"
+            ),
+            Err(err) => tracing::error!(error = %err, "mark interrupted deploys"),
         }
+        // Before any release serves: an app the operator left in maintenance stays in it.
+        self.load_maintenance().await;
+        let apps = match self.db.apps().await {
+            Ok(apps) => apps,
+            Err(err) => {
+                tracing::error!(error = %err, "read apps from the state database; nothing started");
+                for p in &leftovers {
+                    sweep(p);
+                }
+                return;
+            }
+        };
+        let current: BTreeMap<String, String> = apps
+            .iter()
+            .filter_map(|a| Some((a.name.clone(), a.current_release.clone()?)))
+            .collect();
+        let mut adoptable: BTreeMap<String, Vec<ProcessRecord>> = BTreeMap::new();
+        for p in leftovers {
+            let serving = current.get(&p.app) == Some(&p.release);
+            if serving && p.start_ticks != 0 && p.port != 0 {
+                adoptable.entry(p.app.clone()).or_default().push(p);
+            } else {
+                sweep(&p);
+            }
+        }
+        let adopted: usize = adoptable.values().map(Vec::len).sum();
+        let mut waiting = Vec::new();
+        for (app, release) in current {
+            let found = adoptable.remove(&app).unwrap_or_default();
+            let this = self.clone();
+            let restore = async move {
+                match this.restore(&app, &release, &found).await {
+                    Ok(()) => {
+                        tracing::info!(app = %app, %release, adopted = found.len(), "app restored")
+                    }
+                    Err(err) => {
+                        tracing::error!(app = %app, %release, error = %format!("{err:#}"), "could not restore app")
+                    }
+                }
+            };
+            if adopted > 0 {
+                waiting.push(restore);
+            } else {
+                self.tasks.spawn(restore);
+            }
+        }
+        futures_util::future::join_all(waiting).await;
+    }
+
+    /// Kill what the jobs of the previous run (builds, hooks) left.
+    async fn sweep_jobs(&self) {
         match self.db.take_jobs().await {
             Ok(jobs) => {
                 for (pgid, app, what) in jobs {
@@ -42,40 +111,14 @@ impl Core {
                 tracing::error!(error = %err, "read job process groups of the previous run")
             }
         }
-        match self.db.interrupt_running_deploys().await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(
-                count = n,
-                "deploys interrupted by the previous stop were marked interrupted"
-            ),
-            Err(err) => tracing::error!(error = %err, "mark interrupted deploys"),
-        }
-        // Before any release serves: an app the operator left in maintenance stays in it.
-        self.load_maintenance().await;
-        let apps = match self.db.apps().await {
-            Ok(apps) => apps,
-            Err(err) => {
-                tracing::error!(error = %err, "read apps from the state database; nothing started");
-                return;
-            }
-        };
-        for app in apps {
-            let Some(release) = app.current_release else {
-                continue;
-            };
-            let this = self.clone();
-            self.tasks.spawn(async move {
-                match this.restore(&app.name, &release).await {
-                    Ok(()) => tracing::info!(app = %app.name, %release, "app restored"),
-                    Err(err) => {
-                        tracing::error!(app = %app.name, %release, error = %format!("{err:#}"), "could not restore app")
-                    }
-                }
-            });
-        }
     }
 
-    async fn restore(&self, app: &str, release: &str) -> anyhow::Result<()> {
+    async fn restore(
+        &self,
+        app: &str,
+        release: &str,
+        found: &[ProcessRecord],
+    ) -> anyhow::Result<()> {
         let dir = self.dir.release(app, release);
         let spec = Arc::new(load_spec(&dir, environment_of(app))?);
         // An app deployed before it had a user of its own gets one now.
@@ -88,7 +131,16 @@ impl Core {
             .map_err(|f| anyhow::anyhow!(f.reason))?;
         let env = self.release_env(&spec, release, user.as_ref()).await?;
         let mut started = Release::new(release, spec.clone(), &dir, env, user);
-        started.members = self.start_members(&started, &all_slots(&spec));
+        started.members = self.adopt_members(&started, &all_slots(&spec), found);
+        // Adopted instances are routed once they answered their one probe (or were replaced),
+        // so a client never meets an app with no instance in the table during a hand-over.
+        let adopted = started.members.iter().filter(|m| {
+            found
+                .iter()
+                .any(|p| p.service == m.service && p.instance == m.index)
+        });
+        let answers = adopted.map(|m| m.instance.wait_ready());
+        let _ = tokio::time::timeout(ADOPT_WAIT, futures_util::future::join_all(answers)).await;
         // Instances that are not ready yet join the route table as soon as they are: the
         // supervisor keeps restarting them, and `watch_supervisor` republishes on each change.
         self.switch(app, started).await;
@@ -114,13 +166,22 @@ impl Core {
             };
             self.publish_routes();
             if let EventKind::Started { pid } = event.kind {
-                // pgid = pid: every instance leads its own process group.
+                // pgid = pid: every instance leads its own process group. Its start time
+                // and port are what the next daemon checks before adopting it.
+                let port = self
+                    .supervisor
+                    .instances()
+                    .iter()
+                    .find(|i| *i.key() == event.key)
+                    .map_or(0, |i| i.port());
                 let record = ProcessRecord {
                     app: event.key.app.clone(),
                     service: event.key.service.clone(),
                     release: event.key.release.clone(),
                     instance: event.key.instance,
                     pgid: pid as i32,
+                    start_ticks: supervisor::Identity::of(pid).map_or(0, |i| i.start_ticks),
+                    port,
                 };
                 if let Err(err) = self.db.record_process(record).await {
                     tracing::error!(error = %err, "record a process group");
@@ -160,5 +221,17 @@ fn event_record(ev: &Event) -> Option<(&'static str, String)> {
             Some(("unready", format!("{who} failed liveness: {reason}")))
         }
         EventKind::Started { .. } | EventKind::Ready | EventKind::Stopped => None,
+    }
+}
+
+/// Kill the group of a recorded process that is not adopted, unless its pid now leads
+/// another process (started later than the one recorded: the group it led is long gone).
+fn sweep(p: &ProcessRecord) {
+    let pid = p.pgid as u32;
+    match supervisor::Identity::of(pid) {
+        Some(now) if p.start_ticks != 0 && now.start_ticks != p.start_ticks => {}
+        _ => {
+            supervisor::kill_stale_group(p.pgid);
+        }
     }
 }

@@ -29,6 +29,8 @@ pub(crate) struct ConnShared {
     born: Instant,
     /// Milliseconds after `born` of the last request start or end.
     last_activity_ms: AtomicU64,
+    /// A request came over HTTP/2: a shutdown can say GOAWAY, which no client mistakes.
+    h2: std::sync::atomic::AtomicBool,
 }
 
 impl ConnShared {
@@ -40,12 +42,31 @@ impl ConnShared {
             active: AtomicUsize::new(0),
             born: Instant::now(),
             last_activity_ms: AtomicU64::new(0),
+            h2: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// Requests in flight on the connection.
-    pub fn active(&self) -> usize {
-        self.active.load(Relaxed)
+    pub fn saw_h2(&self) {
+        self.h2.store(true, Relaxed);
+    }
+
+    pub fn is_h2(&self) -> bool {
+        self.h2.load(Relaxed)
+    }
+
+    /// Whether the connection is closing: its HTTP/1 responses say `Connection: close`, so
+    /// the client sends its next request elsewhere (to the next daemon, on an upgrade).
+    pub fn closing(&self) -> bool {
+        self.serve.shutdown.is_cancelled()
+    }
+
+    /// How long no request has been in flight (zero while one is).
+    pub fn idle_for(&self) -> Duration {
+        if self.active.load(Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        let last = Duration::from_millis(self.last_activity_ms.load(Relaxed));
+        self.born.elapsed().saturating_sub(last)
     }
 
     pub fn request_started(&self) {

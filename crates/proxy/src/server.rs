@@ -22,6 +22,10 @@ use crate::conn::{ConnShared, ServeCtx};
 use crate::proxy::Proxy;
 use crate::record::Tracked;
 
+/// A closing HTTP/1 connection with no request for this long is closed (on shutdown, its
+/// next response would have said `Connection: close`).
+const CLOSING_IDLE: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 struct Service {
     proxy: Arc<Proxy>,
@@ -255,8 +259,13 @@ impl Proxy {
                 }
                 () = serve.shutdown.cancelled(), if !closing => {
                     closing = true;
-                    conn.as_mut().graceful_shutdown();
-                    hard.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
+                    // HTTP/2: GOAWAY. HTTP/1: each next response says `Connection: close`
+                    // (handler.rs); hyper's graceful shutdown would close an idle connection at
+                    // once, racing a request the client may be sending on it.
+                    if shared.is_h2() {
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    hard.as_mut().reset(tokio::time::Instant::now() + CLOSING_IDLE);
                 }
                 () = shared.idle_expired(first, idle), if !closing => {
                     closing = true;
@@ -264,11 +273,12 @@ impl Proxy {
                     hard.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
                 }
                 () = &mut hard, if closing => {
-                    // Graceful shutdown waits for a request head that may never come.
-                    if shared.active() == 0 {
+                    // Graceful shutdown waits for a request head that may never come; a
+                    // closing HTTP/1 connection with no request for a while is closed here.
+                    if shared.idle_for() >= CLOSING_IDLE {
                         break;
                     }
-                    hard.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
+                    hard.as_mut().reset(tokio::time::Instant::now() + CLOSING_IDLE);
                 }
                 () = serve.cut.cancelled() => break,
             }

@@ -101,7 +101,8 @@ pub struct NewDeploy<'a> {
     pub user: &'a str,
 }
 
-/// A process group the daemon started; kept so a restarted daemon can sweep leftovers.
+/// An instance's process (the leader of its group) the daemon started; kept so the next
+/// daemon can adopt it (same pid, start time and port) or sweep it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessRecord {
     pub app: String,
@@ -109,6 +110,10 @@ pub struct ProcessRecord {
     pub release: String,
     pub instance: u32,
     pub pgid: i32,
+    /// `/proc/PID/stat` start time in clock ticks after boot (0: unknown, never adopted).
+    pub start_ticks: u64,
+    /// The port it serves on (0: unknown).
+    pub port: u16,
 }
 
 pub struct Store {
@@ -374,9 +379,19 @@ impl Store {
 
     pub fn record_process(&self, p: &ProcessRecord) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO processes (app, service, release, instance, pgid) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(app, service, release, instance) DO UPDATE SET pgid = excluded.pgid",
-            params![p.app, p.service, p.release, p.instance, p.pgid],
+            "INSERT INTO processes (app, service, release, instance, pgid, start_ticks, port)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(app, service, release, instance) DO UPDATE SET pgid = excluded.pgid,
+               start_ticks = excluded.start_ticks, port = excluded.port",
+            params![
+                p.app,
+                p.service,
+                p.release,
+                p.instance,
+                p.pgid,
+                p.start_ticks as i64,
+                p.port
+            ],
         )?;
         Ok(())
     }
@@ -392,13 +407,14 @@ impl Store {
         Ok(())
     }
 
-    /// Every recorded process group, and forget them all: used once at daemon start to sweep
-    /// what a previous run left behind.
+    /// Every recorded process, and forget them all: used once at daemon start to adopt or
+    /// sweep what a previous run left (the adopted are recorded again as they are taken).
     pub fn take_processes(&mut self) -> Result<Vec<ProcessRecord>> {
         let tx = self.conn.transaction()?;
         let list = {
-            let mut st =
-                tx.prepare("SELECT app, service, release, instance, pgid FROM processes")?;
+            let mut st = tx.prepare(
+                "SELECT app, service, release, instance, pgid, start_ticks, port FROM processes",
+            )?;
             st.query_map([], |r| {
                 Ok(ProcessRecord {
                     app: r.get(0)?,
@@ -406,6 +422,8 @@ impl Store {
                     release: r.get(2)?,
                     instance: r.get(3)?,
                     pgid: r.get(4)?,
+                    start_ticks: r.get::<_, i64>(5)?.max(0) as u64,
+                    port: r.get(6)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?

@@ -96,6 +96,8 @@ fn process_groups_are_taken_once() {
         release: "r1".into(),
         instance: 0,
         pgid: 42,
+        start_ticks: 1234,
+        port: 10001,
     };
     s.record_process(&p).unwrap();
     s.record_process(&ProcessRecord {
@@ -132,6 +134,8 @@ fn a_process_group_is_forgotten_only_while_it_is_the_one_recorded() {
         release: "r1".into(),
         instance: 0,
         pgid,
+        start_ticks: 0,
+        port: 0,
     };
     s.record_process(&record(100)).unwrap();
     // The same instance started again (a rollback to a release still draining): the newer

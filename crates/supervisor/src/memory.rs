@@ -41,6 +41,9 @@ pub struct ProcStat {
     pub vsize_bytes: u64,
     /// Seconds after boot the process started.
     pub started_after_boot: f64,
+    /// The same in clock ticks, exactly as the kernel has it: with the pid, what identifies
+    /// a process across a restart of the daemon (a reused pid has another start time).
+    pub start_ticks: u64,
 }
 
 /// `/proc/PID/stat` of `pid` (`"self"` for this process).
@@ -62,6 +65,7 @@ pub fn proc_stat(pid: &str) -> Option<ProcStat> {
         rss_bytes: field(24).max(0) as u64 * page,
         vsize_bytes: field(23).max(0) as u64,
         started_after_boot: field(22) as f64 / tick,
+        start_ticks: field(22).max(0) as u64,
     })
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use api::{
     AppQuery, BackupQuery, BackupStatus, BackupTrigger, DeployQuery, ImportKeyQuery, LogsQuery,
-    RollbackQuery,
+    RollbackQuery, UpgradeQuery,
 };
 use bytes::Bytes;
 use http::{Method, Response, StatusCode, header};
@@ -125,6 +125,22 @@ where
     }
 }
 
+/// Hand the daemon over to `binary` (the run loop does it; this waits for the outcome).
+async fn upgrade(
+    core: &Core,
+    binary: Option<std::path::PathBuf>,
+) -> Result<api::Upgraded, Refusal> {
+    let (reply, outcome) = tokio::sync::oneshot::channel();
+    let request = crate::upgrade::UpgradeRequest {
+        binary,
+        reply: Some(reply),
+        asked: std::time::Instant::now(),
+    };
+    let gone = || Refusal::from(anyhow::anyhow!("the daemon is stopping"));
+    core.upgrades.send(request).await.map_err(|_| gone())?;
+    outcome.await.map_err(|_| gone())?
+}
+
 /// The local user on the other end of the socket, for the deploy history.
 fn peer_user(stream: &tokio::net::UnixStream) -> String {
     stream
@@ -148,6 +164,10 @@ async fn route(core: Arc<Core>, req: http::Request<Incoming>, user: String) -> A
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     match (&method, segments.as_slice()) {
         (&Method::GET, ["v1", "daemon"]) => Ok(json(&core.info())),
+        (&Method::POST, ["v1", "upgrade"]) => {
+            let q: UpgradeQuery = parse(query)?;
+            Ok(json(&upgrade(&core, q.binary.map(Into::into)).await?))
+        }
         (&Method::GET, ["v1", "status"]) => {
             let q: AppQuery = parse(query)?;
             Ok(json(&core.status(q.app.as_deref()).await?))
