@@ -132,6 +132,7 @@ impl Daemon {
             None => None,
         };
         let socket = self.dir.socket();
+        // Not removed when it was handed in: whoever bound it holds it.
         let keep_socket = self.config.control_inherited;
         let succession = self.config.succession.take();
         let predecessor = self.predecessor.take();
@@ -220,6 +221,7 @@ impl Daemon {
         core.cancel.cancel();
         core.tasks.close();
         core.tasks.wait().await;
+        let ending_everything = matches!(ending, End::Stop(Stop::Everything));
         match ending {
             End::Stop(Stop::Everything) => {
                 tracing::info!("stopping apps");
@@ -228,12 +230,21 @@ impl Daemon {
             End::Stop(Stop::LeaveApps) => {
                 tracing::info!("leaving the apps running for the next daemon");
                 core.supervisor.release_all().await;
+                // The next daemon may start (and adopt) while this one finishes its requests;
+                // the socket path is then its to bind.
+                if !keep_socket {
+                    let _ = std::fs::remove_file(&socket);
+                }
+                drop(self.lock);
             }
             End::HandOver(successor, request) => {
                 let successor = *successor;
                 core.supervisor.release_all().await;
                 drop(self.lock);
                 let outcome = upgrade::finish(successor, succession.as_ref(), &handover_fds).await;
+                // No copy of a listening socket may outlive the hand-over here: a client would
+                // wait on it for nothing while this daemon drains.
+                drop(handover_fds);
                 let took_ms = request.asked.elapsed().as_millis() as u64;
                 request.answer(outcome.map(|(pid, version, binary)| api::Upgraded {
                     from_pid: std::process::id(),
@@ -250,10 +261,11 @@ impl Daemon {
                 return Ok(());
             }
         }
+        drop(handover_fds);
         listeners_stop.cancel();
         drain(&mut serving).await;
         let _ = control.await;
-        if !keep_socket {
+        if ending_everything && !keep_socket {
             let _ = std::fs::remove_file(&socket);
         }
         tracing::info!("berth daemon stopped");

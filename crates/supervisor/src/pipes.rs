@@ -44,12 +44,11 @@ pub(crate) struct ReadEnds {
 
 impl LogPipes {
     pub(crate) fn new(root: &Path, key: &InstanceKey) -> LogPipes {
-        let base = root
-            .join(&key.app)
-            .join(format!("{}.{}@{}", key.service, key.instance, key.release));
+        let dir = root.join(&key.app);
+        let name = format!("{}.{}@{}", key.service, key.instance, key.release);
         LogPipes {
-            out: base.with_extension("out"),
-            err: base.with_extension("err"),
+            out: dir.join(format!("{name}.out")),
+            err: dir.join(format!("{name}.err")),
         }
     }
 
@@ -102,4 +101,26 @@ fn fifo(path: &Path) -> io::Result<File> {
     // Best effort: the default 64 KiB still works, it only fills sooner.
     let _ = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES));
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_instance_has_pipes_of_its_own() {
+        let key = |instance| InstanceKey {
+            app: "shop".into(),
+            service: "web".into(),
+            release: "r1".into(),
+            instance,
+        };
+        let (a, b) = (
+            LogPipes::new(Path::new("/s"), &key(0)),
+            LogPipes::new(Path::new("/s"), &key(1)),
+        );
+        assert_eq!(a.out, Path::new("/s/shop/web.0@r1.out"));
+        assert_eq!(a.err, Path::new("/s/shop/web.0@r1.err"));
+        assert_eq!(b.out, Path::new("/s/shop/web.1@r1.out"));
+    }
 }

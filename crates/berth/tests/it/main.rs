@@ -19,3 +19,4 @@ mod release_safety;
 mod rollout;
 mod secrets;
 mod static_files;
+mod upgrade;
