@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use store::ProcessRecord;
+use store::{ProcessRecord, StandbyRecord};
 use supervisor::{Event, EventKind};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -59,14 +59,53 @@ impl Core {
             .iter()
             .filter_map(|a| Some((a.name.clone(), a.current_release.clone()?)))
             .collect();
+        // Standbys still in their time, of a release that does not serve.
+        let now = std::time::SystemTime::now();
+        let mut standbys: BTreeMap<String, StandbyRecord> = match self.db.standbys().await {
+            Ok(list) => list
+                .into_iter()
+                .filter(|s| s.until > now && current.get(&s.app) != Some(&s.release))
+                .map(|s| (s.app.clone(), s))
+                .collect(),
+            Err(err) => {
+                tracing::warn!(error = %err, "read the standbys of the previous run");
+                BTreeMap::new()
+            }
+        };
         let mut adoptable: BTreeMap<String, Vec<ProcessRecord>> = BTreeMap::new();
+        let mut warm: BTreeMap<String, Vec<ProcessRecord>> = BTreeMap::new();
         for p in leftovers {
-            let serving = current.get(&p.app) == Some(&p.release);
-            if serving && p.start_ticks != 0 && p.port != 0 {
+            let known = p.start_ticks != 0 && p.port != 0;
+            if known && current.get(&p.app) == Some(&p.release) {
                 adoptable.entry(p.app.clone()).or_default().push(p);
+            } else if known && standbys.get(&p.app).is_some_and(|s| s.release == p.release) {
+                warm.entry(p.app.clone()).or_default().push(p);
             } else {
                 sweep(&p);
             }
+        }
+        for (app, found) in warm {
+            let Some(record) = standbys.remove(&app) else {
+                continue;
+            };
+            let this = self.clone();
+            self.tasks.spawn(async move {
+                let release = record.release.clone();
+                match this.release_of(&app, &release).await {
+                    Ok(mut standby) => {
+                        let slots: Vec<_> = found.iter().map(|p| (p.service.clone(), p.instance)).collect();
+                        standby.members = this.adopt_members(&standby, &slots, &found);
+                        tracing::info!(app = %app, %release, adopted = found.len(), "standby kept");
+                        this.resume_standby(standby, record).await;
+                    }
+                    Err(err) => {
+                        tracing::warn!(app = %app, %release, error = %format!("{err:#}"), "cannot keep the standby: stopping it");
+                        for p in &found {
+                            sweep(p);
+                        }
+                    }
+                }
+            });
         }
         let adopted: usize = adoptable.values().map(Vec::len).sum();
         let mut waiting = Vec::new();
@@ -119,18 +158,8 @@ impl Core {
         release: &str,
         found: &[ProcessRecord],
     ) -> anyhow::Result<()> {
-        let dir = self.dir.release(app, release);
-        let spec = Arc::new(load_spec(&dir, environment_of(app))?);
-        // An app deployed before it had a user of its own gets one now.
-        let user = self
-            .seat(&spec)
-            .await
-            .map_err(|f| anyhow::anyhow!(f.reason))?;
-        self.seal(&dir, user.as_ref(), None)
-            .await
-            .map_err(|f| anyhow::anyhow!(f.reason))?;
-        let env = self.release_env(&spec, release, user.as_ref()).await?;
-        let mut started = Release::new(release, spec.clone(), &dir, env, user);
+        let mut started = self.release_of(app, release).await?;
+        let spec = started.spec.clone();
         started.members = self.adopt_members(&started, &all_slots(&spec), found);
         // Adopted instances are routed once they answered their one probe (or were replaced),
         // so a client never meets an app with no instance in the table during a hand-over.
@@ -145,6 +174,22 @@ impl Core {
         // supervisor keeps restarting them, and `watch_supervisor` republishes on each change.
         self.switch(app, started).await;
         Ok(())
+    }
+
+    /// `release` of `app` as a `Release` without members: its spec, its user (made now for an
+    /// app deployed before it had one), its sealed tree and its environment.
+    async fn release_of(&self, app: &str, release: &str) -> anyhow::Result<Release> {
+        let dir = self.dir.release(app, release);
+        let spec = Arc::new(load_spec(&dir, environment_of(app))?);
+        let user = self
+            .seat(&spec)
+            .await
+            .map_err(|f| anyhow::anyhow!(f.reason))?;
+        self.seal(&dir, user.as_ref(), None)
+            .await
+            .map_err(|f| anyhow::anyhow!(f.reason))?;
+        let env = self.release_env(&spec, release, user.as_ref()).await?;
+        Ok(Release::new(release, spec, &dir, env, user))
     }
 
     /// Republish routes whenever an instance changes state, and record process groups and

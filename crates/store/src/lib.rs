@@ -17,6 +17,7 @@ mod db;
 mod maintenance;
 mod migrations;
 mod secrets;
+mod standby;
 pub use api::{
     BackupStatus, BackupTrigger, DeployKind, DeployResult, Gate, ReleaseStatus, SecretOrigin, Step,
 };
@@ -25,6 +26,7 @@ pub use db::Db;
 pub use maintenance::Maintenance;
 pub use migrations::MIGRATIONS;
 pub use secrets::SecretMeta;
+pub use standby::StandbyRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

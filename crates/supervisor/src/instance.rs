@@ -365,9 +365,14 @@ async fn run_once(
         },
     };
     let pid = proc.id();
+    // An adopted process keeps the start it had: uptime is the app's, not this daemon's.
+    let started_at = match was_adopted {
+        true => memory::started_at(pid).unwrap_or_else(SystemTime::now),
+        false => SystemTime::now(),
+    };
     inst.update(|d| {
         d.pid = Some(pid);
-        d.started_at = Some(SystemTime::now());
+        d.started_at = Some(started_at);
     });
     let how = if was_adopted { "adopted" } else { "started" };
     tracing::info!(instance = %inst.inner.key, pid, port = spec.port, "instance {how}");

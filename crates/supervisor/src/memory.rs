@@ -69,6 +69,24 @@ pub fn proc_stat(pid: &str) -> Option<ProcStat> {
     })
 }
 
+/// When process `pid` started, by the wall clock: boot time (`btime` in /proc/stat) plus its
+/// start after boot. For an adopted process, whose start this daemon did not see.
+pub(crate) fn started_at(pid: u32) -> Option<std::time::SystemTime> {
+    let after_boot = proc_stat(&pid.to_string())?.started_after_boot;
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let btime: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(
+        std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(btime)
+            + std::time::Duration::from_secs_f64(after_boot),
+    )
+}
+
 /// (clock ticks per second, page size in bytes).
 fn units() -> (f64, u64) {
     use std::sync::OnceLock;

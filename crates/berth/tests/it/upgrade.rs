@@ -237,3 +237,37 @@ fn daemons_on(state: &std::path::Path) -> Vec<u32> {
         })
         .collect()
 }
+
+/// A warm standby survives an upgrade and a restart of berth: its instances are adopted, and
+/// a rollback to it is still a route swap to the same process.
+#[test]
+fn a_warm_standby_is_adopted_across_an_upgrade_and_a_restart() {
+    let mut d = Daemon::start();
+    let top = "[deploy]\nstandby = \"5m\"\n";
+    let v1 = ws_app("warm", "", top);
+    assert_eq!(d.berth(&["deploy", v1.path().to_str().unwrap()]).code, 0);
+    let v2 = ws_app("warm", "", &format!("{top}[env]\nVERSION = \"2\"\n"));
+    assert_eq!(d.berth(&["deploy", v2.path().to_str().unwrap()]).code, 0);
+    let standby_pid = |d: &Daemon| d.status()["apps"][0]["standby"]["instances"][0]["pid"].clone();
+    let before = standby_pid(&d);
+    assert!(before.is_u64(), "{before}");
+
+    let run = d.berth(&["upgrade"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    wait_for("the standby to be kept", Duration::from_secs(10), || {
+        (standby_pid(&d) == before).then_some(())
+    });
+    let pid = d.serving_pid().unwrap();
+    signal(pid, libc_sig::TERM);
+    wait_unlocked(d.path());
+    d.restart();
+    wait_for("the standby to be kept", Duration::from_secs(10), || {
+        (standby_pid(&d) == before).then_some(())
+    });
+
+    let run = d.berth(&["rollback", "warm"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("(warm standby)"), "{run:?}");
+    assert_eq!(instances(&d.status(), "warm")[0]["pid"], before);
+    assert_serves(&d, "warm", "r1");
+}

@@ -25,6 +25,7 @@ async fn a_released_instance_is_adopted_by_the_next_supervisor_and_its_log_goes_
     let pid = inst.status().pid.unwrap();
     let who = Identity::of(pid).unwrap();
     env.sup.release_all().await;
+    let released = std::time::SystemTime::now();
     assert_eq!(inst.state(), InstanceState::Stopped);
     assert!(alive(pid), "released, not stopped");
 
@@ -33,6 +34,10 @@ async fn a_released_instance_is_adopted_by_the_next_supervisor_and_its_log_goes_
     let adopted = next.adopt(spec, who);
     adopted.wait_ready().await.unwrap();
     assert_eq!(adopted.status().pid, Some(pid));
+    // Its uptime is the process's, not the new supervisor's.
+    let started = adopted.status().started_at.unwrap();
+    let window = released - std::time::Duration::from_secs(4)..released;
+    assert!(window.contains(&started), "{started:?} not in {window:?}");
     let ticks = count(&env, "tick");
     eventually(
         "the adopted instance's lines to reach its log",
