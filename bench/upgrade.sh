@@ -72,7 +72,9 @@ PY
 BERTH_PORT=$(free_port) NGX_PORT=$(free_port)
 "$BERTH" serve --http "127.0.0.1:$BERTH_PORT" >"$W/berth.log" 2>&1 &
 for _ in $(seq 100); do "$BERTH" status >/dev/null 2>&1 && break; sleep 0.1; done
-"$BERTH" deploy "$W/app" >/dev/null
+"$BERTH" deploy "$W/app" >/dev/null 2>&1
+app_pid() { "$BERTH" status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["apps"][0]["instances"][0]["pid"])'; }
+APP_PID=$(app_pid)
 APP_PORT=$("$BERTH" status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["apps"][0]["instances"][0]["port"])')
 
 cat > "$W/nginx.conf" <<CONF
@@ -124,5 +126,5 @@ run "berth, 3x berth upgrade" "$BERTH_PORT" "\"$BERTH\" upgrade"
 run "nginx (no reload)" "$NGX_PORT" -
 run "nginx, 3x nginx -s reload" "$NGX_PORT" "nginx -c $W/nginx.conf -s reload"
 echo
-echo "app instance pid before and after: $("$BERTH" status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["apps"][0]["instances"][0]["pid"])') (berth upgrades restart no app)"
+echo "app instance pid before the upgrades: $APP_PID, after: $(app_pid)"
 grep -h "took over" "$W/berth, 3x berth upgrade.upgrades" 2>/dev/null | sed 's/^/  /' || true
