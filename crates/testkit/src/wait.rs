@@ -70,19 +70,27 @@ pub fn alive(pid: u32) -> bool {
     })
 }
 
-/// Live processes whose working directory is under `root` (a state directory: the apps'
-/// instances and builds run in its release trees): pid and command line.
-pub fn processes_under(root: &std::path::Path) -> Vec<(u32, String)> {
-    let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
+/// Every live (not zombie) process: its pid and its `/proc/PID` directory.
+pub fn live_processes() -> impl Iterator<Item = (u32, std::path::PathBuf)> {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| {
             let pid = e.file_name().to_string_lossy().parse::<u32>().ok()?;
-            let cwd = std::fs::read_link(e.path().join("cwd")).ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            (alive(pid) && cwd.starts_with(&root)).then(|| {
+            alive(pid).then(|| (pid, e.path()))
+        })
+}
+
+/// Live processes whose working directory is under `root` (a state directory: the apps'
+/// instances and builds run in its release trees): pid and command line.
+pub fn processes_under(root: &std::path::Path) -> Vec<(u32, String)> {
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
+    live_processes()
+        .filter_map(|(pid, dir)| {
+            let cwd = std::fs::read_link(dir.join("cwd")).ok()?;
+            let cmd = std::fs::read(dir.join("cmdline")).ok()?;
+            cwd.starts_with(&root).then(|| {
                 let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
                 (pid, cmd.trim().to_owned())
             })

@@ -224,16 +224,13 @@ fn kill_9_during_an_upgrade_leaves_one_daemon_serving_and_no_orphan() {
 /// `berth serve` processes running on `state`.
 fn daemons_on(state: &std::path::Path) -> Vec<u32> {
     let state = state.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid = e.file_name().to_string_lossy().parse::<u32>().ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            let env = std::fs::read(e.path().join("environ")).ok()?;
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            let env = String::from_utf8_lossy(&env).into_owned();
-            (alive(pid) && cmd.contains(" serve") && env.contains(&state)).then_some(pid)
+    testkit::live_processes()
+        .filter_map(|(pid, dir)| {
+            let cmd =
+                String::from_utf8_lossy(&std::fs::read(dir.join("cmdline")).ok()?).into_owned();
+            let env =
+                String::from_utf8_lossy(&std::fs::read(dir.join("environ")).ok()?).into_owned();
+            (cmd.contains("\0serve") && env.contains(&state)).then_some(pid)
         })
         .collect()
 }
