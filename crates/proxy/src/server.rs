@@ -15,8 +15,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::conn::{ConnShared, ServeCtx};
 use crate::proxy::Proxy;
@@ -81,11 +79,7 @@ impl Proxy {
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let ctx = Arc::new(ServeCtx {
-            tracker: TaskTracker::new(),
-            shutdown: CancellationToken::new(),
-            cut: CancellationToken::new(),
-        });
+        let ctx = Arc::new(ServeCtx::new());
         match tls {
             None => self.serve_connection(io, peer, proto, ctx).await,
             Some(config) => {
@@ -110,11 +104,7 @@ impl Proxy {
         let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, scheme, version = env!("CARGO_PKG_VERSION"), "proxy listening");
-        let ctx = Arc::new(ServeCtx {
-            tracker: TaskTracker::new(),
-            shutdown: CancellationToken::new(),
-            cut: CancellationToken::new(),
-        });
+        let ctx = Arc::new(ServeCtx::new());
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -136,7 +126,7 @@ impl Proxy {
         }
         drop(listener);
         tracing::info!(%addr, "proxy stopping: draining connections");
-        ctx.shutdown.cancel();
+        ctx.stop();
         ctx.tracker.close();
         if tokio::time::timeout(self.config.drain_grace, ctx.tracker.wait())
             .await
