@@ -30,7 +30,7 @@ impl Core {
     /// go on starting in the background.
     pub async fn recover(self: Arc<Self>) {
         self.refresh_redactor().await;
-        let leftovers = self.db.take_processes().await.unwrap_or_else(|err| {
+        let leftovers = self.db.processes().await.unwrap_or_else(|err| {
             tracing::error!(error = %err, "read process groups of the previous run");
             vec![]
         });
@@ -50,7 +50,7 @@ impl Core {
             Err(err) => {
                 tracing::error!(error = %err, "read apps from the state database; nothing started");
                 for p in &leftovers {
-                    sweep(p);
+                    self.sweep(p).await;
                 }
                 return;
             }
@@ -81,7 +81,7 @@ impl Core {
             } else if known && standbys.get(&p.app).is_some_and(|s| s.release == p.release) {
                 warm.entry(p.app.clone()).or_default().push(p);
             } else {
-                sweep(&p);
+                self.sweep(&p).await;
             }
         }
         for (app, found) in warm {
@@ -101,7 +101,7 @@ impl Core {
                     Err(err) => {
                         tracing::warn!(app = %app, %release, error = %format!("{err:#}"), "cannot keep the standby: stopping it");
                         for p in &found {
-                            sweep(p);
+                            this.sweep(p).await;
                         }
                     }
                 }
@@ -269,14 +269,20 @@ fn event_record(ev: &Event) -> Option<(&'static str, String)> {
     }
 }
 
-/// Kill the group of a recorded process that is not adopted, unless its pid now leads
-/// another process (started later than the one recorded: the group it led is long gone).
-fn sweep(p: &ProcessRecord) {
-    let pid = p.pgid as u32;
-    match supervisor::Identity::of(pid) {
-        Some(now) if p.start_ticks != 0 && now.start_ticks != p.start_ticks => {}
-        _ => {
-            supervisor::kill_stale_group(p.pgid);
+impl Core {
+    /// Kill the group of a recorded process that is not adopted, unless its pid now leads
+    /// another process (started later than the one recorded: the group it led is long gone);
+    /// then forget it.
+    async fn sweep(&self, p: &ProcessRecord) {
+        let pid = p.pgid as u32;
+        match supervisor::Identity::of(pid) {
+            Some(now) if p.start_ticks != 0 && now.start_ticks != p.start_ticks => {}
+            _ => {
+                supervisor::kill_stale_group(p.pgid);
+            }
+        }
+        if let Err(err) = self.db.forget_process(p.clone()).await {
+            tracing::warn!(error = %err, "forget a swept process group");
         }
     }
 }

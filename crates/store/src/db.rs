@@ -145,8 +145,8 @@ impl Db {
         self.call(move |s| s.forget_process(&p)).await
     }
 
-    pub async fn take_processes(&self) -> Result<Vec<ProcessRecord>> {
-        self.call(|s| s.take_processes()).await
+    pub async fn processes(&self) -> Result<Vec<ProcessRecord>> {
+        self.call(|s| s.processes()).await
     }
 
     pub async fn record_job(&self, pgid: i32, app: &str, what: &'static str) -> Result<()> {

@@ -409,15 +409,15 @@ impl Store {
         Ok(())
     }
 
-    /// Every recorded process, and forget them all: used once at daemon start to adopt or
-    /// sweep what a previous run left (the adopted are recorded again as they are taken).
-    pub fn take_processes(&mut self) -> Result<Vec<ProcessRecord>> {
-        let tx = self.conn.transaction()?;
-        let list = {
-            let mut st = tx.prepare(
-                "SELECT app, service, release, instance, pgid, start_ticks, port FROM processes",
-            )?;
-            st.query_map([], |r| {
+    /// Every recorded process. Read once at daemon start; each is then adopted (and recorded
+    /// again as it is taken) or swept and forgotten. Nothing is forgotten by reading: a daemon
+    /// killed while it adopts leaves the records for the next one.
+    pub fn processes(&self) -> Result<Vec<ProcessRecord>> {
+        let mut st = self.conn.prepare(
+            "SELECT app, service, release, instance, pgid, start_ticks, port FROM processes",
+        )?;
+        let list = st
+            .query_map([], |r| {
                 Ok(ProcessRecord {
                     app: r.get(0)?,
                     service: r.get(1)?,
@@ -428,10 +428,7 @@ impl Store {
                     port: r.get(6)?,
                 })
             })?
-            .collect::<Result<Vec<_>, _>>()?
-        };
-        tx.execute("DELETE FROM processes", [])?;
-        tx.commit()?;
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(list)
     }
 

@@ -74,6 +74,22 @@ fn upgrades_and_restarts_refuse_no_connection_fail_no_request_and_restart_no_app
         wrk_until(d.http, Some("alpha.test"), stop.clone()),
         wrk_until(d.http, Some("beta.test"), stop.clone()),
     ];
+    // CLI commands during the hand-overs: each is answered, by the old daemon or the new.
+    let asking = Arc::new(AtomicBool::new(true));
+    let cli = {
+        let (asking, state) = (asking.clone(), d.path().to_owned());
+        std::thread::spawn(move || {
+            let (mut answered, mut failed) = (0, Vec::new());
+            while asking.load(Ordering::SeqCst) {
+                let run = berth(&state, &["status", "--json"]);
+                match run.code {
+                    0 => answered += 1,
+                    _ => failed.push(run),
+                }
+            }
+            (answered, failed)
+        })
+    };
     let first = d.serving_pid().unwrap();
     let mut daemons = vec![first];
     let mut seen = traffic(&d, 0, 200);
@@ -92,6 +108,12 @@ fn upgrades_and_restarts_refuse_no_connection_fail_no_request_and_restart_no_app
         assert_eq!(pids(&d), before, "upgrade {round} restarted an app");
         seen = traffic(&d, seen, 200);
     }
+    asking.store(false, Ordering::SeqCst);
+    let (answered, failed) = cli.join().unwrap();
+    assert!(
+        answered > 3 && failed.is_empty(),
+        "{answered} answered; failed: {failed:?}"
+    );
     for round in 0..3 {
         let pid = d.serving_pid().unwrap();
         signal(pid, libc_sig::TERM);
@@ -158,21 +180,32 @@ fn kill_9_during_an_upgrade_leaves_one_daemon_serving_and_no_orphan() {
         let dir = hosted_app(name, host);
         assert_eq!(d.berth(&["deploy", dir.path().to_str().unwrap()]).code, 0);
     }
-    // Random moments, in milliseconds after `berth upgrade` starts, over the hand-over (which
-    // takes 10 to 40 ms here); printed, so a failure can be tried again at its moment.
+    // Random moments over the hand-over (15 to 40 ms here), counted from when the new daemon
+    // appears: even trials kill the old daemon, odd ones the new. Printed, so that a failure
+    // can be tried again at its moment.
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos() as u64;
-    let delays: Vec<u64> = (0..5u64).map(|i| (seed >> (i * 5)) % 50).collect();
+    let delays: Vec<u64> = (0..5u64).map(|i| (seed >> (i * 5)) % 16).collect();
     eprintln!("kill -9 after {delays:?} ms");
     for (trial, delay) in delays.into_iter().enumerate() {
         let old = d.serving_pid().unwrap();
         let path = d.path().to_owned();
         let upgrade = std::thread::spawn(move || berth(&path, &["upgrade"]));
+        // Looked for without pausing between looks: the whole hand-over takes a few polls.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let new = loop {
+            if let Some(p) = daemons_on(d.path()).into_iter().find(|&p| p != old) {
+                break p;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no new daemon started"
+            );
+        };
         std::thread::sleep(Duration::from_millis(delay));
-        // Whichever daemon serves at this moment (the old one, or already the new one).
-        let victim = d.serving_pid().unwrap_or(old);
+        let victim = if trial % 2 == 0 { old } else { new };
         signal(victim, libc_sig::KILL);
         let _ = upgrade.join();
         // If the other daemon of the pair survived, it serves; else start one.
@@ -187,7 +220,7 @@ fn kill_9_during_an_upgrade_leaves_one_daemon_serving_and_no_orphan() {
             },
         );
         eprintln!(
-            "trial {trial}: killed {victim} (the daemon before: {old}); serving after: {serving:?}"
+            "trial {trial}: killed {victim} (old {old}, new {new}) after {delay} ms; serving after: {serving:?}"
         );
         if serving.is_none() {
             wait_unlocked(d.path());
