@@ -45,11 +45,7 @@ fn a_second_daemon_on_the_same_state_is_refused() {
 
 #[test]
 fn sigint_stops_apps_gracefully_and_exits_0() {
-    let mut d = Daemon::start();
-    let app = py_app("term", "");
-    let run = d.berth(&["deploy", app.path().to_str().unwrap()]);
-    assert_eq!(run.code, 0, "{run:?}");
-    let pids = app_pids(&d, "term");
+    let (mut d, pids) = deployed("term", "");
     assert_eq!(pids.len(), 1);
     assert_eq!(d.stop_with(libc_sig::INT), 0, "{}", d.log());
     for pid in pids {
@@ -65,11 +61,7 @@ fn sigint_stops_apps_gracefully_and_exits_0() {
 /// adopts them (same pids), with their logs going on.
 #[test]
 fn sigterm_leaves_the_apps_running_and_the_next_daemon_adopts_them() {
-    let mut d = Daemon::start();
-    let app = py_app("stay", "instances = 2");
-    let run = d.berth(&["deploy", app.path().to_str().unwrap()]);
-    assert_eq!(run.code, 0, "{run:?}");
-    let pids = app_pids(&d, "stay");
+    let (mut d, pids) = deployed("stay", "instances = 2");
     let first_start = d.status_started_at();
     assert_eq!(d.terminate(), 0, "{}", d.log());
     assert!(d.log().contains("leaving the apps running"), "{}", d.log());
@@ -99,11 +91,7 @@ fn sigterm_leaves_the_apps_running_and_the_next_daemon_adopts_them() {
 
 #[test]
 fn kill_9_of_the_daemon_leaves_the_apps_serving_and_a_restart_adopts_them() {
-    let mut d = Daemon::start();
-    let app = py_app("phoenix", "instances = 2");
-    let run = d.berth(&["deploy", app.path().to_str().unwrap()]);
-    assert_eq!(run.code, 0, "{run:?}");
-    let pids = app_pids(&d, "phoenix");
+    let (mut d, pids) = deployed("phoenix", "instances = 2");
     assert_eq!(pids.len(), 2);
 
     d.kill9();
@@ -125,6 +113,16 @@ fn kill_9_of_the_daemon_leaves_the_apps_serving_and_a_restart_adopts_them() {
         || (!alive(pids[1])).then_some(()),
     );
     assert_eq!(d.get("/").unwrap(), (200, "release r1\n".to_owned()));
+}
+
+/// A daemon serving [`py_app`] `name` (`extra` in its service), and its instances' pids.
+fn deployed(name: &str, extra: &str) -> (Daemon, Vec<u32>) {
+    let d = Daemon::start();
+    let app = py_app(name, extra);
+    let run = d.berth(&["deploy", app.path().to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let pids = app_pids(&d, name);
+    (d, pids)
 }
 
 /// The pids of `app`'s instances, in instance order.
