@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::kubernetes::Autoscale;
 use crate::observe_model::{AlertsSpec, NotifySpec};
 use crate::secrets::{SecretSpec, expand};
 use crate::units::RateSpec;
@@ -375,6 +376,11 @@ pub struct ServiceSpec {
     pub pids_max: Option<u32>,
     /// How the instance is confined; every part on by default.
     pub sandbox: Sandbox,
+    /// `image = "..."`: the container image of the service, for `berth export kubernetes`
+    /// only (the daemon runs `command` in the release tree).
+    pub image: Option<String>,
+    /// `autoscale = { min, max, cpu }`: for `berth export kubernetes` only.
+    pub autoscale: Option<Autoscale>,
 }
 
 /// The hardening of a service's processes (each key in `[services.NAME]`).
