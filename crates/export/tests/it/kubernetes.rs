@@ -1,0 +1,127 @@
+use export::kubernetes::{Options, files, one_document};
+
+use crate::{run_ok, shop, tool, write};
+
+fn options() -> Options {
+    Options {
+        static_image: Some("ghcr.io/acme/shop-static:1.4.2".to_owned()),
+        ..Options::default()
+    }
+}
+
+/// Every manifest validates against Kubernetes 1.30 (strict: no unknown field).
+#[test]
+fn manifests_validate_against_kubernetes_1_30() {
+    let files = files(&shop(), &options()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = tool("kubernetes-validate", "kubernetes-validate (pip)");
+    cmd.args(["--kubernetes-version", "1.30.0", "--strict"]);
+    for f in &files {
+        cmd.arg(write(dir.path(), &f.path, &f.contents));
+    }
+    let out = run_ok(&mut cmd);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!said.contains("ERROR"), "{said}");
+    let all = one_document(&files);
+    let kinds: Vec<&str> = all
+        .lines()
+        .filter_map(|l| l.strip_prefix("kind: "))
+        .map(|k| k.trim_matches('"'))
+        .collect();
+    for kind in [
+        "Deployment",
+        "Service",
+        "NetworkPolicy",
+        "HorizontalPodAutoscaler",
+        "Ingress",
+        "ConfigMap",
+        "CronJob",
+    ] {
+        assert!(kinds.contains(&kind), "no {kind} in {kinds:?}");
+    }
+    // Also as the one stream stdout gets.
+    let path = write(dir.path(), "all.yaml", &all);
+    run_ok(
+        tool("kubernetes-validate", "kubernetes-validate (pip)")
+            .args(["--kubernetes-version", "1.30.0", "--strict"])
+            .arg(path),
+    );
+}
+
+#[test]
+fn deployment_carries_the_service_spec() {
+    let files = files(&shop(), &options()).unwrap();
+    let web = &files.iter().find(|f| f.path == "shop-web.yaml").unwrap().contents;
+    for line in [
+        "replicas: 2",
+        "image: \"ghcr.io/acme/shop-web:1.4.2\"",
+        "terminationGracePeriodSeconds: 30",
+        "path: \"/health/ready\"",
+        "successThreshold: 2",
+        "memory: \"536870912\"",
+        "cpu: \"500m\"",
+        "averageUtilization: 70",
+        "minReplicas: 2",
+        "maxReplicas: 10",
+        "name: \"PORT\"",
+        "value: \"8080\"",
+        "kubernetes.io/metadata.name: \"ingress-nginx\"",
+        // [env] referencing a secret: expanded by the kubelet, not here.
+        "value: \"$(DATABASE_URL)\"",
+        // A literal `$(` is escaped.
+        "value: \"hello $$(not a reference) from $(NODE_ENV)\"",
+    ] {
+        assert!(
+            web.lines().any(|l| l.trim().trim_start_matches("- ") == line),
+            "missing {line}:\n{web}"
+        );
+    }
+    let ingress = &files
+        .iter()
+        .find(|f| f.path == "shop-ingress.yaml")
+        .unwrap()
+        .contents;
+    for line in [
+        "cert-manager.io/cluster-issuer: \"letsencrypt\"",
+        "nginx.ingress.kubernetes.io/limit-rps: \"50\"",
+        "nginx.ingress.kubernetes.io/limit-burst-multiplier: \"2\"",
+        "host: \"shop.example.com\"",
+    ] {
+        assert!(
+            ingress.lines().any(|l| l.trim().trim_start_matches("- ") == line),
+            "missing {line}:\n{ingress}"
+        );
+    }
+    // The worker has no route: no Service, no NetworkPolicy.
+    let worker = &files
+        .iter()
+        .find(|f| f.path == "shop-worker.yaml")
+        .unwrap()
+        .contents;
+    assert!(!worker.contains("kind: \"Service\""), "{worker}");
+}
+
+#[test]
+fn a_service_without_image_is_named() {
+    let source = crate::SHOP.replace("image = \"ghcr.io/acme/shop-worker:1.4.2\"\n", "");
+    let app = spec::parse("berth.toml", &source).unwrap();
+    let err = files(&app, &options()).unwrap_err();
+    assert_eq!(
+        err,
+        export::Error::MissingImage {
+            service: "worker".to_owned()
+        }
+    );
+    assert!(err.to_string().contains("`worker`"), "{err}");
+    assert!(err.hint().contains("[services.worker]"), "{}", err.hint());
+}
+
+#[test]
+fn static_routes_need_an_image() {
+    let err = files(&shop(), &Options::default()).unwrap_err();
+    assert!(
+        matches!(&err, export::Error::StaticNeedsImage { route, dir } if route == "shop.example.com/" && dir == "build/client"),
+        "{err:?}"
+    );
+    assert!(err.hint().contains("--static-image"));
+}
