@@ -85,7 +85,9 @@ pub fn nftables(o: &Options) -> String {
     s.push_str("\t\tiif \"lo\" accept\n");
     s.push_str("\t\tct state established,related accept\n");
     s.push_str("\t\tct state invalid drop\n");
-    s.push_str("\t\t# ICMP that IPv4 and IPv6 need to work (path MTU, neighbour discovery), and ping.\n");
+    s.push_str(
+        "\t\t# ICMP that IPv4 and IPv6 need to work (path MTU, neighbour discovery), and ping.\n",
+    );
     s.push_str("\t\tip protocol icmp icmp type { echo-request, destination-unreachable, time-exceeded, parameter-problem } accept\n");
     s.push_str("\t\tip6 nexthdr ipv6-icmp icmpv6 type { echo-request, destination-unreachable, packet-too-big, time-exceeded, parameter-problem, nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } accept\n");
     if let Some(admin) = closed_admin(o) {
@@ -109,8 +111,12 @@ pub fn nftables(o: &Options) -> String {
 pub fn ufw(o: &Options) -> String {
     let mut s = String::new();
     s.push_str("#!/bin/sh\n");
-    s.push_str("# berth: inbound firewall (made by `berth export firewall --ufw`). Run it as root.\n");
-    s.push_str("# ufw's own before.rules allow loopback, established traffic and the ICMP IP needs.\n");
+    s.push_str(
+        "# berth: inbound firewall (made by `berth export firewall --ufw`). Run it as root.\n",
+    );
+    s.push_str(
+        "# ufw's own before.rules allow loopback, established traffic and the ICMP IP needs.\n",
+    );
     s.push_str("set -e\n");
     s.push_str("ufw default deny incoming\n");
     s.push_str("ufw default allow outgoing\n");

@@ -53,7 +53,10 @@ fn panels(app: &AppSpec) -> Vec<(String, Vec<Panel>)> {
     )];
     for route in &app.routes {
         let id = format!("{name}:{}{}", route.host, route.path);
-        let sel = format!("route=\"{}\"", id.replace('\\', "\\\\").replace('"', "\\\""));
+        let sel = format!(
+            "route=\"{}\"",
+            id.replace('\\', "\\\\").replace('"', "\\\"")
+        );
         let target = match &route.target {
             RouteTarget::Service(s) => format!("service {s}"),
             RouteTarget::Static { dir, .. } => format!("static {dir}"),

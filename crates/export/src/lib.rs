@@ -34,9 +34,7 @@ impl File {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// A service has no `image`, which only the Kubernetes export needs.
-    #[error(
-        "service `{service}` has no `image`: Kubernetes runs containers, not the release tree"
-    )]
+    #[error("service `{service}` has no `image`: Kubernetes runs containers, not the release tree")]
     MissingImage { service: String },
     /// A static route and no image to serve it from.
     #[error(

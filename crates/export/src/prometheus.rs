@@ -136,7 +136,11 @@ fn rule_json(app: &AppSpec, r: &Rule) -> Value {
 /// The `summary` annotation: a template over the alert's labels (no `$value`, so a firing
 /// alert says the same thing each time it is sent).
 pub fn summary(app: &AppSpec, r: &Rule) -> String {
-    let side = if r.name.fires_below() { "at or below" } else { "at or above" };
+    let side = if r.name.fires_below() {
+        "at or below"
+    } else {
+        "at or above"
+    };
     format!(
         "{} of {}{}: {side} the {} threshold {}",
         r.name,

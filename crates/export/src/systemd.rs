@@ -50,7 +50,10 @@ pub const UNIT_PATH: &str = "/etc/systemd/system/berth.service";
 /// The capabilities the root daemon keeps, each with the feature that needs it.
 pub const ROOT_CAPABILITIES: [(&str, &str); 7] = [
     ("CAP_NET_BIND_SERVICE", "the proxy on ports 80 and 443"),
-    ("CAP_SETUID", "running each app and its build as its own user"),
+    (
+        "CAP_SETUID",
+        "running each app and its build as its own user",
+    ),
     (
         "CAP_SETGID",
         "the same, with the app's group (and no other groups)",
@@ -86,17 +89,23 @@ pub fn unit(o: &Options) -> String {
     u.push_str(
         "# berth: the daemon as a hardened system service (made by `berth export systemd`).\n",
     );
-    u.push_str("# Apps are berth's children: they inherit this sandbox, so every setting below still\n");
+    u.push_str(
+        "# Apps are berth's children: they inherit this sandbox, so every setting below still\n",
+    );
     u.push_str("# lets node, python and compiled binaries run.\n\n");
     u.push_str("[Unit]\nDescription=berth: deploys and serves web apps\n");
     u.push_str("After=network-online.target\nWants=network-online.target\n\n");
     u.push_str("[Service]\n");
-    u.push_str("# READY=1 once the listeners are bound and every app is recovered; WATCHDOG=1 pings.\n");
+    u.push_str(
+        "# READY=1 once the listeners are bound and every app is recovered; WATCHDOG=1 pings.\n",
+    );
     u.push_str("Type=notify\nNotifyAccess=main\nWatchdogSec=30s\n");
     u.push_str(&format!("ExecStart={serve}\n"));
     u.push_str("# No ExecReload: a new binary takes over with `berth upgrade` (issue 15), apps untouched.\n");
     u.push_str("Restart=on-failure\nRestartSec=2s\n");
-    u.push_str("# SIGTERM to the daemon only: it stops the apps gracefully (their stop_timeout), then\n");
+    u.push_str(
+        "# SIGTERM to the daemon only: it stops the apps gracefully (their stop_timeout), then\n",
+    );
     u.push_str("# systemd kills whatever is left.\nKillMode=mixed\nTimeoutStopSec=120s\n");
     u.push_str("# Apps' open_files (default 65536) is clamped to the daemon's hard limit.\nLimitNOFILE=65536:524288\n");
     u.push_str("StateDirectory=berth\n");
@@ -112,8 +121,12 @@ pub fn unit(o: &Options) -> String {
 }
 
 fn root_identity(u: &mut String) {
-    u.push_str("# Runs as root (no User=): app isolation needs it — every app, and its build, runs as a\n");
-    u.push_str("# user of its own (berth-APP, made with useradd on its first deploy) that cannot read\n");
+    u.push_str(
+        "# Runs as root (no User=): app isolation needs it — every app, and its build, runs as a\n",
+    );
+    u.push_str(
+        "# user of its own (berth-APP, made with useradd on its first deploy) that cannot read\n",
+    );
     u.push_str("# berth's keys or another app's files. Root here holds only these capabilities:\n");
     for (cap, why) in ROOT_CAPABILITIES {
         u.push_str(&format!("#   {cap}: {why}\n"));
@@ -127,12 +140,16 @@ fn root_identity(u: &mut String) {
 }
 
 fn user_identity(u: &mut String, user: &str) {
-    u.push_str(&format!("# Runs as the dedicated user {user}, with no capability but binding ports 80 and 443.\n"));
+    u.push_str(&format!(
+        "# Runs as the dedicated user {user}, with no capability but binding ports 80 and 443.\n"
+    ));
     u.push_str("# App isolation is OFF: berth cannot switch users, so every app runs as this user and can\n");
     u.push_str("# read berth's keys and state (berth status says so). For a server with one trusted app;\n");
     u.push_str("# leave --user out for a unit that keeps apps apart.\n");
     u.push_str(&format!("User={user}\nGroup={user}\n"));
-    u.push_str("CapabilityBoundingSet=CAP_NET_BIND_SERVICE\nAmbientCapabilities=CAP_NET_BIND_SERVICE\n");
+    u.push_str(
+        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE\nAmbientCapabilities=CAP_NET_BIND_SERVICE\n",
+    );
 }
 
 /// The sandbox both shapes share.

@@ -100,7 +100,8 @@ pub(super) fn ingresses(app: &AppSpec, o: &Options) -> Vec<Value> {
         let mut meta = metadata(app, o, &name, "ingress");
         meta["annotations"] = Value::Object(annotations);
         let mut spec = json!({ "ingressClassName": o.ingress_class, "rules": rules });
-        let hosts = spec::certificate_names(&routes.iter().map(|r| (*r).clone()).collect::<Vec<_>>());
+        let hosts =
+            spec::certificate_names(&routes.iter().map(|r| (*r).clone()).collect::<Vec<_>>());
         if app.tls.is_some() && !hosts.is_empty() {
             spec["tls"] = json!([{ "hosts": hosts, "secretName": format!("{name}-tls") }]);
         }

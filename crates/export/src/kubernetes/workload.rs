@@ -251,7 +251,11 @@ pub(super) fn static_site(app: &AppSpec, o: &Options) -> Result<Option<Vec<Value
     let mut conf = format!("server {{\n    listen {PORT};\n");
     for (i, (route, dir, spa)) in statics.iter().enumerate() {
         let root = format!("/usr/share/nginx/html/{dir}");
-        let fallback = if *spa { format!("@spa{i}") } else { "=404".to_owned() };
+        let fallback = if *spa {
+            format!("@spa{i}")
+        } else {
+            "=404".to_owned()
+        };
         let path = &route.path;
         let place = if route.strip_prefix {
             format!("alias {root}/;")

@@ -64,6 +64,10 @@ fn ufw_script_is_accepted_by_ufw_dry_run() {
     tool("ufw", "ufw");
     for line in commands {
         let args = line.strip_prefix("ufw ").unwrap();
-        run_ok(tool("bash", "bash").arg("-c").arg(format!("ufw --dry-run {args}")));
+        run_ok(
+            tool("bash", "bash")
+                .arg("-c")
+                .arg(format!("ufw --dry-run {args}")),
+        );
     }
 }

@@ -18,7 +18,11 @@ fn every_query_passes_promtool() {
     let doc = json!({ "groups": [{ "name": "dashboard", "rules": rules }] });
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "dashboard.rules.json", &doc.to_string());
-    run_ok(tool("promtool", "prometheus").args(["check", "rules"]).arg(path));
+    run_ok(
+        tool("promtool", "prometheus")
+            .args(["check", "rules"])
+            .arg(path),
+    );
 }
 
 #[test]

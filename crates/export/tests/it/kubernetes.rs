@@ -51,7 +51,11 @@ fn manifests_validate_against_kubernetes_1_30() {
 #[test]
 fn deployment_carries_the_service_spec() {
     let files = files(&shop(), &options()).unwrap();
-    let web = &files.iter().find(|f| f.path == "shop-web.yaml").unwrap().contents;
+    let web = &files
+        .iter()
+        .find(|f| f.path == "shop-web.yaml")
+        .unwrap()
+        .contents;
     for line in [
         "replicas: 2",
         "image: \"ghcr.io/acme/shop-web:1.4.2\"",
@@ -72,7 +76,8 @@ fn deployment_carries_the_service_spec() {
         "value: \"hello $$(not a reference) from $(NODE_ENV)\"",
     ] {
         assert!(
-            web.lines().any(|l| l.trim().trim_start_matches("- ") == line),
+            web.lines()
+                .any(|l| l.trim().trim_start_matches("- ") == line),
             "missing {line}:\n{web}"
         );
     }
@@ -88,7 +93,9 @@ fn deployment_carries_the_service_spec() {
         "host: \"shop.example.com\"",
     ] {
         assert!(
-            ingress.lines().any(|l| l.trim().trim_start_matches("- ") == line),
+            ingress
+                .lines()
+                .any(|l| l.trim().trim_start_matches("- ") == line),
             "missing {line}:\n{ingress}"
         );
     }

@@ -2,6 +2,8 @@
 //! kubernetes-validate. A missing tool fails its test with the package to install
 //! (`scripts/test` installs them all).
 #![allow(clippy::disallowed_methods)]
+// The tests print what the tools said (the security score, promtool's summary).
+#![allow(clippy::print_stdout)]
 
 mod firewall;
 mod grafana;
@@ -90,9 +92,7 @@ pub fn tool(program: &str, package: &str) -> Command {
 
 /// Runs `cmd`, failing the test with its output unless it succeeds.
 pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\n{}{}",

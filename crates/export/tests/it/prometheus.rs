@@ -163,8 +163,7 @@ fn case(app: &AppSpec, all: &[Rule], rule: &Rule, v: f64) -> Option<Value> {
                 rule.threshold - 1.0
             };
             // increase() extrapolates by at most within / (within - STEP).
-            if n * within as f64 / (within - STEP) as f64 >= rule.threshold && n < rule.threshold
-            {
+            if n * within as f64 / (within - STEP) as f64 >= rule.threshold && n < rule.threshold {
                 return None;
             }
             value = n;
@@ -196,7 +195,11 @@ fn case(app: &AppSpec, all: &[Rule], rule: &Rule, v: f64) -> Option<Value> {
         }
         AlertName::CertExpiry => {
             // expiry - time() is `v` when `for` starts counting, and only shrinks after.
-            let since = if v <= rule.threshold { eval - for_ } else { eval };
+            let since = if v <= rule.threshold {
+                eval - for_
+            } else {
+                eval
+            };
             series.push((
                 format!("berth_certificate_expiry_timestamp_seconds{{app=\"{a}\"}}"),
                 format!("{}x{}", since as f64 + v, steps(eval)),

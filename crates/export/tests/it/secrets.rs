@@ -7,7 +7,11 @@ fn no_secret_value_in_any_export() {
     let app = shop();
     // The values a server would inject: none of them may show up anywhere.
     let values = app.resolve_env(|name| Some(format!("s3cr3t-value-of-{name}")));
-    assert!(values.values().any(|v| v.contains("s3cr3t-value-of-DATABASE_URL")));
+    assert!(
+        values
+            .values()
+            .any(|v| v.contains("s3cr3t-value-of-DATABASE_URL"))
+    );
     let mut outputs = vec![
         export::systemd::unit(&export::systemd::Options::default()),
         export::firewall::nftables(&export::firewall::Options::default()),
@@ -31,7 +35,10 @@ fn no_secret_value_in_any_export() {
     // Every secret is referenced by name from the Secret, never given a value.
     let all = export::kubernetes::one_document(&manifests);
     for name in app.secrets.keys() {
-        assert!(all.contains(&format!("key: \"{name}\"")), "{name} not referenced");
+        assert!(
+            all.contains(&format!("key: \"{name}\"")),
+            "{name} not referenced"
+        );
         let lines: Vec<&str> = all.lines().map(str::trim).collect();
         for (i, _) in lines
             .iter()
@@ -41,5 +48,8 @@ fn no_secret_value_in_any_export() {
             assert_eq!(lines[i + 1], "valueFrom:", "{name} has a value");
         }
     }
-    assert!(!all.contains("kind: \"Secret\""), "no Secret object is written");
+    assert!(
+        !all.contains("kind: \"Secret\""),
+        "no Secret object is written"
+    );
 }

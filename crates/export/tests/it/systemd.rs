@@ -13,7 +13,11 @@ fn check(o: &Options) -> f64 {
     };
     let text = unit(&o);
     let path = write(dir.path(), "berth.service", &text);
-    let verify = run_ok(tool("systemd-analyze", "systemd").args(["verify"]).arg(&path));
+    let verify = run_ok(
+        tool("systemd-analyze", "systemd")
+            .args(["verify"])
+            .arg(&path),
+    );
     let stderr = String::from_utf8_lossy(&verify.stderr);
     assert!(
         !stderr.contains("berth.service"),
