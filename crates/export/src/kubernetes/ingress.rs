@@ -73,7 +73,9 @@ pub(super) fn ingresses(app: &AppSpec, o: &Options) -> Vec<Value> {
                 annotations.insert(k.into(), json!(v));
             }
         }
-        if acme {
+        // One certificate for the app: cert-manager (on the first Ingress) puts every host
+        // of the app in the Secret `APP-tls`, which every Ingress names.
+        if acme && n == 0 {
             annotations.insert(
                 "cert-manager.io/cluster-issuer".into(),
                 json!(o.cluster_issuer),
@@ -100,10 +102,14 @@ pub(super) fn ingresses(app: &AppSpec, o: &Options) -> Vec<Value> {
         let mut meta = metadata(app, o, &name, "ingress");
         meta["annotations"] = Value::Object(annotations);
         let mut spec = json!({ "ingressClassName": o.ingress_class, "rules": rules });
-        let hosts =
-            spec::certificate_names(&routes.iter().map(|r| (*r).clone()).collect::<Vec<_>>());
+        let hosts = if n == 0 {
+            spec::certificate_names(&app.routes)
+        } else {
+            let own: Vec<RouteSpec> = routes.iter().map(|r| (*r).clone()).collect();
+            spec::certificate_names(&own)
+        };
         if app.tls.is_some() && !hosts.is_empty() {
-            spec["tls"] = json!([{ "hosts": hosts, "secretName": format!("{name}-tls") }]);
+            spec["tls"] = json!([{ "hosts": hosts, "secretName": format!("{base}-tls") }]);
         }
         out.push(json!({
             "apiVersion": "networking.k8s.io/v1",

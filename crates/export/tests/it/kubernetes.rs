@@ -91,6 +91,7 @@ fn deployment_carries_the_service_spec() {
         "nginx.ingress.kubernetes.io/limit-rps: \"50\"",
         "nginx.ingress.kubernetes.io/limit-burst-multiplier: \"2\"",
         "host: \"shop.example.com\"",
+        "secretName: \"shop-tls\"",
     ] {
         assert!(
             ingress
@@ -99,6 +100,11 @@ fn deployment_carries_the_service_spec() {
             "missing {line}:\n{ingress}"
         );
     }
+    assert_eq!(
+        ingress.matches("cert-manager.io/cluster-issuer").count(),
+        1,
+        "one certificate for the app:\n{ingress}"
+    );
     // The worker has no route: no Service, no NetworkPolicy.
     let worker = &files
         .iter()
