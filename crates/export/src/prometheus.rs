@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+pub use monitor::Severity;
 use serde_json::{Value, json};
 use spec::{AlertName, AppSpec};
 
@@ -32,22 +33,6 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             target: "127.0.0.1:9100".to_owned(),
-        }
-    }
-}
-
-/// `warning` or `critical`, the `severity` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
         }
     }
 }

@@ -100,25 +100,12 @@ pub(crate) fn autoscale(w: &mut Walker<'_>, service: &Table<'_, '_>) -> Option<O
 
 /// `"70%"`: a whole percentage from 1 to 100.
 fn cpu_percent(input: &str) -> Result<u32, crate::units::UnitError> {
-    use crate::units::UnitError;
-    let Some(number) = input.trim().strip_suffix('%') else {
-        return Err(UnitError::new(
-            "missing `%`",
-            format!(
-                "write the target CPU use per replica, e.g. \"{}%\"",
-                input.trim()
-            ),
-        ));
-    };
-    match number.trim().parse::<u32>() {
-        Ok(p) if (1..=100).contains(&p) => Ok(p),
-        Ok(_) => Err(UnitError::new(
-            "must be from 1% to 100%",
-            "of the CPU a replica requests, e.g. \"70%\"".to_owned(),
-        )),
-        Err(_) => Err(UnitError::new(
+    let percent = crate::units::percent(input)? * 100.0;
+    if (percent - percent.round()).abs() > 1e-9 {
+        return Err(crate::units::UnitError::new(
             "not a whole percentage",
             "write e.g. \"70%\"".to_owned(),
-        )),
+        ));
     }
+    Ok(percent.round() as u32)
 }

@@ -101,12 +101,19 @@ pub struct App {
     env: Option<String>,
 }
 
+impl App {
+    /// berth.toml, checked; `None` when it has problems (printed).
+    fn load(&self) -> Result<Option<spec::AppSpec>> {
+        super::check::load(&self.dir, self.env.as_deref())
+    }
+}
+
 /// The daemon's listeners, as `berth serve` takes them.
 #[derive(Args)]
 pub struct Server {
     /// `berth serve --http`.
     #[arg(long, default_value = "0.0.0.0:80")]
-    http: SocketAddr,
+    pub http: SocketAddr,
     /// `berth serve --https`.
     #[arg(long, default_value = "0.0.0.0:443", conflicts_with = "no_https")]
     https: SocketAddr,
@@ -115,11 +122,11 @@ pub struct Server {
     no_https: bool,
     /// `berth serve --admin` (/metrics, the dashboard); keep it on loopback.
     #[arg(long, default_value = "127.0.0.1:9100")]
-    admin: SocketAddr,
+    pub admin: SocketAddr,
 }
 
 impl Server {
-    fn https(&self) -> Option<SocketAddr> {
+    pub fn https(&self) -> Option<SocketAddr> {
         (!self.no_https).then_some(self.https)
     }
 }
@@ -184,7 +191,7 @@ pub fn run(cmd: ExportCommand) -> Result<u8> {
             backup_image,
             out,
         } => {
-            let Some(spec) = super::check::load(&app.dir, app.env.as_deref())? else {
+            let Some(spec) = app.load()? else {
                 return Ok(EXIT_BAD_INPUT);
             };
             let o = export::kubernetes::Options {
@@ -210,14 +217,14 @@ pub fn run(cmd: ExportCommand) -> Result<u8> {
             }
         }
         ExportCommand::Prometheus { app, target, out } => {
-            let Some(spec) = super::check::load(&app.dir, app.env.as_deref())? else {
+            let Some(spec) = app.load()? else {
                 return Ok(EXIT_BAD_INPUT);
             };
             let o = export::prometheus::Options { target };
             (export::prometheus::files(&spec, &o), out)
         }
         ExportCommand::Grafana { app, out } => {
-            let Some(spec) = super::check::load(&app.dir, app.env.as_deref())? else {
+            let Some(spec) = app.load()? else {
                 return Ok(EXIT_BAD_INPUT);
             };
             (vec![export::grafana::dashboard(&spec)], out)

@@ -4,7 +4,6 @@
 //! step is printed as it runs; `--dry-run` prints them (and the unit) and changes nothing.
 //! Refused where systemd is not PID 1, or without root.
 
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -22,18 +21,8 @@ pub struct InstallArgs {
     /// app isolation needs.
     #[arg(long)]
     user: Option<String>,
-    /// `berth serve --http`.
-    #[arg(long, default_value = "0.0.0.0:80")]
-    http: SocketAddr,
-    /// `berth serve --https`.
-    #[arg(long, default_value = "0.0.0.0:443", conflicts_with = "no_https")]
-    https: SocketAddr,
-    /// No HTTPS listener.
-    #[arg(long)]
-    no_https: bool,
-    /// `berth serve --admin` (/metrics, the dashboard); keep it on loopback.
-    #[arg(long, default_value = "127.0.0.1:9100")]
-    admin: SocketAddr,
+    #[command(flatten)]
+    server: super::export::Server,
     /// The berth binary the service runs (default: this one). Not under /home, /root or /tmp,
     /// which the service cannot see.
     #[arg(long, value_name = "PATH")]
@@ -112,9 +101,9 @@ pub async fn run(args: InstallArgs) -> Result<u8> {
     let options = Options {
         user: args.user.clone(),
         binary: binary.display().to_string(),
-        http: args.http.to_string(),
-        https: (!args.no_https).then(|| args.https.to_string()),
-        admin: Some(args.admin.to_string()),
+        http: args.server.http.to_string(),
+        https: args.server.https().map(|a| a.to_string()),
+        admin: Some(args.server.admin.to_string()),
     };
     if let Some(user) = &args.user
         && (user == "root" || user.is_empty())
@@ -157,7 +146,7 @@ pub async fn run(args: InstallArgs) -> Result<u8> {
         output::error(&anyhow::anyhow!("cannot install berth as a service: {why}"));
         output::hint(format!(
             "run `berth serve --state {STATE} --http {} ...` under the host's own service manager, or `berth export systemd` to see the unit",
-            args.http
+            args.server.http
         ));
         return Ok(EXIT_FAILED);
     }

@@ -1,6 +1,14 @@
 use export::kubernetes::{Options, files, one_document};
 
-use crate::{run_ok, shop, tool, write};
+use crate::{run_ok, shop, write};
+
+/// From PyPI: on PATH, or in the virtualenv scripts/test makes when the system's pip refuses.
+fn kubernetes_validate() -> std::process::Command {
+    std::process::Command::new(testkit::pip_tool(
+        "kubernetes-validate",
+        "kubernetes-validate",
+    ))
+}
 
 fn options() -> Options {
     Options {
@@ -14,7 +22,7 @@ fn options() -> Options {
 fn manifests_validate_against_kubernetes_1_30() {
     let files = files(&shop(), &options()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = tool("kubernetes-validate", "kubernetes-validate (pip)");
+    let mut cmd = kubernetes_validate();
     cmd.args(["--kubernetes-version", "1.30.0", "--strict"]);
     for f in &files {
         cmd.arg(write(dir.path(), &f.path, &f.contents));
@@ -42,7 +50,7 @@ fn manifests_validate_against_kubernetes_1_30() {
     // Also as the one stream stdout gets.
     let path = write(dir.path(), "all.yaml", &all);
     run_ok(
-        tool("kubernetes-validate", "kubernetes-validate (pip)")
+        kubernetes_validate()
             .args(["--kubernetes-version", "1.30.0", "--strict"])
             .arg(path),
     );
@@ -51,11 +59,7 @@ fn manifests_validate_against_kubernetes_1_30() {
 #[test]
 fn deployment_carries_the_service_spec() {
     let files = files(&shop(), &options()).unwrap();
-    let web = &files
-        .iter()
-        .find(|f| f.path == "shop-web.yaml")
-        .unwrap()
-        .contents;
+    let web = contents(&files, "shop-web.yaml");
     for line in [
         "replicas: 2",
         "image: \"ghcr.io/acme/shop-web:1.4.2\"",
@@ -75,17 +79,9 @@ fn deployment_carries_the_service_spec() {
         // A literal `$(` is escaped.
         "value: \"hello $$(not a reference) from $(NODE_ENV)\"",
     ] {
-        assert!(
-            web.lines()
-                .any(|l| l.trim().trim_start_matches("- ") == line),
-            "missing {line}:\n{web}"
-        );
+        assert!(has_line(web, line), "missing {line}:\n{web}");
     }
-    let ingress = &files
-        .iter()
-        .find(|f| f.path == "shop-ingress.yaml")
-        .unwrap()
-        .contents;
+    let ingress = contents(&files, "shop-ingress.yaml");
     for line in [
         "cert-manager.io/cluster-issuer: \"letsencrypt\"",
         "nginx.ingress.kubernetes.io/limit-rps: \"50\"",
@@ -93,12 +89,7 @@ fn deployment_carries_the_service_spec() {
         "host: \"shop.example.com\"",
         "secretName: \"shop-tls\"",
     ] {
-        assert!(
-            ingress
-                .lines()
-                .any(|l| l.trim().trim_start_matches("- ") == line),
-            "missing {line}:\n{ingress}"
-        );
+        assert!(has_line(ingress, line), "missing {line}:\n{ingress}");
     }
     assert_eq!(
         ingress.matches("cert-manager.io/cluster-issuer").count(),
@@ -106,11 +97,7 @@ fn deployment_carries_the_service_spec() {
         "one certificate for the app:\n{ingress}"
     );
     // The worker has no route: no Service, no NetworkPolicy.
-    let worker = &files
-        .iter()
-        .find(|f| f.path == "shop-worker.yaml")
-        .unwrap()
-        .contents;
+    let worker = contents(&files, "shop-worker.yaml");
     assert!(!worker.contains("kind: \"Service\""), "{worker}");
 }
 
@@ -137,4 +124,18 @@ fn static_routes_need_an_image() {
         "{err:?}"
     );
     assert!(err.hint().contains("--static-image"));
+}
+
+fn contents<'a>(files: &'a [export::File], path: &str) -> &'a str {
+    &files
+        .iter()
+        .find(|f| f.path == path)
+        .unwrap_or_else(|| panic!("no {path}"))
+        .contents
+}
+
+/// A line of the YAML, as written after its indentation and list dash.
+fn has_line(yaml: &str, line: &str) -> bool {
+    yaml.lines()
+        .any(|l| l.trim().trim_start_matches("- ") == line)
 }

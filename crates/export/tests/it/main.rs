@@ -93,13 +93,7 @@ pub fn tool(program: &str, package: &str) -> Command {
 /// Runs `cmd`, failing the test with its output unless it succeeds.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testkit::assert_success(&format!("{cmd:?}"), &out);
     out
 }
 
