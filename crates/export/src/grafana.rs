@@ -176,7 +176,8 @@ pub fn dashboard(app: &AppSpec) -> File {
     }
     let dashboard = json!({
         "title": format!("berth: {name}"),
-        "uid": format!("berth-{}", name.replace('.', "-")),
+        // Grafana takes uids of at most 40 characters.
+        "uid": format!("berth-{}", name.replace('.', "-")).chars().take(40).collect::<String>(),
         "tags": ["berth"],
         "timezone": "browser",
         "editable": true,

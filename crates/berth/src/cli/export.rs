@@ -202,6 +202,9 @@ pub fn run(cmd: ExportCommand) -> Result<u8> {
                 static_image,
                 backup_image,
             };
+            for note in export::kubernetes::notes(&spec) {
+                output::progress(format!("note: {note}"));
+            }
             match export::kubernetes::files(&spec, &o) {
                 Ok(files) if out.out.is_none() => {
                     output::line(export::kubernetes::one_document(&files).trim_end());

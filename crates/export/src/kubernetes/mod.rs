@@ -117,6 +117,32 @@ fn file(app: &AppSpec, path: String, docs: &[Value]) -> File {
     File::new(path, header + &yaml::documents(docs))
 }
 
+/// What the manifests leave out of berth.toml, for the operator to hear about.
+pub fn notes(app: &AppSpec) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (name, b) in &app.backups {
+        let postgres = matches!(
+            &b.source,
+            spec::BackupSource::Database(db)
+                if matches!(app.databases.get(db).map(|d| &d.engine), Some(spec::DatabaseEngine::Postgres { .. }))
+        );
+        if !postgres {
+            notes.push(format!(
+                "[backups.{name}] has no CronJob: it backs up a file or directory of berth's shared directory, which a cluster does not have (use a volume snapshot)"
+            ));
+        }
+    }
+    for r in &app.routes {
+        if r.strip_prefix && matches!(r.target, spec::RouteTarget::Service(_)) {
+            notes.push(format!(
+                "route {}{}: strip_prefix is not carried over (the service gets the whole path); add an ingress-nginx rewrite if it needs one",
+                r.host, r.path
+            ));
+        }
+    }
+    notes
+}
+
 /// Every file as one stream of YAML documents (for stdout).
 pub fn one_document(files: &[File]) -> String {
     files

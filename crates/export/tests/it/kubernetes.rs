@@ -139,3 +139,19 @@ fn has_line(yaml: &str, line: &str) -> bool {
     yaml.lines()
         .any(|l| l.trim().trim_start_matches("- ") == line)
 }
+
+#[test]
+fn what_is_left_out_is_said() {
+    let source = format!(
+        "{}\n[databases.cache]\nengine = \"sqlite\"\npath = \"data/app.db\"\n\n[backups.cache]\ndatabase = \"cache\"\n",
+        crate::SHOP
+    );
+    let app = spec::parse("berth.toml", &source).unwrap();
+    let notes = export::kubernetes::notes(&app);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with("[backups.cache] has no CronJob"),
+        "{notes:?}"
+    );
+    assert!(export::kubernetes::notes(&shop()).is_empty());
+}
