@@ -321,9 +321,15 @@ fn a_rollback_to_the_warm_standby_is_a_route_swap() {
                 .contains("`berth rollback warm` is a route swap"),
         "{status:?}"
     );
-    let pid_before = d.status()["apps"][0]["standby"]["instances"][0]["pid"].clone();
-    assert!(pid_before.is_u64(), "{pid_before}");
-
+    // A standby instance that dies is restarted (the supervisor keeps it), and stays warm.
+    let standby = |d: &Daemon| d.status()["apps"][0]["standby"]["instances"][0].clone();
+    let killed = standby(&d)["pid"].as_u64().unwrap() as u32;
+    signal(killed, libc_sig::KILL);
+    let pid_before = wait_for("the standby to be back", Duration::from_secs(30), || {
+        let s = standby(&d);
+        (s["state"] == "ready" && s["pid"].as_u64() != Some(u64::from(killed)))
+            .then(|| s["pid"].clone())
+    });
     // From the command to the first answer of r1, while a client keeps asking.
     let seen = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
