@@ -39,10 +39,11 @@ pub(crate) fn deploy(w: &mut Walker<'_>, value: &Value<'_>, routes: &[RouteSpec]
         .unwrap_or(defaults.max_error_rate);
     if let Some((key, _)) = t.entry("max_error_rate")
         && t.get("watch").is_none()
+        && t.get("canary").is_none()
     {
         w.report(
-            Diagnostic::error("`max_error_rate` without `watch` in [deploy]")
-                .at(key, "judged only during the watch window")
+            Diagnostic::error("`max_error_rate` without `watch` or `canary` in [deploy]")
+                .at(key, "judged only during the watch window and canary steps")
                 .help("add watch = \"30s\": the new release's 5xx share is watched for that long after the switch"),
         );
     }
