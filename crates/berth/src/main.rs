@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 mod cli;
 mod output;
 mod serve;
+mod systemd;
 
 /// Exit codes: 0 ok, 1 the operation failed, 2 bad usage or bad input.
 pub const EXIT_FAILED: u8 = 1;

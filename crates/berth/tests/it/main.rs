@@ -18,3 +18,4 @@ mod observe;
 mod rollout;
 mod secrets;
 mod static_files;
+mod systemd;
