@@ -9,12 +9,11 @@ use api::client::{Client, for_each_line, read_json};
 use api::{DeployEvent, DeployQuery, Plan, RollbackQuery};
 use bytes::Bytes;
 use http::Method;
-use hyper::body::Incoming;
 
 use crate::{EXIT_BAD_INPUT, EXIT_FAILED, output};
 
 pub async fn run(
-    state: &Path,
+    client: &Client,
     dir: &Path,
     env: Option<&str>,
     dry_run: bool,
@@ -24,7 +23,7 @@ pub async fn run(
     let Some(spec) = super::check::load(dir, env)? else {
         return Ok(EXIT_BAD_INPUT);
     };
-    if let super::check::Preflight::Refused = super::check::preflight(state, dir, &spec).await? {
+    if let super::check::Preflight::Refused = super::check::preflight(client, dir, &spec).await? {
         return Ok(EXIT_BAD_INPUT);
     }
     let started = Instant::now();
@@ -40,7 +39,6 @@ pub async fn run(
         packed.bytes.len() / 1024,
         &packed.digest[..12]
     ));
-    let client = Client::new(state);
     let query = DeployQuery {
         dry_run,
         wait,
@@ -66,13 +64,13 @@ pub async fn run(
     follow(resp.into_body(), &spec.instance_name(), "deployed", started).await
 }
 
-pub async fn rollback(state: &Path, app: &str, to: Option<&str>, wait: bool) -> Result<u8> {
+pub async fn rollback(client: &Client, app: &str, to: Option<&str>, wait: bool) -> Result<u8> {
     let started = Instant::now();
     let query = RollbackQuery {
         to: to.map(str::to_owned),
         wait,
     };
-    let resp = Client::new(state)
+    let resp = client
         .send(
             Method::POST,
             &api::path(&["v1", "apps", app, "rollback"], &query),
@@ -84,7 +82,12 @@ pub async fn rollback(state: &Path, app: &str, to: Option<&str>, wait: bool) -> 
 }
 
 /// Print the rollout's progress; exit 0 when it went live, 1 when it did not.
-pub async fn follow(body: Incoming, app: &str, verb: &str, started: Instant) -> Result<u8> {
+pub async fn follow(
+    body: api::client::Body,
+    app: &str,
+    verb: &str,
+    started: Instant,
+) -> Result<u8> {
     let mut outcome = None;
     let streamed = for_each_line(body, |line| {
         let event: DeployEvent = serde_json::from_str(line)

@@ -15,6 +15,7 @@ mod https;
 mod isolation;
 mod maintenance;
 mod observe;
+mod remote;
 mod rollout;
 mod secrets;
 mod static_files;
