@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
-use http_body_util::Full;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::upload::Upload;
 use super::{Error, Result};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -52,7 +52,7 @@ const WHY_CLOSED: Duration = Duration::from_secs(5);
 
 /// One HTTP/1.1 connection over a dialed stream.
 struct Conn {
-    sender: SendRequest<Full<Bytes>>,
+    sender: SendRequest<Upload>,
     closed: BoxFuture<'static, Option<BoxError>>,
 }
 
@@ -90,7 +90,7 @@ impl Dialer {
     /// gone before the request left (the daemon restarted since) is replaced once.
     pub async fn send(
         &self,
-        request: impl Fn() -> Request<Full<Bytes>>,
+        request: impl Fn() -> Request<Upload>,
     ) -> Result<http::Response<Body>> {
         let kept = take(&self.idle).filter(|c| !c.sender.is_closed());
         let reused = kept.is_some();
@@ -138,7 +138,7 @@ impl Dialer {
 
 async fn send_on(
     conn: &mut Conn,
-    request: Request<Full<Bytes>>,
+    request: Request<Upload>,
 ) -> Result<http::Response<Incoming>, hyper::Error> {
     conn.sender.ready().await?;
     conn.sender.send_request(request).await

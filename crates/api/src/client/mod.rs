@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
@@ -14,8 +14,11 @@ use tokio::net::UnixStream;
 use crate::ApiError;
 
 mod dial;
+mod upload;
 
 pub use dial::{Body, BoxError, BoxFuture, Dial, Dialed, Stream};
+pub use upload::Progress;
+use upload::Upload;
 
 /// Where the daemon's socket lives under a state directory.
 pub fn socket_path(state: &Path) -> PathBuf {
@@ -93,12 +96,24 @@ impl Client {
         path_and_query: &str,
         body: Bytes,
     ) -> Result<http::Response<Body>> {
+        self.send_with_progress(method, path_and_query, body, None)
+            .await
+    }
+
+    /// [`Client::send`], telling `progress` how much of `body` has gone as it is sent.
+    pub async fn send_with_progress(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Bytes,
+        progress: Option<Progress>,
+    ) -> Result<http::Response<Body>> {
         let request = || {
             Request::builder()
                 .method(method.clone())
                 .uri(path_and_query)
                 .header(http::header::HOST, "berth")
-                .body(Full::new(body.clone()))
+                .body(Upload::new(body.clone(), progress.clone()))
                 .expect("a request of a method, a path and a body is valid")
         };
         let resp = match &self.way {

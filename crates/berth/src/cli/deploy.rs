@@ -46,7 +46,12 @@ pub async fn run(
     };
     let path = api::path(&["v1", "deploy"], &query);
     let resp = client
-        .send(Method::POST, &path, Bytes::from(packed.bytes))
+        .send_with_progress(
+            Method::POST,
+            &path,
+            Bytes::from(packed.bytes),
+            Some(upload_progress(client.target(), started)),
+        )
         .await
         .with_context(|| {
             let what = if dry_run {
@@ -79,6 +84,32 @@ pub async fn rollback(client: &Client, app: &str, to: Option<&str>, wait: bool) 
         .await
         .with_context(|| format!("roll back {app}"))?;
     follow(resp.into_body(), app, "rolled back", started).await
+}
+
+/// Shows the archive going to the daemon: a line a second while it goes (a slow link, SSH),
+/// and one when all of it is sent.
+fn upload_progress(to: String, started: Instant) -> api::client::Progress {
+    let shown = std::sync::Mutex::new(Instant::now());
+    std::sync::Arc::new(move |sent, total| {
+        let at = started.elapsed().as_secs_f64();
+        if sent == total {
+            output::progress(format!(
+                "==> [{at:6.2}s] sent {} to {to}",
+                api::human_bytes(total)
+            ));
+            return;
+        }
+        let mut shown = shown.lock().unwrap_or_else(|p| p.into_inner());
+        if shown.elapsed() >= std::time::Duration::from_secs(1) {
+            *shown = Instant::now();
+            output::progress(format!(
+                "    [{at:6.2}s] sending: {} of {} ({}%)",
+                api::human_bytes(sent),
+                api::human_bytes(total),
+                sent * 100 / total.max(1)
+            ));
+        }
+    })
 }
 
 /// Print the rollout's progress; exit 0 when it went live, 1 when it did not.

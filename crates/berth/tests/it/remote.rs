@@ -157,6 +157,15 @@ fn deploy_status_logs_and_releases_over_ssh() {
     let deploy = run(&["deploy", app.path().to_str().unwrap()]);
     assert_eq!(deploy.code, 0, "{deploy:?}\n{}", d.log());
     assert!(deploy.stderr.contains("==> packed"), "{deploy:?}");
+    // The archive went through the SSH session, and said so.
+    let sent = format!(" to {}", sshd.host());
+    assert!(
+        deploy
+            .stderr
+            .lines()
+            .any(|l| l.contains("] sent ") && l.ends_with(&sent)),
+        "{deploy:?}"
+    );
     assert!(deploy.stderr.contains("web.0 ready on"), "{deploy:?}");
     assert!(deploy.stdout.contains("deployed faraway r1"), "{deploy:?}");
     assert_eq!(sshd.sessions() - before, 1, "{deploy:?}");
