@@ -124,7 +124,7 @@ fn check_version(remote: &str, local: &str) -> Result<(), Failure> {
             format!("remote berth {remote} is older than this client {local}"),
             None,
             Some(format!(
-                "upgrade berth on the server to {local} or later (berth upgrade --binary PATH hands the daemon over without stopping apps), or use a client of version {remote}"
+                "install berth {local} or later on the server and restart its daemon, or use a client of version {remote}"
             )),
         )),
     }
