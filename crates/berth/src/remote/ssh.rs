@@ -249,12 +249,11 @@ fn diagnose(code: Option<i32>, stderr: &str) -> Option<Failure> {
                     || format!("remote berth dial-stdio failed (exit {code})"),
                     |e| format!("remote: {e}"),
                 );
-            let hint = lines.iter().find_map(|l| l.strip_prefix("hint: "));
-            Some(Failure::new(
-                error,
-                None,
-                hint.map(|h| format!("on the server: {h}")),
-            ))
+            let hint = lines.iter().find_map(|l| l.strip_prefix("hint: ")).map_or_else(
+                || "check that the daemon runs on the server and that --state (or BERTH_STATE), when given, names its state directory there".to_owned(),
+                |h| format!("on the server: {h}"),
+            );
+            Some(Failure::new(error, None, Some(hint)))
         }
     }
 }

@@ -126,11 +126,18 @@ fn remote(host: &str, ssh_command: &str, state: Option<&Path>, args: &[&str]) ->
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
+}
+
+/// `berth status` through `host` fails at the step `error` names, with a hint.
+fn refused(host: &str, ssh_command: &str, state: Option<&Path>, error: &str) {
+    let run = remote(host, ssh_command, state, &["status"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.starts_with(&format!("error: {error}")),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("\nhint: "), "{run:?}");
 }
 
 #[test]
@@ -199,47 +206,25 @@ fn ssh_failures_name_the_step() {
 
     // Nothing listens on the port.
     let closed = format!("ssh://{}@127.0.0.1:{}", sshd.user, testkit::free_port());
-    let run = remote(&closed, &good, None, &["status"]);
-    assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr.starts_with("error: ssh: connection refused\n"),
-        "{run:?}"
-    );
-    assert!(run.stderr.contains("hint: "), "{run:?}");
-
+    refused(&closed, &good, None, "ssh: connection refused\n");
     // A host key berth was not told of.
-    let run = remote(
+    let unknown = sshd.ssh_command("user_key", "empty_known_hosts");
+    refused(
         &sshd.host(),
-        &sshd.ssh_command("user_key", "empty_known_hosts"),
+        &unknown,
         None,
-        &["status"],
+        "ssh: host key verification failed\n",
     );
-    assert!(
-        run.stderr
-            .starts_with("error: ssh: host key verification failed\n"),
-        "{run:?}"
-    );
-
     // A key the server does not take.
-    let run = remote(
-        &sshd.host(),
-        &sshd.ssh_command("stranger_key", "known_hosts"),
-        None,
-        &["status"],
-    );
-    assert!(
-        run.stderr.starts_with("error: ssh: permission denied\n"),
-        "{run:?}"
-    );
-
+    let stranger = sshd.ssh_command("stranger_key", "known_hosts");
+    refused(&sshd.host(), &stranger, None, "ssh: permission denied\n");
     // No daemon in that state directory on the server.
     let nowhere = tempfile::tempdir().unwrap();
-    let run = remote(&sshd.host(), &good, Some(nowhere.path()), &["status"]);
-    assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr
-            .starts_with("error: remote: no berth daemon answers at "),
-        "{run:?}"
+    refused(
+        &sshd.host(),
+        &good,
+        Some(nowhere.path()),
+        "remote: no berth daemon answers at ",
     );
 
     // --host is for the commands that talk to a daemon.
@@ -251,16 +236,6 @@ fn ssh_failures_name_the_step() {
 #[test]
 fn a_server_without_berth_on_its_path_is_named() {
     let sshd = Sshd::start("/usr/bin:/bin");
-    let run = remote(
-        &sshd.host(),
-        &sshd.ssh_command("user_key", "known_hosts"),
-        None,
-        &["status"],
-    );
-    assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr
-            .starts_with("error: remote berth not found on PATH\n"),
-        "{run:?}"
-    );
+    let ssh = sshd.ssh_command("user_key", "known_hosts");
+    refused(&sshd.host(), &ssh, None, "remote berth not found on PATH\n");
 }
