@@ -183,6 +183,19 @@ fn deploy_status_logs_and_releases_over_ssh() {
     let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     assert_eq!(instances(&status, "faraway")[0]["state"], "ready");
 
+    // `check` asks the remote daemon about routes; BERTH_HOST does what --host does.
+    let check = Command::new(BERTH)
+        .args(["check", app.path().to_str().unwrap()])
+        .env("BERTH_HOST", sshd.host())
+        .env("BERTH_STATE", d.path())
+        .env("BERTH_SSH_COMMAND", &ssh)
+        .output()
+        .unwrap();
+    let check = Run::from(check);
+    assert_eq!(check.code, 0, "{check:?}");
+    assert!(check.stdout.starts_with("ok: app faraway"), "{check:?}");
+    assert!(!check.stderr.contains("no berth daemon"), "{check:?}");
+
     let releases = run(&["releases", "faraway"]);
     assert_eq!(releases.code, 0, "{releases:?}");
     assert!(releases.stdout.contains("r1"), "{releases:?}");
