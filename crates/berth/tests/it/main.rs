@@ -16,6 +16,8 @@ mod isolation;
 mod maintenance;
 mod observe;
 mod release_safety;
+mod remote;
 mod rollout;
 mod secrets;
 mod static_files;
+mod systemd;
