@@ -69,6 +69,13 @@ pub struct AppStatus {
     /// Releases a deploy replaced that still finish their requests before they stop.
     #[serde(default)]
     pub draining: Vec<Draining>,
+    /// The replaced release kept running out of traffic (`[deploy] standby`), for an instant
+    /// rollback.
+    #[serde(default)]
+    pub standby: Option<Standby>,
+    /// A canary in progress: the release a share of clients is on.
+    #[serde(default)]
+    pub canary: Option<Canary>,
     /// Its `[backups.NAME]`: last success and its age, the last drill.
     #[serde(default)]
     pub backups: Vec<BackupDefinition>,
@@ -79,6 +86,29 @@ pub struct AppStatus {
     /// Its `[[notify]]` channels and whether they deliver.
     #[serde(default)]
     pub notifiers: Vec<NotifierStatus>,
+}
+
+/// A warm standby: the previous release, running but not routed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Standby {
+    pub release: String,
+    /// Its instances, as the live ones are shown.
+    pub instances: Vec<InstanceStatus>,
+    /// Their memory together.
+    pub memory_bytes: u64,
+    /// When it is drained and stopped (RFC 3339, UTC).
+    pub until: String,
+}
+
+/// A canary step in progress.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Canary {
+    pub release: String,
+    /// The share of clients on it now, in percent.
+    pub percent: f64,
+    /// This step's number (1-based) and how many steps there are, the switch included.
+    pub step: u32,
+    pub steps: u32,
 }
 
 /// A replaced release finishing its requests and WebSockets.

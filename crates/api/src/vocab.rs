@@ -91,8 +91,11 @@ words! {
     pub enum Step {
         Build = "build",
         Start = "start",
-        Switch = "switch",
+        /// Smoke checks through the new release's own routes, before the switch.
         Smoke = "smoke",
+        /// Canary steps: a share of clients on the new release.
+        Canary = "canary",
+        Switch = "switch",
         Watch = "watch",
         Workers = "workers",
         Drain = "drain",
@@ -114,16 +117,20 @@ words! {
         Tls = "tls",
         /// An instance did not become ready (or the rollout could not begin).
         Start = "start",
+        /// A smoke check answered wrong through the new release's routes (before the switch).
         Smoke = "smoke",
+        /// A canary step went bad: the share of clients on the new release goes back.
+        Canary = "canary",
         Watch = "watch",
         Workers = "workers",
     }
 }
 
 impl Gate {
-    /// Gates checked after the switch: failing one switches traffic back.
+    /// Gates checked once the release had traffic (a canary share or all of it): failing one
+    /// switches traffic back.
     pub fn after_switch(self) -> bool {
-        matches!(self, Gate::Smoke | Gate::Watch | Gate::Workers)
+        matches!(self, Gate::Canary | Gate::Watch | Gate::Workers)
     }
 }
 
@@ -185,8 +192,12 @@ words! {
         Restart = "restart",
         Build = "build",
         Start = "start",
-        Switch = "switch",
         Smoke = "smoke",
+        /// A share of clients on the new release.
+        Canary = "canary",
+        Switch = "switch",
+        /// A warm standby of the release took traffic back.
+        Standby = "standby",
         Watch = "watch",
         Workers = "workers",
         /// Switching back to the previous release after a failed check.

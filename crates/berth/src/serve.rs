@@ -1,5 +1,6 @@
 //! `berth serve`: bind the listeners, open the daemon on the state directory, and run it until
-//! SIGTERM or SIGINT.
+//! SIGTERM or SIGINT; under systemd (`NOTIFY_SOCKET`), tell it how the start goes
+//! (`crate::systemd`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -84,6 +85,11 @@ fn sizes(input: &str) -> Result<Pair, String> {
 
 pub async fn run(state: &Path, args: ServeArgs) -> Result<u8> {
     init_tracing();
+    let notify = crate::systemd::Notifier::from_env();
+    if let Some(n) = &notify {
+        n.spawn_watchdog();
+        n.status("starting: binding listeners, recovering apps");
+    }
     let mut config = daemon::Config::new(state);
     config.max_connections_per_ip = args.max_connections_per_ip;
     config.acme.ca_root = args.acme_ca_root;
@@ -94,6 +100,9 @@ pub async fn run(state: &Path, args: ServeArgs) -> Result<u8> {
         disk_free: args.alert_disk_free,
         daemon_memory: args.alert_daemon_memory,
     };
+    if let Some(n) = notify.clone() {
+        config.on_ready = Some(Box::new(move |ready| n.ready(&ready)));
+    }
     let daemon = daemon::Daemon::open(config)?;
     let listeners = daemon::Listeners {
         http: bind(args.http, "HTTP").await?,
@@ -101,7 +110,13 @@ pub async fn run(state: &Path, args: ServeArgs) -> Result<u8> {
         admin: bind_some(args.admin, "admin").await?,
         control: daemon.bind_control()?,
     };
-    daemon.run(listeners, daemon::shutdown_signal()).await?;
+    let shutdown = async {
+        daemon::shutdown_signal().await;
+        if let Some(n) = &notify {
+            n.stopping();
+        }
+    };
+    daemon.run(listeners, shutdown).await?;
     Ok(0)
 }
 

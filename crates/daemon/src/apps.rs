@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use proxy::{HostPattern, Pool, Route, RouteTable, Target, Upstream};
+use proxy::{HostPattern, Pool, Route, RouteTable, Share, Target, Upstream};
 use spec::{AppSpec, RouteTarget};
 use store::ProcessRecord;
 use supervisor::{InstanceState, ProcessSpec};
@@ -153,12 +153,18 @@ impl Core {
         old
     }
 
-    /// Stop every app gracefully (daemon shutdown), and any instance a cut-short rollout left.
+    /// Stop every app gracefully (daemon shutdown) with its standby and canary, and any
+    /// instance a cut-short rollout left.
     pub async fn stop_all(&self) {
         let all: Vec<Release> = self
             .apps()
             .values_mut()
-            .filter_map(|a| a.running.take())
+            .flat_map(|a| {
+                let warm = a.standby.take().map(|s| s.release);
+                let canary = a.canary.take().map(|c| c.release);
+                [a.running.take(), warm, canary]
+            })
+            .flatten()
             .collect();
         self.publish_routes();
         let stops = all.into_iter().map(|r| self.stop_members(r.members));
@@ -229,7 +235,7 @@ impl Core {
     }
 
     /// Derive the route table from the running releases and publish it. Only ready instances
-    /// receive traffic.
+    /// receive traffic; during a canary, its share of clients goes to the canary's.
     pub fn publish_routes(&self) {
         let apps = self.apps();
         let running = || {
@@ -241,54 +247,12 @@ impl Core {
             // The operator's maintenance covers every route; a restore's only the services.
             let state = &apps[app];
             let operator = state.maintenance.as_ref();
-            let page = (operator.is_some() || state.restoring.is_some()).then(|| {
-                crate::maintenance::answer(&release.dir, operator.map_or("", |m| &m.message))
+            let page = (operator.is_some() || state.restoring.is_some()).then(|| Maintained {
+                page: crate::maintenance::answer(&release.dir, operator.map_or("", |m| &m.message)),
+                everything: operator.is_some(),
             });
-            let settings = &release.spec.proxy;
-            let trusted = crate::routes::trusted_proxies(settings);
-            for r in &release.spec.routes {
-                let target = match &r.target {
-                    RouteTarget::Service(service) => {
-                        let ready = release
-                            .members
-                            .iter()
-                            .filter(|m| {
-                                &m.service == service && m.instance.state() == InstanceState::Ready
-                            })
-                            .map(|m| m.upstream.clone())
-                            .collect();
-                        Target::Service(Arc::new(Pool::new(
-                            service.clone(),
-                            balance(settings.balance),
-                            ready,
-                        )))
-                    }
-                    RouteTarget::Static { dir, spa } => Target::Static {
-                        root: release.dir.join(dir),
-                        spa: *spa,
-                    },
-                };
-                routes.push(Route {
-                    id: format!("{app}:{}{}", r.host, r.path),
-                    app: app.clone(),
-                    host: host_pattern(&r.host),
-                    path: r.path.clone(),
-                    strip_prefix: r.strip_prefix,
-                    max_body: Some(r.max_body.unwrap_or(settings.max_body)),
-                    // `*` answers any name, and no certificate has every name.
-                    https_redirect: self.addrs.https.is_some()
-                        && release.spec.tls.is_some()
-                        && r.host != "*",
-                    target,
-                    headers: Arc::new(crate::routes::header_policy(settings, r)),
-                    rate_limit: crate::routes::rate_limit(settings, r),
-                    trusted_proxies: trusted.clone(),
-                    cache_control: crate::routes::cache_policy(r),
-                    maintenance: page.clone().filter(|_| {
-                        operator.is_some() || matches!(r.target, RouteTarget::Service(_))
-                    }),
-                });
-            }
+            let canary = state.canary.as_ref().map(|c| (&c.release, c.share));
+            routes.extend(self.release_routes(app, release, page.as_ref(), canary));
         }
         self.proxy.publish(RouteTable { routes });
         // Still under the lock, so two republishes cannot hand the manager their sets in the
@@ -296,6 +260,99 @@ impl Core {
         self.certs
             .sync(running().map(|(app, r)| (app.as_str(), &*r.spec, r.dir.as_path())));
     }
+
+    /// Hand the certificate manager the serving set with `new` in place of `app`'s release.
+    pub(crate) fn sync_certs_with(&self, app: &str, new: &Release) {
+        let apps = self.apps();
+        let others = apps
+            .iter()
+            .filter(|(name, _)| name.as_str() != app)
+            .filter_map(|(name, a)| Some((name, a.running.as_ref()?)));
+        let set = others.map(|(name, r)| (name.as_str(), &*r.spec, r.dir.as_path()));
+        self.certs
+            .sync(set.chain([(app, &*new.spec, new.dir.as_path())]));
+    }
+
+    /// The routes of one release of `app`, as the proxy gets them: under maintenance when
+    /// `page` says, and with `canary`'s ready instances taking its share of the clients of
+    /// each service route both releases have.
+    pub(crate) fn release_routes(
+        &self,
+        app: &str,
+        release: &Release,
+        page: Option<&Maintained>,
+        canary: Option<(&Release, Share)>,
+    ) -> Vec<Route> {
+        let settings = &release.spec.proxy;
+        let trusted = crate::routes::trusted_proxies(settings);
+        let ready = |release: &Release, service: &str| -> Vec<Arc<Upstream>> {
+            release
+                .members
+                .iter()
+                .filter(|m| m.service == service && m.instance.state() == InstanceState::Ready)
+                .map(|m| m.upstream.clone())
+                .collect()
+        };
+        let mut routes = Vec::new();
+        for r in &release.spec.routes {
+            let target = match &r.target {
+                RouteTarget::Service(service) => {
+                    let mut pool = Pool::new(
+                        service.clone(),
+                        balance(settings.balance),
+                        ready(release, service),
+                    );
+                    let same = canary.and_then(|(new, share)| {
+                        let route = new
+                            .spec
+                            .routes
+                            .iter()
+                            .find(|n| n.host == r.host && n.path == r.path)?;
+                        match &route.target {
+                            RouteTarget::Service(s) => Some((ready(new, s), share)),
+                            RouteTarget::Static { .. } => None,
+                        }
+                    });
+                    if let Some((upstreams, share)) = same {
+                        pool = pool.with_canary(upstreams, share);
+                    }
+                    Target::Service(Arc::new(pool))
+                }
+                RouteTarget::Static { dir, spa } => Target::Static {
+                    root: release.dir.join(dir),
+                    spa: *spa,
+                },
+            };
+            routes.push(Route {
+                id: format!("{app}:{}{}", r.host, r.path),
+                app: app.to_owned(),
+                host: host_pattern(&r.host),
+                path: r.path.clone(),
+                strip_prefix: r.strip_prefix,
+                max_body: Some(r.max_body.unwrap_or(settings.max_body)),
+                // `*` answers any name, and no certificate has every name.
+                https_redirect: self.addrs.https.is_some()
+                    && release.spec.tls.is_some()
+                    && r.host != "*",
+                target,
+                headers: Arc::new(crate::routes::header_policy(settings, r)),
+                rate_limit: crate::routes::rate_limit(settings, r),
+                trusted_proxies: trusted.clone(),
+                cache_control: crate::routes::cache_policy(r),
+                maintenance: page
+                    .filter(|p| p.everything || matches!(r.target, RouteTarget::Service(_)))
+                    .map(|p| p.page.clone()),
+            });
+        }
+        routes
+    }
+}
+
+/// An app under maintenance: the page, and whether it covers every route (the operator's) or
+/// only the service routes (a restore's).
+pub(crate) struct Maintained {
+    page: Arc<proxy::Maintenance>,
+    everything: bool,
 }
 
 fn balance(b: spec::Balance) -> proxy::Balance {

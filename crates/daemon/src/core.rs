@@ -67,6 +67,10 @@ pub(crate) struct AppState {
     pub slot: Arc<tokio::sync::Mutex<()>>,
     /// Replaced releases still finishing their requests: (release, instances, stopped by).
     pub draining: Vec<(String, u32, std::time::SystemTime)>,
+    /// The replaced release kept warm for an instant rollback (`rollout/standby.rs`).
+    pub standby: Option<crate::release::Standby>,
+    /// A canary step in progress (`rollout/canary.rs`).
+    pub canary: Option<crate::release::Canary>,
     /// A restore in progress: its service routes answer 503. Why. Never stored.
     pub restoring: Option<String>,
     /// The operator's maintenance mode (`berth maintenance on`; stored, loaded at start):
@@ -140,6 +144,13 @@ impl Core {
     }
 
     /// `f` on the release serving `app`, if any.
+    /// Record an event in the app's history (a failure to is logged, not returned).
+    pub async fn record_event(&self, app: &str, kind: &'static str, detail: String) {
+        if let Err(err) = self.db.record_event(app, kind, detail).await {
+            tracing::error!(app, kind, error = %err, "record an event");
+        }
+    }
+
     pub fn with_running<T>(&self, app: &str, f: impl FnOnce(&Release) -> T) -> Option<T> {
         self.apps().get(app).and_then(|a| a.running.as_ref()).map(f)
     }

@@ -41,14 +41,14 @@ pub const MANUAL_ROLLBACK_WITHIN: Duration = Duration::from_secs(3600);
 ///
 /// The definitions (README's deploy section says the same):
 /// - a *change* is a deploy or restart that took traffic (passed the switch);
-/// - a change *failed* when it was rolled back automatically (a failed smoke check, watch
-///   window or worker start after the switch) or by hand within [`MANUAL_ROLLBACK_WITHIN`] of
+/// - a change *failed* when it was rolled back automatically (a bad canary step, watch
+///   window or worker start) or by hand within [`MANUAL_ROLLBACK_WITHIN`] of
 ///   its switch (the first rollout that took traffic away from it was a rollback);
 /// - its *time to restore* runs from its switch (berth does not record the first bad answer)
 ///   to traffic back on a good release: the end of the automatic rollback (its result is
 ///   recorded after the switch back), or the switch of the manual rollback;
-/// - a deploy refused before the switch (build, secrets, start, health) was *caught before
-///   traffic*: not a change, not a failure, no incident;
+/// - a deploy refused before any client reached it (build, secrets, start, health, smoke
+///   checks) was *caught before traffic*: not a change, not a failure, no incident;
 /// - deploy frequency counts changes.
 ///
 /// Records made before berth recorded the switch fall back to the rollout's start for the
@@ -74,7 +74,7 @@ fn went_live(d: &Deploy) -> bool {
         || (d.result == DeployResult::Interrupted
             && matches!(
                 d.step,
-                Step::Smoke | Step::Watch | Step::Workers | Step::Drain
+                Step::Canary | Step::Watch | Step::Workers | Step::Drain
             ))
 }
 
@@ -330,6 +330,35 @@ mod tests {
         let s = &summarize(&list, at(DAY))[0];
         assert_eq!((s.deploys, s.failed_changes), (2, 1));
         assert_eq!(s.mean_time_to_restore_secs, Some(40.0));
+    }
+
+    #[test]
+    fn smoke_refusals_are_caught_before_traffic_and_a_bad_canary_step_is_a_failed_change() {
+        let list = deploys(&[
+            ok("deploy", "r1", None, 0),
+            // Smoke checks run before the switch now.
+            R {
+                switch: None,
+                took: 6,
+                result: "failed",
+                gate: Some(Gate::Smoke),
+                ..ok("deploy", "r2", Some("r1"), 100)
+            },
+            // Its first canary step at 8 s, back on r1 at 20 s.
+            R {
+                switch: Some(8),
+                took: 20,
+                result: "rolled-back",
+                gate: Some(Gate::Canary),
+                ..ok("deploy", "r3", Some("r1"), 200)
+            },
+        ]);
+        let s = &summarize(&list, at(DAY))[0];
+        assert_eq!(
+            (s.deploys, s.failed_changes, s.caught_before_traffic),
+            (2, 1, 1)
+        );
+        assert_eq!(s.mean_time_to_restore_secs, Some(12.0));
     }
 
     #[test]

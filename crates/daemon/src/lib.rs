@@ -45,7 +45,7 @@ mod status;
 mod users;
 
 pub use api::Step;
-pub use config::{AcmeConfig, Config, Hooks, Listeners};
+pub use config::{AcmeConfig, Config, Hooks, Listeners, Ready};
 pub use observe::ServerAlerts;
 pub use paths::StateDir;
 pub use routes::preset as header_preset;
@@ -93,9 +93,14 @@ impl Daemon {
     }
 
     /// Serve until `shutdown` resolves: recover every app's current release, run the proxy
-    /// listeners and the control API. Then stop in order: no new API calls, rollouts and
-    /// schedules end, apps stop gracefully, the listeners finish their requests.
-    pub async fn run(self, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<()> {
+    /// listeners and the control API (`Config::on_ready` is called once recovery is done).
+    /// Then stop in order: no new API calls, rollouts and schedules end, apps stop
+    /// gracefully, the listeners finish their requests.
+    pub async fn run(
+        mut self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
         let Listeners {
             http,
             https,
@@ -115,6 +120,7 @@ impl Daemon {
             None => None,
         };
         let socket = self.dir.socket();
+        let on_ready = self.config.on_ready.take();
         let host =
             users::Host::detect(self.dir.root(), &self.dir.tmp().join("private-tmp-probe")).await;
         let core = core::Core::new(
@@ -164,7 +170,21 @@ impl Daemon {
         core.tasks
             .spawn(manager.run(core.cancel.clone().cancelled_owned()));
         core.tasks.spawn(core.clone().watch_supervisor());
-        core.tasks.spawn(core.clone().recover());
+        let recovering = core.clone();
+        core.tasks.spawn(async move {
+            let recovered = recovering.recover().await;
+            // The listeners were bound by the caller; the control socket queues connections
+            // until `serve_control` below accepts them.
+            if let Some(on_ready) = on_ready {
+                on_ready(Ready {
+                    apps: recovered.apps,
+                    failed: recovered.failed,
+                    http: addrs.http,
+                    https: addrs.https,
+                    admin: addrs.admin,
+                });
+            }
+        });
         core.recover_backups().await;
         core.tasks.spawn(core.clone().schedule_backups());
         core.tasks.spawn(core.clone().observe());

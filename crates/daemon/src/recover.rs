@@ -2,7 +2,8 @@
 //!
 //! Recovery is the same path as a deploy's switch, from nothing: sweep the process groups the
 //! previous run recorded, mark its unfinished rollouts `interrupted`, then start each app's
-//! current release and switch to it.
+//! current release and switch to it. Recovery is over (the daemon is ready) once every
+//! recovered instance has passed its start gate or failed it.
 
 use std::sync::Arc;
 
@@ -13,10 +14,18 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::core::Core;
 use crate::release::{Release, all_slots, environment_of, load_spec};
 
+/// How recovery went: apps started again, and apps that could not be.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Recovered {
+    pub apps: usize,
+    pub failed: usize,
+}
+
 impl Core {
     /// Bring every app's current release back up, after sweeping what a previous run of the
-    /// daemon may have left behind (process groups, rollouts cut short).
-    pub async fn recover(self: Arc<Self>) {
+    /// daemon may have left behind (process groups, rollouts cut short). Returns once every
+    /// app is restored (its instances through their start gate) or could not be.
+    pub async fn recover(self: Arc<Self>) -> Recovered {
         self.refresh_redactor().await;
         let leftovers = self.db.take_processes().await.unwrap_or_else(|err| {
             tracing::error!(error = %err, "read process groups of the previous run");
@@ -56,23 +65,36 @@ impl Core {
             Ok(apps) => apps,
             Err(err) => {
                 tracing::error!(error = %err, "read apps from the state database; nothing started");
-                return;
+                return Recovered::default();
             }
         };
+        let mut restoring = Vec::new();
         for app in apps {
             let Some(release) = app.current_release else {
                 continue;
             };
             let this = self.clone();
-            self.tasks.spawn(async move {
+            restoring.push(self.tasks.spawn(async move {
                 match this.restore(&app.name, &release).await {
-                    Ok(()) => tracing::info!(app = %app.name, %release, "app restored"),
+                    Ok(()) => {
+                        tracing::info!(app = %app.name, %release, "app restored");
+                        true
+                    }
                     Err(err) => {
-                        tracing::error!(app = %app.name, %release, error = %format!("{err:#}"), "could not restore app")
+                        tracing::error!(app = %app.name, %release, error = %format!("{err:#}"), "could not restore app");
+                        false
                     }
                 }
-            });
+            }));
         }
+        let mut recovered = Recovered::default();
+        for restored in restoring {
+            match restored.await {
+                Ok(true) => recovered.apps += 1,
+                _ => recovered.failed += 1,
+            }
+        }
+        recovered
     }
 
     async fn restore(&self, app: &str, release: &str) -> anyhow::Result<()> {
@@ -89,9 +111,24 @@ impl Core {
         let env = self.release_env(&spec, release, user.as_ref()).await?;
         let mut started = Release::new(release, spec.clone(), &dir, env, user);
         started.members = self.start_members(&started, &all_slots(&spec));
+        let instances: Vec<_> = started.members.iter().map(|m| m.instance.clone()).collect();
         // Instances that are not ready yet join the route table as soon as they are: the
         // supervisor keeps restarting them, and `watch_supervisor` republishes on each change.
         self.switch(app, started).await;
+        // The app is restored once each instance passed its start gate or failed it (then the
+        // supervisor goes on restarting it); a stop does not wait for the gates.
+        let gates = futures_util::future::join_all(instances.iter().map(|i| i.wait_ready()));
+        tokio::select! {
+            () = self.cancel.cancelled() => {}
+            outcomes = gates => {
+                for failure in outcomes.into_iter().filter_map(Result::err) {
+                    tracing::warn!(app, %release, error = %failure, "a restored instance is not ready; the supervisor restarts it");
+                }
+                // The ready ones serve before recovery is reported over (`watch_supervisor`
+                // publishes too, on its own task).
+                self.publish_routes();
+            }
+        }
         Ok(())
     }
 
@@ -130,6 +167,17 @@ impl Core {
                 && let Err(err) = self.db.record_event(&event.key.app, kind, detail).await
             {
                 tracing::warn!(error = %err, "record an instance event");
+            }
+            if matches!(event.kind, EventKind::CrashLoop) {
+                let (app, release) = (event.key.app.clone(), event.key.release.clone());
+                let why = format!(
+                    "{}.{} is crash-looping",
+                    event.key.service, event.key.instance
+                );
+                let core = self.clone();
+                // Its own task: stopping the standby waits for supervisor events this loop reads.
+                self.tasks
+                    .spawn(async move { core.drop_standby(&app, &release, &why).await });
             }
         }
     }

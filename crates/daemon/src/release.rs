@@ -31,6 +31,29 @@ pub(crate) struct Member {
     pub upstream: Arc<Upstream>,
 }
 
+/// A replaced release kept running out of the route table (`[deploy] standby`), so that a
+/// rollback to it is a route swap.
+pub(crate) struct Standby {
+    pub release: Release,
+    /// When it is drained and stopped.
+    pub until: std::time::SystemTime,
+    /// The `deploys` row that replaced it (its drain is recorded there).
+    pub deploy: i64,
+    /// `[deploy] drain` of the release that replaced it: its in-flight requests and WebSockets
+    /// get this long when the standby ends.
+    pub grace: std::time::Duration,
+}
+
+/// A canary step: the new release and the share of clients it gets; the running release
+/// keeps the rest. Nothing is committed in the store until the last step, the switch.
+pub(crate) struct Canary {
+    pub release: Release,
+    pub share: proxy::Share,
+    /// This step (1-based) out of `steps`, the switch included.
+    pub step: u32,
+    pub steps: u32,
+}
+
 /// An instance of a service: `("web", 0)`.
 pub(crate) type Slot = (String, u32);
 

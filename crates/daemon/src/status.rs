@@ -46,6 +46,26 @@ impl Core {
                                     .collect()
                             })
                             .unwrap_or_default(),
+                        standby: here.and_then(|s| s.standby.as_ref()).map(|s| {
+                            let instances: Vec<api::InstanceStatus> = s
+                                .release
+                                .members
+                                .iter()
+                                .map(|m| instance_status(m, &s.release.id, now))
+                                .collect();
+                            api::Standby {
+                                release: s.release.id.clone(),
+                                memory_bytes: instances.iter().filter_map(|i| i.memory_bytes).sum(),
+                                instances,
+                                until: supervisor::logs::format_time(s.until),
+                            }
+                        }),
+                        canary: here.and_then(|s| s.canary.as_ref()).map(|c| api::Canary {
+                            release: c.release.id.clone(),
+                            percent: c.share.fraction() * 100.0,
+                            step: c.step,
+                            steps: c.steps,
+                        }),
                         maintenance: here.and_then(crate::maintenance::describe),
                         backups: Vec::new(),
                         notifiers: Vec::new(),

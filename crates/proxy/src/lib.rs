@@ -78,7 +78,7 @@ pub use metrics::RouteSample;
 pub use proxy::Proxy;
 pub use ratelimit::RateLimit;
 pub use table::{HostPattern, Maintenance, Route, RouteTable, Target};
-pub use upstream::{Balance, DrainOutcome, Pool, Upstream};
+pub use upstream::{Balance, DrainOutcome, Pool, Share, Upstream};
 
 /// What `berth proxy` adds to its one route.
 #[derive(Clone, Debug, Default)]

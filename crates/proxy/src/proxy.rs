@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 
 use crate::accesslog;
-use crate::config::ProxyConfig;
+use crate::config::{AccessLog, ProxyConfig};
 use crate::files::Sites;
 use crate::forward::RequestIds;
 use crate::metrics::Registry;
@@ -40,6 +40,11 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(config: ProxyConfig) -> Arc<Proxy> {
+        let sites = Arc::new(Sites::new(config.static_memory));
+        Proxy::build(config, sites)
+    }
+
+    fn build(config: ProxyConfig, sites: Arc<Sites>) -> Arc<Proxy> {
         let access_log = match accesslog::start(&config.access_log) {
             Ok(log) => log,
             Err(err) => {
@@ -65,7 +70,6 @@ impl Proxy {
             .keep_alive_interval(Some(Duration::from_secs(20)))
             .keep_alive_timeout(Duration::from_secs(20));
         let conn_limit = ConnLimit::new(config.max_connections_per_ip);
-        let sites = Arc::new(Sites::new(config.static_memory));
         Arc::new(Proxy {
             config,
             table: ArcSwap::from_pointee(Compiled::default()),
@@ -77,6 +81,22 @@ impl Proxy {
             conn_limit,
             sites,
         })
+    }
+
+    /// A proxy of its own for `table`, which no listener serves: requests reach it only
+    /// through [`Proxy::serve_stream`]. It shares the static caches, and counts nothing in
+    /// this proxy's metrics, access log or rate-limit zones; the instances' own answered/5xx
+    /// counts do see its requests.
+    pub fn preview(&self, table: RouteTable) -> Arc<Proxy> {
+        let proxy = Proxy::build(
+            ProxyConfig {
+                access_log: AccessLog::Off,
+                ..self.config.clone()
+            },
+            self.sites.clone(),
+        );
+        proxy.publish(table);
+        proxy
     }
 
     pub fn config(&self) -> &ProxyConfig {

@@ -28,7 +28,7 @@ use crate::proxy::Proxy;
 use crate::record::Record;
 use crate::splice;
 use crate::table::Entry;
-use crate::upstream::{ConnectError, InflightGuard, Pool, Upstream, WebSocketGuard};
+use crate::upstream::{ConnectError, Group, InflightGuard, Pool, Upstream, WebSocketGuard};
 
 type Result<T> = std::result::Result<T, ProxyError>;
 
@@ -99,6 +99,7 @@ impl Proxy {
                 | Method::TRACE
         );
         let errors = &entry.errors;
+        let pool = pool.group(client);
         let first = pool.pick(None).ok_or(ProxyError::NoInstances)?;
         record.upstream = Some(InflightGuard::new(first));
         let deadline = tokio::time::Instant::now() + cfg.response_timeout;
@@ -177,7 +178,7 @@ impl Proxy {
     #[allow(clippy::too_many_arguments)]
     async fn forward_inline(
         &self,
-        pool: &Pool,
+        pool: &Group,
         first: &Arc<Upstream>,
         idempotent: bool,
         parts: &http::request::Parts,
@@ -353,7 +354,7 @@ impl Proxy {
 /// A connection (`connect`: of either client) to `first`, or, for an idempotent request
 /// whose connect failed, to another instance of the pool; `record` follows the instance used.
 async fn connect_any<'a, C, F>(
-    pool: &'a Pool,
+    pool: &'a Group,
     first: &'a Arc<Upstream>,
     idempotent: bool,
     record: &mut Record,

@@ -64,6 +64,39 @@ impl Proxy {
         self.listen(listener, Some(acceptor), shutdown).await
     }
 
+    /// Serve one connection that no listener accepted (a rollout's smoke check through a
+    /// [`Proxy::preview`]): over TLS with `tls` — the handshake as the HTTPS listener does it
+    /// —, else as plain HTTP with the scheme `proto` (`"https"` checks an HTTPS app's routes
+    /// without its redirect, when its certificate is not there yet).
+    pub async fn serve_stream<I>(
+        self: Arc<Self>,
+        io: I,
+        peer: SocketAddr,
+        proto: &'static str,
+        tls: Option<Arc<tls::rustls::ServerConfig>>,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let ctx = Arc::new(ServeCtx {
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            cut: CancellationToken::new(),
+        });
+        match tls {
+            None => self.serve_connection(io, peer, proto, ctx).await,
+            Some(config) => {
+                let accept = tokio_rustls::TlsAcceptor::from(config).accept(io);
+                match tokio::time::timeout(self.config.header_read_timeout, accept).await {
+                    Ok(Ok(tls)) => self.serve_connection(tls, peer, "https", ctx).await,
+                    Ok(Err(err)) => {
+                        tracing::debug!(%peer, error = %err, "preview TLS handshake failed")
+                    }
+                    Err(_) => tracing::debug!(%peer, "preview TLS handshake timed out"),
+                }
+            }
+        }
+    }
+
     async fn listen(
         self: Arc<Self>,
         listener: TcpListener,

@@ -27,12 +27,55 @@ pub enum Balance {
     LeastOutstanding,
 }
 
-/// The instances of one service that receive traffic.
+/// The instances of one service that receive traffic: one group, or during a canary two, the
+/// stable one and the new release's, which gets a [`Share`] of the clients.
 pub struct Pool {
     pub service: String,
     pub balance: Balance,
+    stable: Group,
+    canary: Option<(Group, Share)>,
+}
+
+/// Instances balanced among themselves.
+pub(crate) struct Group {
+    balance: Balance,
     upstreams: Vec<Arc<Upstream>>,
     next: AtomicUsize,
+}
+
+/// The share of clients a canary gets, in basis points (0 to 10 000). A client belongs to it
+/// when its address hashes below the share, so the same client stays on the same side, and
+/// a client in a smaller share is in every larger one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Share(u16);
+
+impl Share {
+    /// `fraction` of clients, in (0, 1]; rounded to a basis point.
+    pub fn of(fraction: f64) -> Share {
+        Share((fraction.clamp(0.0, 1.0) * 10_000.0).round() as u16)
+    }
+
+    pub fn fraction(self) -> f64 {
+        f64::from(self.0) / 10_000.0
+    }
+
+    /// Whether `client` is among this share of clients. IPv6 clients count by their /64, as
+    /// rate limits do.
+    pub fn admits(self, client: std::net::IpAddr) -> bool {
+        let key = match client {
+            std::net::IpAddr::V4(v4) => u64::from(u32::from(v4)),
+            std::net::IpAddr::V6(v6) => (u128::from(v6) >> 64) as u64 | (1 << 63),
+        };
+        (mix(key) % 10_000) < u64::from(self.0)
+    }
+}
+
+/// A fixed bit mixer (splitmix64's finalizer): addresses that differ in one bit land far
+/// apart, and the same address lands in the same bucket in every process.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl fmt::Debug for Pool {
@@ -40,7 +83,11 @@ impl fmt::Debug for Pool {
         f.debug_struct("Pool")
             .field("service", &self.service)
             .field("balance", &self.balance)
-            .field("upstreams", &self.upstreams)
+            .field("upstreams", &self.stable.upstreams)
+            .field(
+                "canary",
+                &self.canary.as_ref().map(|(g, share)| (&g.upstreams, share)),
+            )
             .finish()
     }
 }
@@ -54,13 +101,44 @@ impl Pool {
         Pool {
             service: service.into(),
             balance,
-            upstreams,
-            next: AtomicUsize::new(0),
+            stable: Group::new(balance, upstreams),
+            canary: None,
         }
     }
 
+    /// The pool with `upstreams` as a canary that `share` of the clients go to.
+    pub fn with_canary(mut self, upstreams: Vec<Arc<Upstream>>, share: Share) -> Pool {
+        self.canary = Some((Group::new(self.balance, upstreams), share));
+        self
+    }
+
+    /// The stable group's instances.
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
-        &self.upstreams
+        &self.stable.upstreams
+    }
+
+    /// The group `client`'s requests go to: the canary when the client is in its share, else
+    /// the stable one; either side with no instance sends everyone to the other.
+    pub(crate) fn group(&self, client: std::net::IpAddr) -> &Group {
+        match &self.canary {
+            Some((canary, share))
+                if !canary.upstreams.is_empty()
+                    && (self.stable.upstreams.is_empty() || share.admits(client)) =>
+            {
+                canary
+            }
+            _ => &self.stable,
+        }
+    }
+}
+
+impl Group {
+    fn new(balance: Balance, upstreams: Vec<Arc<Upstream>>) -> Group {
+        Group {
+            balance,
+            upstreams,
+            next: AtomicUsize::new(0),
+        }
     }
 
     /// Pick an instance, avoiding `not` when another one exists.
@@ -330,5 +408,34 @@ async fn settled(
             _ = settled => {}
             _ = tokio::time::sleep_until(wake) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Share;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn clients() -> impl Iterator<Item = IpAddr> {
+        (0..20_000u32).map(|i| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)))
+    }
+
+    #[test]
+    fn a_share_admits_that_share_of_clients_and_grows_without_moving_anyone_out() {
+        let (five, quarter) = (Share::of(0.05), Share::of(0.25));
+        let admitted = |s: Share| clients().filter(|&c| s.admits(c)).count() as f64 / 20_000.0;
+        assert!((admitted(five) - 0.05).abs() < 0.01, "{}", admitted(five));
+        assert!(
+            (admitted(quarter) - 0.25).abs() < 0.01,
+            "{}",
+            admitted(quarter)
+        );
+        assert!(
+            clients()
+                .filter(|&c| five.admits(c))
+                .all(|c| quarter.admits(c))
+        );
+        assert!(clients().all(|c| Share::of(1.0).admits(c)));
+        assert!(!clients().any(|c| Share::of(0.0).admits(c)));
     }
 }

@@ -36,9 +36,9 @@ pub use ipnet::IpNet;
 pub use kubernetes::Autoscale;
 pub use model::{
     AcmeChallenge, AppSpec, BackupSource, BackupSpec, BackupTarget, Balance, BuildSpec,
-    CacheControlSpec, DatabaseEngine, DatabaseSpec, DeploySpec, HeaderPreset, HealthSpec, Keep,
-    ProxySpec, RouteSpec, RouteTarget, Sandbox, ServiceSpec, SmokeCheck, SourceSpan, TlsSpec,
-    VerifyCadence,
+    CacheControlSpec, CanaryStep, DatabaseEngine, DatabaseSpec, DeploySpec, HeaderPreset,
+    HealthSpec, Keep, ProxySpec, RouteSpec, RouteTarget, Sandbox, ServiceSpec, SmokeCheck,
+    SmokeHost, SourceSpan, TlsSpec, VerifyCadence,
 };
 pub use names::{check_app_name, check_secret_name};
 pub use observe_model::{AlertName, AlertRule, AlertsSpec, NotifyChannel, NotifyEvent, NotifySpec};

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use crate::deploy::{CanaryStep, DeploySpec, SmokeCheck, SmokeHost};
+
 use crate::kubernetes::Autoscale;
 use crate::observe_model::{AlertsSpec, NotifySpec};
 use crate::secrets::{SecretSpec, expand};
@@ -62,6 +64,25 @@ impl AppSpec {
         match &self.environment {
             Some(env) => format!("{}.{env}", self.name),
             None => self.name.clone(),
+        }
+    }
+
+    /// The host a smoke check is sent with: its own `host`, else the first exact route host,
+    /// else `www.` under the first wildcard route, else (every route is `*`) `localhost`.
+    pub fn smoke_host(&self, check: &SmokeCheck) -> SmokeHost {
+        if let Some(host) = &check.host {
+            return SmokeHost::Given(host.clone());
+        }
+        let hosts = || self.routes.iter().map(|r| r.host.as_str());
+        if let Some(host) = hosts().find(|h| !h.contains('*')) {
+            return SmokeHost::Route(host.to_owned());
+        }
+        match hosts().find_map(|h| h.strip_prefix("*.")) {
+            Some(parent) => SmokeHost::UnderWildcard {
+                host: format!("www.{parent}"),
+                pattern: format!("*.{parent}"),
+            },
+            None => SmokeHost::Any,
         }
     }
 
@@ -301,55 +322,6 @@ pub enum AcmeChallenge {
     Http01,
     /// Port 443: a TLS handshake with ALPN `acme-tls/1`, answered by berth's TLS listener.
     TlsAlpn01,
-}
-
-/// `[deploy]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeploySpec {
-    /// `smoke = [{ path = "/", status = 200 }]`: requests sent through the proxy right after the
-    /// switch; any other answer rolls back.
-    pub smoke: Vec<SmokeCheck>,
-    /// `watch = "30s"`: after the smoke checks, a crash of the new release within this window
-    /// rolls back. None: no watch window.
-    pub watch: Option<Duration>,
-    /// `max_error_rate = "5%"`: during the watch window, a share of 5xx answers above this
-    /// (once [`DeploySpec::ERROR_RATE_MIN_REQUESTS`] requests have been answered) rolls back.
-    /// A fraction in (0, 1]; default 10%.
-    pub max_error_rate: f64,
-    /// `keep_releases = 5`: release trees kept on disk for rollback (1..=100).
-    pub keep_releases: u32,
-    /// `drain = "30s"`: how long the release this deploy replaces may finish its requests and
-    /// WebSockets (in the background, after the deploy returns) before it is stopped; its
-    /// WebSockets get a close frame (1001) when the time is up. At most 1h.
-    pub drain: Duration,
-}
-
-impl Default for DeploySpec {
-    fn default() -> Self {
-        DeploySpec {
-            smoke: Vec::new(),
-            watch: None,
-            max_error_rate: 0.10,
-            keep_releases: 5,
-            drain: Duration::from_secs(30),
-        }
-    }
-}
-
-impl DeploySpec {
-    /// Answers the new release must have given before its error rate is judged, so that one
-    /// early 5xx does not count as 100%.
-    pub const ERROR_RATE_MIN_REQUESTS: u64 = 20;
-    /// The longest `drain`.
-    pub const MAX_DRAIN: Duration = Duration::from_secs(3600);
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SmokeCheck {
-    /// Path requested, with the app's first exact route host.
-    pub path: String,
-    /// Status expected (default 200).
-    pub status: u16,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -190,7 +190,7 @@ fn route_target(w: &mut Walker<'_>, t: &Table<'_, '_>, services: &[String]) -> O
 }
 
 /// `*`, `localhost`, `shop.example.com` or `*.example.com`: lowercase, no scheme, no port.
-fn check_host(host: &str) -> Result<(), Problem> {
+pub(crate) fn check_host(host: &str) -> Result<(), Problem> {
     let err = |label: &str, help: Option<String>| Err((label.to_owned(), help));
     if host == "*" || host == "localhost" {
         return Ok(());

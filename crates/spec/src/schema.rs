@@ -230,7 +230,7 @@ fn app_spec(w: &mut Walker<'_>, root: &DeTable<'_>) -> Option<AppSpec> {
         .unwrap_or_default();
     let deploy = root
         .get("deploy")
-        .map(|v| crate::deploy::deploy(w, v))
+        .map(|v| crate::deploy::deploy(w, v, &routes))
         .unwrap_or_default();
     let tls = root.get("tls").map(|v| crate::tls::tls(w, v, &routes));
 

@@ -58,13 +58,18 @@ ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 "#;
 
 /// Like [`PY_WEB`], plus a WebSocket echo on `/ws` that prefixes each message with the release,
-/// and `CRASH_AFTER` (seconds) / `STATUS` (for every path but /health) to make broken releases.
+/// and `CRASH_AFTER` (seconds) / `STATUS` (for every path but /health) / `FAIL_PATH` (500 there)
+/// / `FAIL_AFTER` (seconds: then every other request but /health answers 500) to make broken
+/// releases, `START_DELAY` (seconds before it listens) to make a slow one.
 pub const PY_WS_WEB: &str = r#"
 import base64, hashlib, os, struct, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 RELEASE = os.environ["BERTH_RELEASE"]
 STATUS = int(os.environ.get("STATUS", "200"))
 FAIL_PATH = os.environ.get("FAIL_PATH")
+FAIL_AT = time.monotonic() + float(os.environ.get("FAIL_AFTER", "inf"))
+SEEN = [0]
+time.sleep(float(os.environ.get("START_DELAY", "0")))
 if os.environ.get("CRASH_AFTER"):
     threading.Timer(float(os.environ["CRASH_AFTER"]), lambda: os._exit(9)).start()
 class H(BaseHTTPRequestHandler):
@@ -74,6 +79,9 @@ class H(BaseHTTPRequestHandler):
             return self.websocket()
         body = ("release " + RELEASE + "\n").encode()
         status = 500 if self.path == FAIL_PATH else STATUS
+        if self.path != "/health" and time.monotonic() >= FAIL_AT:
+            SEEN[0] += 1
+            status = 500 if SEEN[0] % 2 else status
         self.send_response(200 if self.path == "/health" else status)
         self.send_header("content-length", str(len(body)))
         self.end_headers()

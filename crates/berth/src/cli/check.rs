@@ -11,11 +11,11 @@ use http::Method;
 
 use crate::{EXIT_BAD_INPUT, output};
 
-pub async fn run(state: &Path, dir: &Path, env: Option<&str>) -> Result<u8> {
+pub async fn run(client: &Client, dir: &Path, env: Option<&str>) -> Result<u8> {
     let Some(spec) = load(dir, env)? else {
         return Ok(EXIT_BAD_INPUT);
     };
-    let checked = match preflight(state, dir, &spec).await? {
+    let checked = match preflight(client, dir, &spec).await? {
         Preflight::Refused => return Ok(EXIT_BAD_INPUT),
         Preflight::Clear { daemon } => daemon,
     };
@@ -39,13 +39,33 @@ pub async fn run(state: &Path, dir: &Path, env: Option<&str>) -> Result<u8> {
         spec.routes.len(),
         plural(spec.routes.len()),
     ));
+    smoke_hosts(&spec);
     if !checked {
         output::hint(format!(
             "no berth daemon answers at {}, so the routes were not checked against other apps'",
-            api::client::socket_path(state).display()
+            client.target()
         ));
     }
     Ok(0)
+}
+
+/// Warns of smoke checks that have no host of their own to use: berth sends them with a name
+/// it makes up under the app's wildcard route, which a multi-tenant app may not answer.
+fn smoke_hosts(spec: &spec::AppSpec) {
+    for (i, check) in spec.deploy.smoke.iter().enumerate() {
+        if let spec::SmokeHost::UnderWildcard { host, pattern } = spec.smoke_host(check) {
+            output::line(format!(
+                "warning: [deploy] smoke #{} (GET {}) has no host to use: every route is a wildcard, so it is sent as {host} (under {pattern})",
+                i + 1,
+                check.path
+            ));
+            output::hint(format!(
+                "give it a name the app answers: smoke = [{{ path = \"{}\", host = \"shop.{}\" }}]",
+                check.path,
+                pattern.trim_start_matches("*.")
+            ));
+        }
+    }
 }
 
 /// What a check of the directory and the routes found.
@@ -58,8 +78,8 @@ pub enum Preflight {
 
 /// What the daemon would refuse, found before anything is packed or sent: symlinks that point
 /// outside the app directory (all of them), and routes another app serves (asked of the
-/// daemon at `state`, when one answers). Every problem is printed.
-pub async fn preflight(state: &Path, dir: &Path, spec: &spec::AppSpec) -> Result<Preflight> {
+/// daemon `client` reaches, when one answers). Every problem is printed.
+pub async fn preflight(client: &Client, dir: &Path, spec: &spec::AppSpec) -> Result<Preflight> {
     let mut refused = false;
     let shipped = {
         let dir = dir.to_owned();
@@ -99,9 +119,7 @@ pub async fn preflight(state: &Path, dir: &Path, spec: &spec::AppSpec) -> Result
     };
     let body = serde_json::to_vec(&check)?;
     let path = api::path(&["v1", "check", "routes"], &NoQuery {});
-    let answer = Client::new(state)
-        .send(Method::POST, &path, body.into())
-        .await;
+    let answer = client.send(Method::POST, &path, body.into()).await;
     let daemon = match answer {
         Ok(resp) => {
             let found: RouteConflicts = api::client::read_json(resp.into_body()).await?;

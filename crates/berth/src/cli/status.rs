@@ -1,7 +1,5 @@
 //! `berth status [APP] [--json]`
 
-use std::path::Path;
-
 use anyhow::Result;
 
 use api::client::Client;
@@ -9,13 +7,11 @@ use api::{AppQuery, CertSource, CertificateStatus, Status};
 
 use crate::output;
 
-pub async fn run(state: &Path, app: Option<&str>, json: bool) -> Result<u8> {
+pub async fn run(client: &Client, app: Option<&str>, json: bool) -> Result<u8> {
     let query = AppQuery {
         app: app.map(str::to_owned),
     };
-    let status: Status = Client::new(state)
-        .get(&api::path(&["v1", "status"], &query))
-        .await?;
+    let status: Status = client.get(&api::path(&["v1", "status"], &query)).await?;
     if json {
         output::json(&status);
         return Ok(0);
@@ -94,6 +90,23 @@ pub async fn run(state: &Path, app: Option<&str>, json: bool) -> Result<u8> {
                 d.instances,
                 if d.instances == 1 { "" } else { "s" },
                 d.until
+            ));
+        }
+        if let Some(s) = &app.standby {
+            output::line(format!(
+                "  standby {}: {} instance{} warm ({}), until {}: `berth rollback {}` is a route swap",
+                s.release,
+                s.instances.len(),
+                if s.instances.len() == 1 { "" } else { "s" },
+                api::human_bytes(s.memory_bytes),
+                s.until,
+                app.name
+            ));
+        }
+        if let Some(c) = &app.canary {
+            output::line(format!(
+                "  canary {}: {}% of clients, step {} of {}",
+                c.release, c.percent, c.step, c.steps
             ));
         }
         if let Some(why) = &app.maintenance {

@@ -338,7 +338,11 @@ fn self_signed_for_development_with_expiry_in_metrics() {
     for _ in 0..2 {
         let run = d.berth(&["deploy", dev.path().to_str().unwrap()]);
         assert_eq!(run.code, 0, "{run:?}");
-        assert!(run.stderr.contains("GET /, HTTPS answered 200"), "{run:?}");
+        assert!(
+            run.stderr
+                .contains("smoke: GET / (Host: dev.localhost, HTTPS) answered 200"),
+            "{run:?}"
+        );
     }
     let c = certificate(&d, "dev");
     assert_eq!(

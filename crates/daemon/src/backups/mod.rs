@@ -256,7 +256,7 @@ impl Core {
                     .call(move |s| s.backup_succeeded(&a, &i, &json))
                     .await
                     .map_err(anyhow::Error::from)?;
-                self.event(
+                self.record_event(
                     app,
                     "backup",
                     format!(
@@ -285,7 +285,7 @@ impl Core {
                     .call(move |s| s.backup_failed(&a, &i, &st2, &m2))
                     .await
                     .map_err(anyhow::Error::from)?;
-                self.event(
+                self.record_event(
                     app,
                     "backup-failed",
                     format!("{name} {id} failed ({trigger}) at {stage}: {message}"),
@@ -383,7 +383,7 @@ impl Core {
                 Ok(i) => i,
                 Err(why) => {
                     events.step(format!("drill skipped: {why}"));
-                    self.event(
+                    self.record_event(
                         app,
                         "drill-skipped",
                         format!("{name} {}: {why}", manifest.id),
@@ -420,7 +420,7 @@ impl Core {
                 detail.clone(),
             );
         }
-        self.event(
+        self.record_event(
             app,
             if receipt.ok { "drill" } else { "drill-failed" },
             detail,
@@ -441,7 +441,7 @@ impl Core {
         match self.db.call(|s| s.interrupt_running_backups()).await {
             Ok(rows) => {
                 for r in rows {
-                    self.event(
+                    self.record_event(
                         &r.app,
                         "backup-failed",
                         format!(
@@ -479,12 +479,6 @@ impl Core {
             }
         }
         *lock(&self.backups.stats) = stats;
-    }
-
-    async fn event(&self, app: &str, kind: &'static str, detail: String) {
-        if let Err(err) = self.db.record_event(app, kind, detail).await {
-            tracing::error!(app, kind, error = %err, "record an event");
-        }
     }
 }
 

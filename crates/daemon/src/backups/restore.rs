@@ -263,7 +263,7 @@ impl Core {
                     safety.id
                 );
                 events.step(detail.clone());
-                self.event(app, "restore", detail).await;
+                self.record_event(app, "restore", detail).await;
                 Ok(())
             }
             Err(f) => {
@@ -287,7 +287,8 @@ impl Core {
                         safety.id
                     ),
                 };
-                self.event(app, "restore-failed", detail.clone()).await;
+                self.record_event(app, "restore-failed", detail.clone())
+                    .await;
                 Err(detail)
             }
         };

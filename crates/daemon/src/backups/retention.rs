@@ -54,11 +54,11 @@ impl Core {
                         planned.name
                     );
                     events.step(format!("retention: {detail}"));
-                    self.event(&planned.app, "retention", detail).await;
+                    self.record_event(&planned.app, "retention", detail).await;
                 }
                 Err(f) => {
                     let why = self.redact(&f.message);
-                    self.event(
+                    self.record_event(
                         &planned.app,
                         "retention-failed",
                         format!("{} {id}: {why}", planned.name),
@@ -76,7 +76,7 @@ impl Core {
                     removed.join(", ")
                 );
                 events.step(format!("retention: {detail}"));
-                self.event(&planned.app, "retention", detail).await;
+                self.record_event(&planned.app, "retention", detail).await;
             }
             Ok(_) => {}
             Err(f) => failed.push(self.redact(&f.to_string())),

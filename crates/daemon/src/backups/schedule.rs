@@ -61,7 +61,7 @@ impl Core {
                         .await;
                     if let Err(refusal) = run {
                         tracing::warn!(app, backup = name, reason = %refusal.message, "scheduled backup did not run");
-                        core.event(&app, "backup-skipped", format!("{name}: {}", refusal.message)).await;
+                        core.record_event(&app, "backup-skipped", format!("{name}: {}", refusal.message)).await;
                     }
                 });
             }

@@ -1,24 +1,22 @@
-//! The checks a new release must pass: every instance ready (the start gate, before the
-//! switch), smoke checks through the proxy and the watch window (after it).
+//! The checks a new release must pass before the switch: every instance ready (the start
+//! gate), then smoke checks through its own routes. What it must pass after (canary steps,
+//! the watch window) is `judge.rs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use api::{Gate, Phase};
-use spec::DeploySpec;
-use supervisor::EventKind;
-use tokio::sync::broadcast::error::RecvError;
+use proxy::RouteTable;
+use tls::rustls::pki_types::CertificateDer;
 
 use super::progress::Rollout;
 use crate::core::Core;
 use crate::failure::Failure;
-use crate::release::Member;
+use crate::release::{Member, Release};
 
 /// A smoke check must answer within this time.
 const SMOKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the watch window looks at the new release's error rate.
-const ERROR_RATE_TICK: Duration = Duration::from_millis(250);
 
 impl Core {
     /// The start gate: every instance in `members` must pass readiness.
@@ -58,158 +56,96 @@ impl Core {
         failure.map_or(Ok(()), Err)
     }
 
-    /// Smoke checks through the proxy, as a client would see them: over HTTPS when the app's
-    /// host is served there (plain HTTP would only answer the redirect).
-    pub(super) async fn smoke(
-        &self,
-        r: &Rollout<'_>,
-        checks: &[(String, u16)],
-    ) -> Result<(), Failure> {
-        let host = r
-            .spec
-            .routes
-            .iter()
-            .map(|route| route.host.as_str())
-            .find(|h| !h.contains('*'))
-            .unwrap_or("localhost");
-        let https = match (self.addrs.https, &r.spec.tls) {
-            (Some(addr), Some(_)) => self
-                .certs
-                .store
-                .lookup(host)
-                .map(|key| (loopback(addr), key.cert[0].clone())),
-            _ => None,
-        };
-        let over = if https.is_some() { ", HTTPS" } else { "" };
-        for (path, want) in checks {
+    /// Smoke checks through the new release's own routes, before the switch: each request goes
+    /// through a [`proxy::Proxy::preview`] of its route table (headers, limits, static files
+    /// and all), over TLS with the certificate berth will serve for the host when the app has
+    /// `[tls]`. No client can reach the release yet, so a failed check costs none a request.
+    pub(super) async fn smoke(&self, r: &Rollout<'_>, new: &Release) -> Result<(), Failure> {
+        let routes = self.release_routes(&r.app, new, None, None);
+        let preview = self.proxy.preview(RouteTable { routes });
+        for check in &r.spec.deploy.smoke {
+            let host = r.spec.smoke_host(check);
+            let name = host.name();
+            let tls = self.smoke_tls(r, new, name);
+            let over = match &tls {
+                Ok(Some(_)) => ", HTTPS",
+                Ok(None) => "",
+                Err(()) => ", HTTPS without TLS: its certificate is not there yet",
+            };
+            let (client, server) = tokio::io::duplex(64 * 1024);
+            let peer = SocketAddr::from(([127, 0, 0, 1], 0));
+            let (proto, config) = match &tls {
+                Ok(Some((config, _))) => ("https", Some(config.clone())),
+                Ok(None) => ("http", None),
+                Err(()) => ("https", None),
+            };
+            let serving = tokio::spawn(preview.clone().serve_stream(server, peer, proto, config));
             let probe = async {
-                match &https {
-                    Some((addr, leaf)) => https_status(*addr, leaf.clone(), host, path).await,
-                    None => supervisor::http_status(loopback(self.addrs.http), host, path).await,
+                match &tls {
+                    Ok(Some((_, leaf))) => {
+                        https_status(client, leaf.clone(), name, &check.path).await
+                    }
+                    _ => supervisor::http_status_on(client, name, &check.path).await,
                 }
             };
-            let problem = match tokio::time::timeout(SMOKE_TIMEOUT, probe).await {
-                Ok(Ok(status)) if status == *want => {
-                    r.progress
-                        .phase(Phase::Smoke, format!("GET {path}{over} answered {status}"));
+            let answer = tokio::time::timeout(SMOKE_TIMEOUT, probe).await;
+            serving.abort();
+            let problem = match answer {
+                Ok(Ok(status)) if status == check.status => {
+                    r.progress.phase(
+                        Phase::Smoke,
+                        format!("GET {} (Host: {name}{over}) answered {status}", check.path),
+                    );
                     continue;
                 }
-                Ok(Ok(status)) => format!("answered {status}, expected {want}"),
+                Ok(Ok(status)) => format!("answered {status}, expected {}", check.status),
                 Ok(Err(err)) => err,
                 Err(_) => format!("no answer within {}s", SMOKE_TIMEOUT.as_secs()),
+            };
+            let chosen = match &host {
+                spec::SmokeHost::UnderWildcard { pattern, .. } => {
+                    format!(" (a name under {pattern}: give the check a host = \"...\" of its own)")
+                }
+                _ => String::new(),
             };
             return Err(Failure::new(
                 Gate::Smoke,
                 format!(
-                    "smoke check: GET {path} (Host: {host}{over}) on {} {}: {problem}",
-                    r.app, r.release
+                    "smoke check: GET {} (Host: {name}{over}) on {} {}, before the switch: {problem}{chosen}",
+                    check.path, r.app, r.release
                 ),
             )
-            .hint(format!("see `berth logs {}`", r.app))
+            .hint(format!("{}; see `berth logs {}`", self.serving(&r.app), r.app))
             .tail(self.log_tail(&r.app, &r.release).await));
         }
         Ok(())
     }
 
-    /// The watch window: any instance of the new release exiting within `window`, or the
-    /// release answering more than `max_error_rate` of its requests with 5xx (judged once it
-    /// has answered enough of them), fails it.
-    pub(super) async fn watch(
+    /// TLS for a smoke check to `host`: `Ok(None)` when the app is plain HTTP here, the server
+    /// config and the certificate berth serves for `host` when it has one, `Err` when an HTTPS
+    /// app has no certificate for it yet (an ACME order for a new name).
+    #[allow(clippy::type_complexity)]
+    fn smoke_tls(
         &self,
         r: &Rollout<'_>,
-        window: Duration,
-        max_error_rate: f64,
-    ) -> Result<(), Failure> {
-        r.progress.phase(
-            Phase::Watch,
-            format!(
-                "{}s for crashes of {} and 5xx above {}",
-                window.as_secs(),
-                r.release,
-                percent(max_error_rate)
-            ),
-        );
-        let mut events = self.supervisor.events();
-        let deadline = tokio::time::sleep(window);
-        tokio::pin!(deadline);
-        let mut tick = tokio::time::interval(ERROR_RATE_TICK);
-        loop {
-            let event = tokio::select! {
-                () = &mut deadline => break,
-                _ = tick.tick() => {
-                    self.judge_error_rate(r, max_error_rate).await?;
-                    continue;
-                }
-                ev = events.recv() => match ev {
-                    Ok(ev) => ev,
-                    Err(RecvError::Lagged(_)) => continue,
-                    Err(RecvError::Closed) => break,
-                },
-            };
-            if event.key.app != r.app || event.key.release != r.release {
-                continue;
-            }
-            if let EventKind::Exited(exit) = event.kind {
-                return Err(Failure::new(
-                    Gate::Watch,
-                    format!(
-                        "watch window: service {} instance {} of {} {} exited ({exit})",
-                        event.key.service, event.key.instance, r.app, r.release
-                    ),
-                )
-                .hint(format!("see `berth logs {} {}`", r.app, event.key.service))
-                .tail(self.log_tail(&r.app, &r.release).await));
-            }
+        new: &Release,
+        host: &str,
+    ) -> Result<Option<(Arc<tls::rustls::ServerConfig>, CertificateDer<'static>)>, ()> {
+        if self.addrs.https.is_none() || r.spec.tls.is_none() {
+            return Ok(None);
         }
-        self.judge_error_rate(r, max_error_rate).await
-    }
-
-    /// The share of 5xx among the new release's answers so far (the proxy counts them per
-    /// instance from the moment the instance joined the table).
-    async fn judge_error_rate(&self, r: &Rollout<'_>, max: f64) -> Result<(), Failure> {
-        let outcomes: Vec<(String, u32, u64, u64)> = match self.with_running(&r.app, |live| {
-            (live.id == r.release).then(|| {
-                live.members
-                    .iter()
-                    .map(|m| {
-                        let (answered, errors) = m.upstream.outcomes();
-                        (m.service.clone(), m.index, answered, errors)
-                    })
-                    .collect()
-            })
-        }) {
-            Some(Some(outcomes)) => outcomes,
-            _ => return Ok(()),
+        let leaf = match self.certs.store.lookup(host) {
+            Some(leaf) => leaf,
+            None => {
+                // A new name: hand the manager the new release's `[tls]` now (files and
+                // self-signed certificates are there at once; an ACME order is not). The next
+                // route table, switched or not, hands it the serving set again.
+                self.sync_certs_with(&r.app, new);
+                self.certs.store.lookup(host).ok_or(())?
+            }
         };
-        let answered: u64 = outcomes.iter().map(|o| o.2).sum();
-        let errors: u64 = outcomes.iter().map(|o| o.3).sum();
-        if answered < DeploySpec::ERROR_RATE_MIN_REQUESTS
-            || (errors as f64) <= max * answered as f64
-        {
-            return Ok(());
-        }
-        let worst = outcomes
-            .iter()
-            .max_by_key(|o| o.3)
-            .map(|(service, index, a, e)| {
-                format!("; most from service {service} instance {index} ({e} of {a})")
-            })
-            .unwrap_or_default();
-        Err(Failure::new(
-            Gate::Watch,
-            format!(
-                "watch window: {errors} of {answered} requests to {} {} answered 5xx ({}), above max_error_rate {}{worst}",
-                r.app,
-                r.release,
-                percent(errors as f64 / answered as f64),
-                percent(max)
-            ),
-        )
-        .hint(format!(
-            "see `berth logs {}`; raise [deploy] max_error_rate if this rate is normal for the app",
-            r.app
-        ))
-        .tail(self.log_tail(&r.app, &r.release).await))
+        let config = tls::server_config(&self.certs.store).map_err(|_| ())?;
+        Ok(Some((config, leaf.cert[0].clone())))
     }
 
     /// The last log lines of one release of an app, for failure messages.
@@ -235,37 +171,24 @@ impl Core {
     }
 }
 
-/// The proxy's address as a local client reaches it (0.0.0.0 → 127.0.0.1).
-fn loopback(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V4(a) if a.ip().is_unspecified() => {
-            SocketAddr::from(([127, 0, 0, 1], a.port()))
-        }
-        SocketAddr::V6(a) if a.ip().is_unspecified() => {
-            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
-        }
-        other => other,
-    }
-}
-
-/// `GET path` over TLS to berth's own HTTPS listener, which must present `leaf` (the
-/// certificate berth serves for `host`).
-async fn https_status(
-    addr: SocketAddr,
-    leaf: tls::rustls::pki_types::CertificateDer<'static>,
+/// `GET path` over TLS on `io` to a server that must present `leaf` (the certificate berth
+/// serves for `host`).
+async fn https_status<I>(
+    io: I,
+    leaf: CertificateDer<'static>,
     host: &str,
     path: &str,
-) -> Result<u16, String> {
+) -> Result<u16, String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let config = tls::pinned_client_config(leaf).map_err(|e| format!("TLS setup: {e}"))?;
     let name = tls::rustls::pki_types::ServerName::try_from(host.to_owned())
         .map_err(|e| format!("server name {host}: {e}"))?;
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect to {addr}: {e}"))?;
     let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
+        .connect(name, io)
         .await
-        .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+        .map_err(|e| format!("TLS handshake: {e}"))?;
     supervisor::http_status_on(stream, host, path).await
 }
 

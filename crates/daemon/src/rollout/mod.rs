@@ -1,8 +1,9 @@
 //! Deploys, rollbacks and restarts: one state machine, persisted step by step in the store.
 //!
 //! ```text
-//! deploy:   unpack → build → start → switch → smoke → watch → workers → drain → done
-//! rollback:                  start → switch → smoke → watch → workers → drain → done
+//! deploy:   unpack → build → start → smoke → canary → switch → watch → workers → drain → done
+//! rollback:                  start → smoke ─────────→ switch → watch → workers → drain → done
+//!           (or, to a warm standby: the switch at once)
 //! restart:  relink ────────→ start → …
 //! ```
 //!
@@ -10,11 +11,13 @@
 //! upload, a kept release, the live one relinked), the [`Plan`] of the two specs says which
 //! instances start, are replaced, stopped and drained, and the same machine runs it.
 //!
-//! Until `switch` the old release serves untouched; a failed gate stops the new instances and
-//! that is all. `switch` is the commit point (`set_current`, then one route table). After it,
-//! the old release's routed instances stay alive (idle) until `drain`, so a failed smoke
-//! check, watch window or worker start switches straight back to them. Unrouted services
-//! (workers) are replaced one instance at a time only once the new release has proven itself.
+//! Until `switch` the old release serves (all of it, or the clients outside a canary step's
+//! share); a failed gate stops the new instances and that is all. Smoke checks go through the
+//! new release's own routes before any client can reach it. `switch` is the commit point
+//! (`set_current`, then one route table). After it, the old release's routed instances stay
+//! alive (idle) until `drain` — or for `[deploy] standby`, warm for a rollback —, so a failed
+//! watch window or worker start switches straight back to them. Unrouted services (workers)
+//! are replaced one instance at a time only once the new release has proven itself.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -28,10 +31,14 @@ use crate::failure::Failure;
 use crate::plan::Plan;
 use crate::refusal::Refusal;
 use crate::release::{HISTORY, Lineage, Release, all_slots};
+use judge::{Baseline, Judged, Tally, Until};
 
+mod canary;
 mod gates;
+mod judge;
 mod prepare;
 mod progress;
+mod standby;
 
 pub(crate) use prepare::Source;
 use prepare::Target;
@@ -43,24 +50,6 @@ pub(crate) struct Request {
     pub wait: bool,
 }
 
-/// What `[deploy]` asks of a rollout.
-struct Gates {
-    smoke: Vec<(String, u16)>,
-    watch: Option<Duration>,
-    max_error_rate: f64,
-}
-
-impl Gates {
-    fn of(spec: &spec::AppSpec) -> Gates {
-        let d = &spec.deploy;
-        Gates {
-            smoke: d.smoke.iter().map(|s| (s.path.clone(), s.status)).collect(),
-            watch: d.watch,
-            max_error_rate: d.max_error_rate,
-        }
-    }
-}
-
 /// A replaced release left to finish its requests once the rollout has its result.
 struct Drain {
     /// The `deploys` row that replaced it.
@@ -70,6 +59,8 @@ struct Drain {
     /// `[deploy] drain` of the new release.
     grace: Duration,
     keep_releases: usize,
+    /// `[deploy] standby` of the new release: keep `old` warm this long first.
+    standby: Option<Duration>,
 }
 
 impl Core {
@@ -92,7 +83,12 @@ impl Core {
         progress.finish(app, release, result, started).await;
         if let Some(drain) = drain {
             tokio::select! {
-                () = self.drain(drain) => {}
+                () = async {
+                    match drain.standby {
+                        Some(keep) => self.keep_standby(drain, keep).await,
+                        None => self.drain(drain).await,
+                    }
+                } => {}
                 () = self.cancel.cancelled() => {}
             }
         }
@@ -233,6 +229,7 @@ impl Core {
                 deploy: id,
                 app: app.to_owned(),
                 grace: rollout.spec.deploy.drain,
+                standby: rollout.spec.deploy.standby,
                 keep_releases,
                 old,
             })),
@@ -260,7 +257,101 @@ impl Core {
     /// The state machine. See the module docs. Returns the release it replaced, out of the
     /// route table and to be drained.
     async fn run(&self, r: &Rollout<'_>) -> Result<Option<Release>, Failure> {
-        let gates = Gates::of(&r.spec);
+        let old_spec = self.with_running(&r.app, |old| old.spec.clone());
+        let plan = Plan::new(&r.spec, old_spec.as_deref());
+        let new = match self.warm(r).await {
+            Some(warm) => warm,
+            None => {
+                let new = self.start_release(r, &plan).await?;
+                self.canary(r, new).await?
+            }
+        };
+
+        self.step(r, Step::Switch).await;
+        let shape = new.like();
+        let mut tally = Tally::of(&new);
+        let t = Instant::now();
+        let mut old = self.switch(&r.app, new).await;
+        if let Err(err) = self.db.set_switched(r.id).await {
+            tracing::warn!(deploy = r.id, error = %err, "record the switch of a rollout");
+        }
+        r.progress.phase(
+            Phase::Switch,
+            format!(
+                "traffic on {} in {:.2} ms",
+                r.release,
+                t.elapsed().as_secs_f64() * 1000.0
+            ),
+        );
+        // A rollback leaves a release that was bad, or thought to be: no baseline to keep.
+        let baseline = match &old {
+            Some(o) if r.kind != DeployKind::Rollback => Baseline::Before {
+                release: o.id.clone(),
+                counts: Tally::lifetime(o),
+            },
+            _ => Baseline::None,
+        };
+
+        let checked = async {
+            if let Some(watch) = r.spec.deploy.watch {
+                self.step(r, Step::Watch).await;
+                let (limit, why) = baseline.limit(r.spec.deploy.max_error_rate);
+                r.progress.phase(
+                    Phase::Watch,
+                    format!(
+                        "{}s for crashes of {} and 5xx above {} in any {}s ({why})",
+                        watch.as_secs(),
+                        r.release,
+                        gates::percent(limit),
+                        spec::DeploySpec::WATCH_WINDOW.as_secs()
+                    ),
+                );
+                let judged = Judged {
+                    gate: Gate::Watch,
+                    what: "watch window",
+                    until: Until::Elapsed(watch),
+                    max_error_rate: r.spec.deploy.max_error_rate,
+                    baseline,
+                };
+                self.judge(r, &mut tally, judged).await?;
+            }
+            match old.as_mut() {
+                Some(old) => self.replace_workers(r, &plan, &shape, old).await,
+                None => Ok(()),
+            }
+        };
+        if let Err(mut f) = checked.await {
+            f.reason = format!("{}; {}", f.reason, self.switch_back(r, old).await);
+            return Err(f);
+        }
+
+        if let Some(old) = &old {
+            self.record_step(r.id, Step::Drain).await;
+            let after = match r.spec.deploy.standby {
+                Some(keep) => format!(
+                    "stays warm for {}s (a rollback to it is a route swap), then drains",
+                    keep.as_secs()
+                ),
+                None => format!(
+                    "finishes its requests in the background (up to {}s) and stops",
+                    r.spec.deploy.drain.as_secs()
+                ),
+            };
+            r.progress.phase(
+                Phase::Drain,
+                format!(
+                    "release {} {after}; `berth status {}` shows it",
+                    old.id, r.app
+                ),
+            );
+        }
+        Ok(old)
+    }
+
+    /// Everything before the switch for a release that is not running yet: secrets, build,
+    /// the sealed tree, TLS, its instances through the start gate, and the smoke checks
+    /// through its own routes. A failure stops what was started; the old release serves on.
+    async fn start_release(&self, r: &Rollout<'_>, plan: &Plan) -> Result<Release, Failure> {
         // Secrets first: a missing one refuses the rollout before anything is built or started.
         self.ensure_secrets(&r.spec).await?;
         let user = self.seat(&r.spec).await?;
@@ -281,8 +372,6 @@ impl Core {
             .map_err(|reason| Failure::new(Gate::Tls, reason).hint(self.serving(&r.app)))?;
 
         self.step(r, Step::Start).await;
-        let old_spec = self.with_running(&r.app, |old| old.spec.clone());
-        let plan = Plan::new(&r.spec, old_spec.as_deref());
         let mut new = Release::new(&r.release, r.spec.clone(), &r.dir, env, user);
         new.members = self.start_members(&new, &plan.first);
         let n = new.members.len();
@@ -290,59 +379,21 @@ impl Core {
             Phase::Start,
             format!("{n} instance{} of {} {}", plural(n), r.app, r.release),
         );
-        if let Err(f) = self.gate_ready(r, &new.members).await {
-            self.stop_members(new.members).await;
-            return Err(f);
-        }
-
-        self.step(r, Step::Switch).await;
-        let shape = new.like();
-        let t = Instant::now();
-        let mut old = self.switch(&r.app, new).await;
-        if let Err(err) = self.db.set_switched(r.id).await {
-            tracing::warn!(deploy = r.id, error = %err, "record the switch of a rollout");
-        }
-        r.progress.phase(
-            Phase::Switch,
-            format!(
-                "traffic on {} in {:.2} ms",
-                r.release,
-                t.elapsed().as_secs_f64() * 1000.0
-            ),
-        );
-
         let checked = async {
-            if !gates.smoke.is_empty() {
+            self.gate_ready(r, &new.members).await?;
+            if !r.spec.deploy.smoke.is_empty() {
                 self.step(r, Step::Smoke).await;
-                self.smoke(r, &gates.smoke).await?;
+                self.smoke(r, &new).await?;
             }
-            if let Some(watch) = gates.watch {
-                self.step(r, Step::Watch).await;
-                self.watch(r, watch, gates.max_error_rate).await?;
-            }
-            match old.as_mut() {
-                Some(old) => self.replace_workers(r, &plan, &shape, old).await,
-                None => Ok(()),
-            }
+            Ok(())
         };
-        if let Err(mut f) = checked.await {
-            f.reason = format!("{}; {}", f.reason, self.switch_back(r, old).await);
-            return Err(f);
+        match checked.await {
+            Ok(()) => Ok(new),
+            Err(f) => {
+                self.stop_members(new.members).await;
+                Err(f)
+            }
         }
-
-        if let Some(old) = &old {
-            self.record_step(r.id, Step::Drain).await;
-            r.progress.phase(
-                Phase::Drain,
-                format!(
-                    "release {} finishes its requests in the background (up to {}s) and stops; `berth status {}` shows it",
-                    old.id,
-                    r.spec.deploy.drain.as_secs(),
-                    r.app
-                ),
-            );
-        }
-        Ok(old)
     }
 
     /// The `[build]` step of a deploy, run as the app's user with the tree its own, its output

@@ -290,11 +290,18 @@ impl Core {
             return;
         };
         let current = known.and_then(|c| c.current_release);
-        // A release that still drains has processes running in its tree.
+        // A release that still drains, or is kept warm, has processes running in its tree.
         let draining: Vec<String> = self
             .apps()
             .get(app)
-            .map(|a| a.draining.iter().map(|(id, ..)| id.clone()).collect())
+            .map(|a| {
+                let warm = a.standby.as_ref().map(|s| s.release.id.clone());
+                a.draining
+                    .iter()
+                    .map(|(id, ..)| id.clone())
+                    .chain(warm)
+                    .collect()
+            })
             .unwrap_or_default();
         let Ok(deploys) = self.db.deploys(Some(app), HISTORY).await else {
             return;

@@ -184,13 +184,13 @@ fn kill_9_before_start() {
 }
 
 #[test]
-fn kill_9_before_switch() {
-    kill_at(Step::Switch, "r1");
+fn kill_9_before_smoke() {
+    kill_at(Step::Smoke, "r1");
 }
 
 #[test]
-fn kill_9_before_smoke() {
-    kill_at(Step::Smoke, "r2");
+fn kill_9_before_switch() {
+    kill_at(Step::Switch, "r1");
 }
 
 #[test]
