@@ -184,6 +184,12 @@ enum Command {
         #[arg(long, default_value_t = proxy::ProxyConfig::default().max_connections_per_ip)]
         max_connections_per_ip: u32,
     },
+    /// Files for other tools, from the same berth.toml: a systemd unit, firewall rules,
+    /// Kubernetes manifests, Prometheus config and rules, a Grafana dashboard.
+    #[command(subcommand)]
+    Export(cli::export::ExportCommand),
+    /// Run berth as a hardened systemd service on this host.
+    Install(cli::install::InstallArgs),
     /// Join stdin and stdout to the daemon's socket (what `berth --host ssh://…` runs on the
     /// server).
     #[command(hide = true)]
@@ -340,6 +346,8 @@ fn main() -> ExitCode {
                 };
                 cli::proxy::run(listen, target, config, headers, rate_limit).await
             }
+            Command::Export(cmd) => cli::export::run(cmd),
+            Command::Install(args) => cli::install::run(args).await,
         }
     });
     match result {

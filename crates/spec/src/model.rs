@@ -10,6 +10,7 @@ use std::time::Duration;
 
 pub use crate::deploy::{CanaryStep, DeploySpec, SmokeCheck, SmokeHost};
 
+use crate::kubernetes::Autoscale;
 use crate::observe_model::{AlertsSpec, NotifySpec};
 use crate::secrets::{SecretSpec, expand};
 use crate::units::RateSpec;
@@ -347,6 +348,11 @@ pub struct ServiceSpec {
     pub pids_max: Option<u32>,
     /// How the instance is confined; every part on by default.
     pub sandbox: Sandbox,
+    /// `image = "..."`: the container image of the service, for `berth export kubernetes`
+    /// only (the daemon runs `command` in the release tree).
+    pub image: Option<String>,
+    /// `autoscale = { min, max, cpu }`: for `berth export kubernetes` only.
+    pub autoscale: Option<Autoscale>,
 }
 
 /// The hardening of a service's processes (each key in `[services.NAME]`).

@@ -11,6 +11,7 @@ mod check;
 mod daemon;
 mod demo;
 mod deploy;
+mod export;
 mod https;
 mod isolation;
 mod maintenance;
