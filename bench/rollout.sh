@@ -9,8 +9,11 @@ set -euo pipefail
 runs=${1:-20}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$repo/target}
-cargo build --release -p berth >&2
-berth="$target/release/berth"
+# BERTH_BIN: a berth binary already built (else this builds the release one).
+if [ -n "${BERTH_BIN:-}" ]; then berth=$BERTH_BIN; else
+  cargo build --release -p berth >&2
+  berth="$target/release/berth"
+fi
 state=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$berth" serve --state "$state" --http "127.0.0.1:$port" 2>"$state/daemon.log" &
@@ -51,12 +54,13 @@ cp -r "$repo/examples/hello/." "$slow/"
 sed -i -e 's/^name = "hello"/name = "slow"/' -e 's/^command = "python3 -u web.py".*/command = "sleep 5 \&\& exec python3 -u web.py"/' \
   -e 's/^host = "\*"/host = "slow.test"/' "$slow/berth.toml"
 printf '\n[deploy]\nstandby = "10m"\n' >>"$slow/berth.toml"
-"$berth" deploy --state "$state" "$slow" >/dev/null 2>&1
+"$berth" deploy --state "$state" "$slow" >"$state/slow-r1.log" 2>&1 || { cat "$state/slow-r1.log"; exit 1; }
 echo "# $runs" >>"$slow/berth.toml"   # a second release (another digest)
-"$berth" deploy --state "$state" "$slow" >/dev/null 2>&1
+"$berth" deploy --state "$state" "$slow" >"$state/slow-r2.log" 2>&1 || { cat "$state/slow-r2.log"; exit 1; }
 warm=()
 for i in $(seq "$runs"); do
-  to=$("$berth" releases --state "$state" slow --json | python3 -c 'import json,sys; r=json.load(sys.stdin)["releases"]; print(next(x["id"] for x in r if x["status"]=="previous"))')
+  # r2 is live after the two deploys: back to r1, forward to r2 (the standby each time).
+  to=r$(( i % 2 ? 1 : 2 ))
   warm+=("$(python3 - "$berth" "$state" "$port" "$to" <<'PY'
 import subprocess, sys, time
 berth, state, port, to = sys.argv[1:]

@@ -1,6 +1,6 @@
 //! berth's control API, shared by the daemon and its clients: the wire types (JSON over HTTP
 //! on `STATE/berth.sock`), the closed vocabularies of rollouts and releases, the typed query
-//! strings, and (feature `client`) the client.
+//! strings, and (feature `client`) the client, over the socket or a stream a dialer opens.
 //!
 //! | method | path                                   | query              | answer                       |
 //! |--------|----------------------------------------|--------------------|------------------------------|

@@ -1,18 +1,22 @@
 //! berth: one binary that takes a web app to production on one Linux server and keeps it there.
 //!
 //! `berth serve` is the daemon; every other subcommand is a thin client of its control API
-//! (HTTP + JSON on `STATE/berth.sock`), except `check`, `proxy` and `demo`.
+//! (HTTP + JSON on `STATE/berth.sock`, or through SSH with `--host ssh://…`), except `proxy`
+//! and `demo`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod cli;
 mod listen_fds;
 mod output;
+mod remote;
 mod serve;
+mod systemd;
 
 /// Exit codes: 0 ok, 1 the operation failed, 2 bad usage or bad input.
 pub const EXIT_FAILED: u8 = 1;
@@ -33,6 +37,18 @@ struct Cli {
         default_value = "/var/lib/berth"
     )]
     state: PathBuf,
+    /// Run the command against the daemon on another server, through SSH:
+    /// ssh://[USER@]HOST[:PORT]. The server needs sshd and berth on its PATH, nothing else;
+    /// --state (or BERTH_STATE), when given, names the state directory there. ssh runs with
+    /// BatchMode=yes; BERTH_SSH_COMMAND replaces `ssh` (words split on spaces, e.g.
+    /// "ssh -i deploy_key").
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_HOST",
+        value_name = "ssh://USER@HOST[:PORT]"
+    )]
+    host: Option<remote::Host>,
     #[command(subcommand)]
     command: Command,
 }
@@ -177,6 +193,39 @@ enum Command {
         #[arg(long, default_value_t = proxy::ProxyConfig::default().max_connections_per_ip)]
         max_connections_per_ip: u32,
     },
+    /// Files for other tools, from the same berth.toml: a systemd unit, firewall rules,
+    /// Kubernetes manifests, Prometheus config and rules, a Grafana dashboard.
+    #[command(subcommand)]
+    Export(cli::export::ExportCommand),
+    /// Run berth as a hardened systemd service on this host.
+    Install(cli::install::InstallArgs),
+    /// Join stdin and stdout to the daemon's socket (what `berth --host ssh://…` runs on the
+    /// server).
+    #[command(hide = true)]
+    DialStdio,
+}
+
+impl Command {
+    /// Whether the command talks to a daemon (and so may go to one elsewhere with --host).
+    fn is_client(&self) -> bool {
+        matches!(
+            self,
+            Command::Check { .. }
+                | Command::Deploy { .. }
+                | Command::Rollback { .. }
+                | Command::Releases { .. }
+                | Command::History { .. }
+                | Command::Status { .. }
+                | Command::Logs { .. }
+                | Command::Secrets(_)
+                | Command::Alerts { .. }
+                | Command::Health { .. }
+                | Command::Notify(_)
+                | Command::Dashboard(_)
+                | Command::Maintenance(_)
+                | Command::Backup(_)
+        )
+    }
 }
 
 #[derive(Subcommand)]
@@ -196,7 +245,14 @@ enum DashboardCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let source = |id| matches.value_source(id);
+    let state_given = matches!(
+        source("state"),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    );
+    let host_typed = source("host") == Some(ValueSource::CommandLine);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -208,39 +264,56 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        let client = match (&cli.host, cli.command.is_client()) {
+            (Some(host), true) => {
+                let state = state_given.then(|| cli.state.clone());
+                let ssh_command = std::env::var("BERTH_SSH_COMMAND").ok();
+                remote::connect(host.clone(), state, ssh_command).await?
+            }
+            // BERTH_HOST in the environment is for the client commands only.
+            (Some(host), false) if host_typed => {
+                return Err(cli::BadInput(format!(
+                    "--host {host}: this command runs on this machine; --host is for commands that talk to a daemon"
+                ))
+                .into());
+            }
+            _ => api::client::Client::new(&cli.state),
+        };
+        let client = &client;
         match cli.command {
             Command::Serve(args) => serve::run(&cli.state, args).await,
-            Command::Check { dir, env } => cli::check::run(&cli.state, &dir, env.as_deref()).await,
+            Command::DialStdio => remote::dial_stdio::run(&cli.state).await,
+            Command::Check { dir, env } => cli::check::run(client, &dir, env.as_deref()).await,
             Command::Deploy {
                 dir,
                 env,
                 dry_run,
                 wait,
-            } => cli::deploy::run(&cli.state, &dir, env.as_deref(), dry_run, wait).await,
-            Command::Secrets(cmd) => cli::secrets::run(&cli.state, cmd).await,
-            Command::Backup(cmd) => cli::backup::run(&cli.state, cmd).await,
-            Command::Maintenance(cmd) => cli::maintenance::run(&cli.state, cmd).await,
-            Command::Alerts { json } => cli::observe::alerts(&cli.state, json).await,
+            } => cli::deploy::run(client, &dir, env.as_deref(), dry_run, wait).await,
+            Command::Secrets(cmd) => cli::secrets::run(client, cmd).await,
+            Command::Backup(cmd) => cli::backup::run(client, cmd).await,
+            Command::Maintenance(cmd) => cli::maintenance::run(client, cmd).await,
+            Command::Alerts { json } => cli::observe::alerts(client, json).await,
             Command::Health {
                 app,
                 detailed,
                 json,
-            } => cli::observe::health(&cli.state, app.as_deref(), detailed, json).await,
+            } => cli::observe::health(client, app.as_deref(), detailed, json).await,
             Command::Notify(NotifyCommand::Test { app, json }) => {
-                cli::observe::notify_test(&cli.state, &app, json).await
+                cli::observe::notify_test(client, &app, json).await
             }
             Command::Dashboard(DashboardCommand::Url) => {
-                cli::observe::dashboard_url(&cli.state).await
+                cli::observe::dashboard_url(client).await
             }
             Command::Rollback { app, to, wait } => {
-                cli::deploy::rollback(&cli.state, &app, to.as_deref(), wait).await
+                cli::deploy::rollback(client, &app, to.as_deref(), wait).await
             }
-            Command::Releases { app, json } => cli::history::releases(&cli.state, &app, json).await,
+            Command::Releases { app, json } => cli::history::releases(client, &app, json).await,
             Command::History { app, json } => {
-                cli::history::history(&cli.state, app.as_deref(), json).await
+                cli::history::history(client, app.as_deref(), json).await
             }
             Command::Status { app, json } => {
-                cli::status::run(&cli.state, app.as_deref(), json).await
+                cli::status::run(client, app.as_deref(), json).await
             }
             Command::Logs {
                 app,
@@ -250,7 +323,7 @@ fn main() -> ExitCode {
                 redact,
             } => {
                 cli::logs::run(
-                    &cli.state,
+                    client,
                     &app,
                     service.as_deref(),
                     follow,
@@ -283,6 +356,8 @@ fn main() -> ExitCode {
                 };
                 cli::proxy::run(listen, target, config, headers, rate_limit).await
             }
+            Command::Export(cmd) => cli::export::run(cmd),
+            Command::Install(args) => cli::install::run(args).await,
         }
     });
     match result {

@@ -1,6 +1,7 @@
 //! `berth serve`: bind the listeners (or take those handed in: socket activation, an upgrade),
 //! open the daemon on the state directory, and run it until SIGTERM (the apps keep running),
-//! SIGINT (everything stops) or an upgrade hands it over.
+//! SIGINT (everything stops) or an upgrade hands it over; under systemd (`NOTIFY_SOCKET`),
+//! tell it how the start goes (`crate::systemd`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -86,6 +87,11 @@ fn sizes(input: &str) -> Result<Pair, String> {
 pub async fn run(state: &Path, args: ServeArgs) -> Result<u8> {
     let inherited = crate::listen_fds::Inherited::from_env()?;
     init_tracing();
+    let notify = crate::systemd::Notifier::from_env();
+    if let Some(n) = &notify {
+        n.spawn_watchdog();
+        n.status("starting: binding listeners, recovering apps");
+    }
     let mut config = daemon::Config::new(state);
     config.max_connections_per_ip = args.max_connections_per_ip;
     config.acme.ca_root = args.acme_ca_root;
@@ -96,6 +102,9 @@ pub async fn run(state: &Path, args: ServeArgs) -> Result<u8> {
         disk_free: args.alert_disk_free,
         daemon_memory: args.alert_daemon_memory,
     };
+    if let Some(n) = notify.clone() {
+        config.on_ready = Some(Box::new(move |ready| n.ready(&ready)));
+    }
     config.succession = Some(succession(state, inherited.upgrade));
     config.control_inherited = inherited.control.is_some();
     let daemon = daemon::Daemon::open(config)?;
@@ -118,7 +127,21 @@ pub async fn run(state: &Path, args: ServeArgs) -> Result<u8> {
             None => daemon.bind_control()?,
         },
     };
-    daemon.run(listeners, daemon::shutdown_signal()).await?;
+    // Under systemd (`INVOCATION_ID`), SIGTERM is `systemctl stop`, which SIGKILLs whatever is
+    // left once berth exits (KillMode=mixed): the apps stop with the daemon, gracefully. The
+    // path that keeps them is `berth upgrade` (`systemctl reload`).
+    let under_systemd = std::env::var_os("INVOCATION_ID").is_some();
+    let shutdown = async {
+        let stop = match daemon::shutdown_signal().await {
+            daemon::Stop::LeaveApps if under_systemd => daemon::Stop::Everything,
+            stop => stop,
+        };
+        if let Some(n) = &notify {
+            n.stopping();
+        }
+        stop
+    };
+    daemon.run(listeners, shutdown).await?;
     Ok(0)
 }
 

@@ -1,5 +1,5 @@
-//! What the daemon is given at start: [`Config`] (with the test [`Hooks`]) and the bound
-//! [`Listeners`].
+//! What the daemon is given at start: [`Config`] (with the test [`Hooks`] and the
+//! [`Config::on_ready`] callback) and the bound [`Listeners`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +23,10 @@ pub struct Config {
     pub server_alerts: crate::observe::ServerAlerts,
     /// How often metrics are sampled into the history and alert rules evaluated.
     pub sample_every: std::time::Duration,
+    /// Called once, when the listeners are bound and every app's current release has been
+    /// started and has passed (or failed) its start gate. `berth serve` tells systemd
+    /// `READY=1` here.
+    pub on_ready: Option<Box<dyn FnOnce(Ready) + Send>>,
     /// How to start the next daemon on `berth upgrade` (and, for a successor, the channel to
     /// the daemon handing over). `None`: upgrades are refused.
     pub succession: Option<Succession>,
@@ -30,6 +34,18 @@ pub struct Config {
     /// when the daemon stops, as whoever bound it still holds it.
     pub control_inherited: bool,
     pub hooks: Hooks,
+}
+
+/// What the daemon serves once it is ready (see [`Config::on_ready`]).
+#[derive(Debug, Clone)]
+pub struct Ready {
+    /// Apps whose current release was started again.
+    pub apps: usize,
+    /// Apps whose current release could not be started (the daemon's log says why).
+    pub failed: usize,
+    pub http: SocketAddr,
+    pub https: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
 }
 
 /// How the daemon starts its successor: `binary ARGS` with `env` (besides the base
@@ -67,6 +83,7 @@ impl Config {
             pg_bin_dir: None,
             server_alerts: Default::default(),
             sample_every: crate::observe::STEP,
+            on_ready: None,
             succession: None,
             control_inherited: false,
             hooks: Hooks::default(),

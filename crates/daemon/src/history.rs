@@ -333,6 +333,35 @@ mod tests {
     }
 
     #[test]
+    fn smoke_refusals_are_caught_before_traffic_and_a_bad_canary_step_is_a_failed_change() {
+        let list = deploys(&[
+            ok("deploy", "r1", None, 0),
+            // Smoke checks run before the switch now.
+            R {
+                switch: None,
+                took: 6,
+                result: "failed",
+                gate: Some(Gate::Smoke),
+                ..ok("deploy", "r2", Some("r1"), 100)
+            },
+            // Its first canary step at 8 s, back on r1 at 20 s.
+            R {
+                switch: Some(8),
+                took: 20,
+                result: "rolled-back",
+                gate: Some(Gate::Canary),
+                ..ok("deploy", "r3", Some("r1"), 200)
+            },
+        ]);
+        let s = &summarize(&list, at(DAY))[0];
+        assert_eq!(
+            (s.deploys, s.failed_changes, s.caught_before_traffic),
+            (2, 1, 1)
+        );
+        assert_eq!(s.mean_time_to_restore_secs, Some(12.0));
+    }
+
+    #[test]
     fn nothing_yet() {
         let s = summarize(&[], SystemTime::now());
         assert!(s.is_empty());

@@ -47,7 +47,7 @@ mod upgrade;
 mod users;
 
 pub use api::Step;
-pub use config::{AcmeConfig, Config, Hooks, Listeners, Stop, Succession};
+pub use config::{AcmeConfig, Config, Hooks, Listeners, Ready, Stop, Succession};
 pub use observe::ServerAlerts;
 pub use paths::StateDir;
 pub use routes::preset as header_preset;
@@ -104,8 +104,9 @@ impl Daemon {
 
     /// Serve until `shutdown` resolves (or the daemon hands over to a successor on `berth
     /// upgrade`): recover every app's current release — adopting the instances a previous
-    /// daemon left running —, then run the proxy listeners and the control API. Then, as
-    /// [`Stop`] says: stop the apps, or leave them running for the next daemon.
+    /// daemon left running —, then run the proxy listeners and the control API
+    /// (`Config::on_ready` is called once recovery is done). Then, as [`Stop`] says: stop the
+    /// apps, or leave them running for the next daemon.
     pub async fn run(
         mut self,
         listeners: Listeners,
@@ -135,6 +136,7 @@ impl Daemon {
         // Not removed when it was handed in: whoever bound it holds it.
         let keep_socket = self.config.control_inherited;
         let succession = self.config.succession.take();
+        let on_ready = self.config.on_ready.take();
         let predecessor = self.predecessor.take();
         let host =
             users::Host::detect(self.dir.root(), &self.dir.tmp().join("private-tmp-probe")).await;
@@ -163,7 +165,7 @@ impl Daemon {
         // Adopted instances are in the route table before the listeners accept: a client of
         // a hand-over never meets an app without instances.
         core.tasks.spawn(core.clone().watch_supervisor());
-        core.clone().recover().await;
+        let recovering = core.clone().recover().await;
 
         // The listeners outlive the apps: they stop last, once the apps have stopped.
         let listeners_stop = tokio_util::sync::CancellationToken::new();
@@ -208,6 +210,18 @@ impl Daemon {
             )
             .await;
         }
+        core.tasks.spawn(async move {
+            let recovered = recovering.await.unwrap_or_default();
+            if let Some(on_ready) = on_ready {
+                on_ready(Ready {
+                    apps: recovered.apps,
+                    failed: recovered.failed,
+                    http: addrs.http,
+                    https: addrs.https,
+                    admin: addrs.admin,
+                });
+            }
+        });
         let manager = core.certs.manager.clone();
         core.tasks
             .spawn(manager.run(core.cancel.clone().cancelled_owned()));

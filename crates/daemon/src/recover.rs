@@ -5,8 +5,9 @@
 //! app's current release and switch to it. Instances outlive the daemon, so "start" is first
 //! "adopt": each instance of a current release the previous daemon recorded is taken over if
 //! it is still that process (pid, start time, its own group) and answers its probe; every
-//! other recorded process (a release that no longer serves, a rollout cut short, a standby)
-//! is killed with its group. Nothing is left running that no daemon knows about.
+//! other recorded process (a release that no longer serves, a rollout cut short) is killed
+//! with its group. Nothing is left running that no daemon knows about. Recovery is over (the
+//! daemon is ready) once every recovered instance has passed its start gate or failed it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,12 +24,20 @@ use crate::release::{Release, all_slots, environment_of, load_spec};
 /// published (an adopted instance needs one probe; one that fails is replaced meanwhile).
 const ADOPT_WAIT: Duration = Duration::from_secs(4);
 
+/// How recovery went: apps started again, and apps that could not be.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Recovered {
+    pub apps: usize,
+    pub failed: usize,
+}
+
 impl Core {
     /// Bring every app's current release back up: adopt what the previous daemon left
     /// running of it, sweep everything else it left (process groups, rollouts cut short).
-    /// Returns once every app with adopted instances serves again; apps started from nothing
-    /// go on starting in the background.
-    pub async fn recover(self: Arc<Self>) {
+    /// Returns once every app with adopted instances is in the route table again; the rest
+    /// goes on in the background, and the handle says how recovery went once every app is
+    /// restored (its instances through their start gate) or could not be.
+    pub async fn recover(self: Arc<Self>) -> tokio::task::JoinHandle<Recovered> {
         self.refresh_redactor().await;
         let leftovers = self.db.processes().await.unwrap_or_else(|err| {
             tracing::error!(error = %err, "read process groups of the previous run");
@@ -52,7 +61,7 @@ impl Core {
                 for p in &leftovers {
                     self.sweep(p).await;
                 }
-                return;
+                return tokio::spawn(async { Recovered::default() });
             }
         };
         let current: BTreeMap<String, String> = apps
@@ -107,28 +116,40 @@ impl Core {
                 }
             });
         }
-        let adopted: usize = adoptable.values().map(Vec::len).sum();
-        let mut waiting = Vec::new();
+        let mut switched = Vec::new();
+        let mut restoring = Vec::new();
         for (app, release) in current {
             let found = adoptable.remove(&app).unwrap_or_default();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if !found.is_empty() {
+                switched.push(rx);
+            }
             let this = self.clone();
-            let restore = async move {
-                match this.restore(&app, &release, &found).await {
+            restoring.push(self.tasks.spawn(async move {
+                match this.restore(&app, &release, &found, tx).await {
                     Ok(()) => {
-                        tracing::info!(app = %app, %release, adopted = found.len(), "app restored")
+                        tracing::info!(app = %app, %release, adopted = found.len(), "app restored");
+                        true
                     }
                     Err(err) => {
-                        tracing::error!(app = %app, %release, error = %format!("{err:#}"), "could not restore app")
+                        tracing::error!(app = %app, %release, error = %format!("{err:#}"), "could not restore app");
+                        false
                     }
                 }
-            };
-            if adopted > 0 {
-                waiting.push(restore);
-            } else {
-                self.tasks.spawn(restore);
-            }
+            }));
         }
-        futures_util::future::join_all(waiting).await;
+        // The apps with adopted instances are routed again before the listeners accept.
+        futures_util::future::join_all(switched).await;
+        tokio::spawn(async move {
+            let mut recovered = Recovered::default();
+            for restored in restoring {
+                match restored.await {
+                    Ok(true) => recovered.apps += 1,
+                    _ => recovered.failed += 1,
+                }
+            }
+            recovered
+        })
     }
 
     /// Kill what the jobs of the previous run (builds, hooks) left.
@@ -157,6 +178,7 @@ impl Core {
         app: &str,
         release: &str,
         found: &[ProcessRecord],
+        switched: tokio::sync::oneshot::Sender<()>,
     ) -> anyhow::Result<()> {
         let mut started = self.release_of(app, release).await?;
         let spec = started.spec.clone();
@@ -170,9 +192,25 @@ impl Core {
         });
         let answers = adopted.map(|m| m.instance.wait_ready());
         let _ = tokio::time::timeout(ADOPT_WAIT, futures_util::future::join_all(answers)).await;
+        let instances: Vec<_> = started.members.iter().map(|m| m.instance.clone()).collect();
         // Instances that are not ready yet join the route table as soon as they are: the
         // supervisor keeps restarting them, and `watch_supervisor` republishes on each change.
         self.switch(app, started).await;
+        let _ = switched.send(());
+        // The app is restored once each instance passed its start gate or failed it (then the
+        // supervisor goes on restarting it); a stop does not wait for the gates.
+        let gates = futures_util::future::join_all(instances.iter().map(|i| i.wait_ready()));
+        tokio::select! {
+            () = self.cancel.cancelled() => {}
+            outcomes = gates => {
+                for failure in outcomes.into_iter().filter_map(Result::err) {
+                    tracing::warn!(app, %release, error = %failure, "a restored instance is not ready; the supervisor restarts it");
+                }
+                // The ready ones serve before recovery is reported over (`watch_supervisor`
+                // publishes too, on its own task).
+                self.publish_routes();
+            }
+        }
         Ok(())
     }
 

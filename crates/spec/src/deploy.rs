@@ -5,8 +5,118 @@
 use toml::de::DeValue;
 
 use crate::diagnostic::Diagnostic;
-use crate::model::{CanaryStep, DeploySpec, RouteSpec, SmokeCheck};
+use std::time::Duration;
+
+use crate::model::RouteSpec;
 use crate::walk::{Table, Value, Walker, type_name};
+
+/// `[deploy]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploySpec {
+    /// `smoke = [{ path = "/", status = 200 }]`: requests sent through the new release's own
+    /// routes before the switch, where no client can reach them; any other answer refuses it.
+    pub smoke: Vec<SmokeCheck>,
+    /// `watch = "30s"`: after the switch, a crash of the new release within this window, or
+    /// too many 5xx in any sliding [`DeploySpec::WATCH_WINDOW`] of it, rolls back. None: no
+    /// watch window.
+    pub watch: Option<Duration>,
+    /// `max_error_rate = "5%"`: the share of 5xx answers the new release may give (once
+    /// [`DeploySpec::ERROR_RATE_MIN_REQUESTS`] requests have been answered), or twice the
+    /// previous release's own share when that is higher. A fraction in (0, 1]; default 10%.
+    pub max_error_rate: f64,
+    /// `keep_releases = 5`: release trees kept on disk for rollback (1..=100).
+    pub keep_releases: u32,
+    /// `drain = "30s"`: how long the release this deploy replaces may finish its requests and
+    /// WebSockets (in the background, after the deploy returns) before it is stopped; its
+    /// WebSockets get a close frame (1001) when the time is up. At most 1h.
+    pub drain: Duration,
+    /// `standby = "10m"`: the replaced release's routed instances keep running, out of the
+    /// route table, for this long after the switch; a rollback within it is a route swap.
+    /// At most 24h.
+    pub standby: Option<Duration>,
+    /// `canary = ["5%", "25%", "100%"]`: shares of clients the new release gets before it takes
+    /// all traffic, each held for `step` and judged like the watch window. Strictly increasing
+    /// fractions in (0, 1], the last one 1. Empty: the switch is at once.
+    pub canary: Vec<f64>,
+    /// `step`: how long each canary share is held.
+    pub step: Option<CanaryStep>,
+}
+
+/// How long a canary step lasts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CanaryStep {
+    /// `step = "1m"`.
+    Time(Duration),
+    /// `step = 500`: until the new release has answered this many requests within the step
+    /// (at most [`DeploySpec::MAX_CANARY_STEP`]).
+    Requests(u32),
+}
+
+impl Default for DeploySpec {
+    fn default() -> Self {
+        DeploySpec {
+            smoke: Vec::new(),
+            watch: None,
+            max_error_rate: 0.10,
+            keep_releases: 5,
+            drain: Duration::from_secs(30),
+            standby: None,
+            canary: Vec::new(),
+            step: None,
+        }
+    }
+}
+
+impl DeploySpec {
+    /// Answers the new release must have given before its error rate is judged, so that one
+    /// early 5xx does not count as 100%.
+    pub const ERROR_RATE_MIN_REQUESTS: u64 = 20;
+    /// The sliding window the watch judges the error rate over, so a release that turns bad
+    /// late in a long window is not diluted by its good start.
+    pub const WATCH_WINDOW: Duration = Duration::from_secs(10);
+    /// The longest `drain`.
+    pub const MAX_DRAIN: Duration = Duration::from_secs(3600);
+    /// The longest `standby`.
+    pub const MAX_STANDBY: Duration = Duration::from_secs(24 * 3600);
+    /// The longest a canary step waits for its request count.
+    pub const MAX_CANARY_STEP: Duration = Duration::from_secs(3600);
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmokeCheck {
+    /// Path requested.
+    pub path: String,
+    /// Status expected (default 200).
+    pub status: u16,
+    /// `host = "www.example.com"`: the `Host` (and TLS name) of the request; one of the app's
+    /// routes must serve it. None: see [`crate::AppSpec::smoke_host`].
+    pub host: Option<String>,
+}
+
+/// The host a smoke check is sent with, and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SmokeHost {
+    /// The check's own `host`.
+    Given(String),
+    /// The app's first route with an exact host.
+    Route(String),
+    /// A name under the app's first wildcard route (`www.example.com` for `*.example.com`):
+    /// no route has an exact host and the check names none. `berth check` warns.
+    UnderWildcard { host: String, pattern: String },
+    /// Every route answers any host (`*`): `localhost`.
+    Any,
+}
+
+impl SmokeHost {
+    pub fn name(&self) -> &str {
+        match self {
+            SmokeHost::Given(h)
+            | SmokeHost::Route(h)
+            | SmokeHost::UnderWildcard { host: h, .. } => h,
+            SmokeHost::Any => "localhost",
+        }
+    }
+}
 
 const DEPLOY_KEYS: &[&str] = &[
     "smoke",
@@ -39,10 +149,11 @@ pub(crate) fn deploy(w: &mut Walker<'_>, value: &Value<'_>, routes: &[RouteSpec]
         .unwrap_or(defaults.max_error_rate);
     if let Some((key, _)) = t.entry("max_error_rate")
         && t.get("watch").is_none()
+        && t.get("canary").is_none()
     {
         w.report(
-            Diagnostic::error("`max_error_rate` without `watch` in [deploy]")
-                .at(key, "judged only during the watch window")
+            Diagnostic::error("`max_error_rate` without `watch` or `canary` in [deploy]")
+                .at(key, "judged only during the watch window and canary steps")
                 .help("add watch = \"30s\": the new release's 5xx share is watched for that long after the switch"),
         );
     }

@@ -16,6 +16,7 @@ mod cron;
 mod databases;
 mod deploy;
 mod diagnostic;
+mod kubernetes;
 mod model;
 mod names;
 mod notify;
@@ -32,6 +33,7 @@ mod walk;
 pub use diagnostic::{Diagnostic, Diagnostics};
 /// An IP network: `trusted_proxies` entries (the proxy takes the same type).
 pub use ipnet::IpNet;
+pub use kubernetes::Autoscale;
 pub use model::{
     AcmeChallenge, AppSpec, BackupSource, BackupSpec, BackupTarget, Balance, BuildSpec,
     CacheControlSpec, CanaryStep, DatabaseEngine, DatabaseSpec, DeploySpec, HeaderPreset,

@@ -47,6 +47,8 @@ const SERVICE_KEYS: &[&str] = &[
     "open_files",
     "processes",
     "core_dumps",
+    "image",
+    "autoscale",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -454,6 +456,8 @@ fn service(w: &mut Walker<'_>, value: &Value<'_>, ctx: &str) -> Option<ServiceSp
         w.unit_value(&t, k, "CPU share", "50%", crate::units::cpu_share)
     });
     let pids_max = optional(&t, "pids_max", |k| w.int(&t, k, 8, 1_000_000));
+    let image = crate::kubernetes::image(w, &t);
+    let autoscale = crate::kubernetes::autoscale(w, &t);
     let sandbox = sandbox(w, &t)?;
     Some(ServiceSpec {
         command: command?.0.to_owned(),
@@ -464,6 +468,8 @@ fn service(w: &mut Walker<'_>, value: &Value<'_>, ctx: &str) -> Option<ServiceSp
         cpu_max: cpu_max?,
         pids_max: pids_max?,
         sandbox,
+        image: image?,
+        autoscale: autoscale?,
     })
 }
 

@@ -24,7 +24,7 @@ pub(crate) struct UnitError {
 }
 
 impl UnitError {
-    fn new(problem: impl Into<String>, help: impl Into<Option<String>>) -> Self {
+    pub(crate) fn new(problem: impl Into<String>, help: impl Into<Option<String>>) -> Self {
         UnitError {
             problem: problem.into(),
             help: help.into(),

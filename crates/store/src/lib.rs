@@ -309,10 +309,11 @@ impl Store {
         Ok(())
     }
 
-    /// Traffic went to the release of deploy `id` now.
+    /// Traffic went to the release of deploy `id` now (its first canary step, or the switch:
+    /// the first time is kept).
     pub fn set_switched(&self, id: i64) -> Result<()> {
         self.conn.execute(
-            "UPDATE deploys SET switched_at = ?2 WHERE id = ?1",
+            "UPDATE deploys SET switched_at = COALESCE(switched_at, ?2) WHERE id = ?1",
             params![id, to_millis(SystemTime::now())],
         )?;
         Ok(())

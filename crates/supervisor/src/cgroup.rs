@@ -1,8 +1,9 @@
 //! Resource limits of an instance, and what enforces each one.
 //!
-//! Preferred: a cgroup v2 subtree berth may use (the daemon's own under systemd's
-//! `Delegate=yes`, or the root's when the daemon is root on a cgroup v2 host). Each limited
-//! instance gets `SUBTREE/berth/APP-SERVICE-INSTANCE-RELEASE` (the release is in the name
+//! Preferred: a cgroup v2 subtree berth may use — the daemon's own service cgroup under
+//! systemd's `Delegate=yes` (the daemon first moves itself into its leaf `OWN/daemon`, since a
+//! cgroup v2 with children may hold no process), else the root's when the daemon is root on a
+//! cgroup v2 host. Each limited instance gets `SUBTREE/berth/APP-SERVICE-INSTANCE-RELEASE` (the release is in the name
 //! because old and new instances overlap during a deploy) with `memory.max`, `cpu.max` and
 //! `pids.max`; the child joins it before exec, and it is removed when the process is gone.
 //! Without a controller the limit falls back: `memory_max` to `RLIMIT_AS` (virtual memory,
@@ -46,46 +47,43 @@ pub(crate) fn cgroups() -> &'static Cgroups {
     })
 }
 
+/// Where cgroup v2 may be mounted: alone, or beside v1 (a "hybrid" host).
+const MOUNTS: [&str; 2] = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
+
 fn detect() -> Cgroups {
-    let candidates = [
-        Path::new("/sys/fs/cgroup"),
-        Path::new("/sys/fs/cgroup/unified"),
-    ];
+    let own = fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|text| delegated(&text));
     let mut why = String::from("no cgroup v2 hierarchy with controllers found");
-    for root in candidates {
-        let Ok(available) = fs::read_to_string(root.join("cgroup.controllers")) else {
-            continue;
-        };
-        let controllers: Vec<&'static str> = WANTED
-            .into_iter()
-            .filter(|c| available.split_whitespace().any(|a| a == *c))
-            .collect();
-        if controllers.is_empty() {
-            why = format!(
-                "cgroup v2 at {} has none of the memory, cpu and pids controllers",
-                root.display()
-            );
+    let own_dirs = own.iter().flat_map(|own| {
+        MOUNTS
+            .iter()
+            .map(move |m| Path::new(m).join(own.trim_start_matches('/')))
+    });
+    for dir in own_dirs {
+        if !dir.join("cgroup.controllers").is_file() {
             continue;
         }
-        match enable(root, &controllers) {
-            Ok(dir) => {
-                let missing: Vec<&str> = WANTED
-                    .into_iter()
-                    .filter(|c| !controllers.contains(c))
-                    .collect();
-                return Cgroups {
-                    parent: Some(dir),
-                    why_not: (!missing.is_empty()).then(|| {
-                        format!(
-                            "cgroup v2 at {} lacks {}",
-                            root.display(),
-                            missing.join(", ")
-                        )
-                    }),
-                    controllers,
-                };
+        // The daemon leaves its own cgroup for a leaf of it first: a cgroup that hands
+        // controllers to children may hold no process itself.
+        match into_leaf(&dir) {
+            Ok(()) => match found(&dir) {
+                Ok(c) => return c,
+                Err(w) => why = w,
+            },
+            Err(e) => {
+                why = format!(
+                    "cannot use the service's delegated cgroup {}: {e}",
+                    dir.display()
+                )
             }
-            Err(e) => why = format!("cannot set up {}/berth: {e}", root.display()),
+        }
+    }
+    for root in MOUNTS.map(Path::new) {
+        match found(root) {
+            Ok(c) => return c,
+            Err(w) if w.is_empty() => {}
+            Err(w) => why = w,
         }
     }
     Cgroups {
@@ -93,6 +91,65 @@ fn detect() -> Cgroups {
         controllers: Vec::new(),
         why_not: Some(why),
     }
+}
+
+/// The daemon's own cgroup v2 path (`/system.slice/berth.service`) when it is a systemd
+/// service's, which `Delegate=yes` hands to it; from `/proc/self/cgroup` (the `0::` line).
+fn delegated(proc_self_cgroup: &str) -> Option<String> {
+    let path = proc_self_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))?
+        .trim();
+    let path = path.strip_suffix("/daemon").unwrap_or(path);
+    path.rsplit('/')
+        .next()
+        .is_some_and(|unit| unit.ends_with(".service"))
+        .then(|| path.to_owned())
+}
+
+/// Move this process into `dir/daemon`.
+fn into_leaf(dir: &Path) -> io::Result<()> {
+    let leaf = dir.join("daemon");
+    match fs::create_dir(&leaf) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    fs::write(leaf.join("cgroup.procs"), std::process::id().to_string())
+}
+
+/// `root/berth` set up with the controllers `root` has; `Err("")` when `root` is no cgroup v2,
+/// else why it cannot be used.
+fn found(root: &Path) -> Result<Cgroups, String> {
+    let Ok(available) = fs::read_to_string(root.join("cgroup.controllers")) else {
+        return Err(String::new());
+    };
+    let controllers: Vec<&'static str> = WANTED
+        .into_iter()
+        .filter(|c| available.split_whitespace().any(|a| a == *c))
+        .collect();
+    if controllers.is_empty() {
+        return Err(format!(
+            "cgroup v2 at {} has none of the memory, cpu and pids controllers",
+            root.display()
+        ));
+    }
+    let dir = enable(root, &controllers)
+        .map_err(|e| format!("cannot set up {}/berth: {e}", root.display()))?;
+    let missing: Vec<&str> = WANTED
+        .into_iter()
+        .filter(|c| !controllers.contains(c))
+        .collect();
+    Ok(Cgroups {
+        parent: Some(dir),
+        why_not: (!missing.is_empty()).then(|| {
+            format!(
+                "cgroup v2 at {} lacks {}",
+                root.display(),
+                missing.join(", ")
+            )
+        }),
+        controllers,
+    })
 }
 
 fn enable(root: &Path, controllers: &[&str]) -> io::Result<PathBuf> {
@@ -286,5 +343,36 @@ impl Drop for Cgroup {
         if let Err(e) = fs::remove_dir(&self.dir) {
             tracing::warn!(cgroup = %self.dir.display(), error = %e, "cannot remove instance cgroup");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::delegated;
+
+    #[test]
+    fn only_a_systemd_service_cgroup_counts_as_delegated() {
+        // A service, before and after the daemon moved into its leaf.
+        assert_eq!(
+            delegated("0::/system.slice/berth.service\n").as_deref(),
+            Some("/system.slice/berth.service")
+        );
+        assert_eq!(
+            delegated("0::/system.slice/berth.service/daemon\n").as_deref(),
+            Some("/system.slice/berth.service")
+        );
+        // A hybrid host lists v1 hierarchies first.
+        assert_eq!(
+            delegated("12:memory:/system.slice/berth.service\n0::/system.slice/berth.service\n")
+                .as_deref(),
+            Some("/system.slice/berth.service")
+        );
+        // A login session, a container's root, or no cgroup v2 at all: not ours to divide.
+        assert_eq!(
+            delegated("0::/user.slice/user-0.slice/session-3.scope\n"),
+            None
+        );
+        assert_eq!(delegated("0::/\n"), None);
+        assert_eq!(delegated("4:memory:/\n"), None);
     }
 }

@@ -61,7 +61,7 @@ pub fn state_dir(prefix: &str) -> tempfile::TempDir {
 
 /// A program installed from PyPI: `name` on `PATH`, else the one `scripts/test` installs into
 /// the virtualenv `target/tools/VENV` of the workspace when the system's pip may not.
-fn pip_tool(name: &str, venv: &str) -> std::path::PathBuf {
+pub fn pip_tool(name: &str, venv: &str) -> std::path::PathBuf {
     let on_path = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
@@ -81,7 +81,7 @@ fn pip_tool(name: &str, venv: &str) -> std::path::PathBuf {
 }
 
 /// Panics naming `what` with the program's output unless it succeeded.
-fn assert_success(what: &str, out: &std::process::Output) {
+pub fn assert_success(what: &str, out: &std::process::Output) {
     assert!(
         out.status.success(),
         "{what} failed ({}):\n{}{}",

@@ -59,7 +59,7 @@ pub enum BackupCommand {
     ExportKey,
 }
 
-pub async fn run(state: &Path, cmd: BackupCommand) -> Result<u8> {
+pub async fn run(client: &Client, cmd: BackupCommand) -> Result<u8> {
     if let BackupCommand::Run { app, .. }
     | BackupCommand::List { app, .. }
     | BackupCommand::Verify { app, .. }
@@ -67,14 +67,13 @@ pub async fn run(state: &Path, cmd: BackupCommand) -> Result<u8> {
     {
         spec::check_app_name(app.split('.').next().unwrap_or(app)).map_err(super::BadInput)?;
     }
-    let client = Client::new(state);
     match cmd {
         BackupCommand::Run { app, name } => {
             let q = BackupQuery {
                 name,
                 ..BackupQuery::default()
             };
-            stream(&client, &app, "run", &q, Bytes::new()).await
+            stream(client, &app, "run", &q, Bytes::new()).await
         }
         BackupCommand::List { app, json } => {
             let b: Backups = client
@@ -99,7 +98,7 @@ pub async fn run(state: &Path, cmd: BackupCommand) -> Result<u8> {
                 dry_run: false,
             };
             stream(
-                &client,
+                client,
                 &app,
                 "verify",
                 &q,
@@ -142,7 +141,7 @@ pub async fn run(state: &Path, cmd: BackupCommand) -> Result<u8> {
                 id: Some(plan.backup.id.clone()),
                 dry_run: false,
             };
-            stream(&client, &app, "restore", &q, identity).await
+            stream(client, &app, "restore", &q, identity).await
         }
         BackupCommand::ExportKey => {
             let resp = client

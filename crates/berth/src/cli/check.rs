@@ -11,11 +11,11 @@ use http::Method;
 
 use crate::{EXIT_BAD_INPUT, output};
 
-pub async fn run(state: &Path, dir: &Path, env: Option<&str>) -> Result<u8> {
+pub async fn run(client: &Client, dir: &Path, env: Option<&str>) -> Result<u8> {
     let Some(spec) = load(dir, env)? else {
         return Ok(EXIT_BAD_INPUT);
     };
-    let checked = match preflight(state, dir, &spec).await? {
+    let checked = match preflight(client, dir, &spec).await? {
         Preflight::Refused => return Ok(EXIT_BAD_INPUT),
         Preflight::Clear { daemon } => daemon,
     };
@@ -43,7 +43,7 @@ pub async fn run(state: &Path, dir: &Path, env: Option<&str>) -> Result<u8> {
     if !checked {
         output::hint(format!(
             "no berth daemon answers at {}, so the routes were not checked against other apps'",
-            api::client::socket_path(state).display()
+            client.target()
         ));
     }
     Ok(0)
@@ -78,8 +78,8 @@ pub enum Preflight {
 
 /// What the daemon would refuse, found before anything is packed or sent: symlinks that point
 /// outside the app directory (all of them), and routes another app serves (asked of the
-/// daemon at `state`, when one answers). Every problem is printed.
-pub async fn preflight(state: &Path, dir: &Path, spec: &spec::AppSpec) -> Result<Preflight> {
+/// daemon `client` reaches, when one answers). Every problem is printed.
+pub async fn preflight(client: &Client, dir: &Path, spec: &spec::AppSpec) -> Result<Preflight> {
     let mut refused = false;
     let shipped = {
         let dir = dir.to_owned();
@@ -119,9 +119,7 @@ pub async fn preflight(state: &Path, dir: &Path, spec: &spec::AppSpec) -> Result
     };
     let body = serde_json::to_vec(&check)?;
     let path = api::path(&["v1", "check", "routes"], &NoQuery {});
-    let answer = Client::new(state)
-        .send(Method::POST, &path, body.into())
-        .await;
+    let answer = client.send(Method::POST, &path, body.into()).await;
     let daemon = match answer {
         Ok(resp) => {
             let found: RouteConflicts = api::client::read_json(resp.into_body()).await?;

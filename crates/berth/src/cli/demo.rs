@@ -45,10 +45,11 @@ pub async fn run(http: SocketAddr) -> Result<u8> {
         daemon::Stop::Everything
     }));
 
-    let deployed = super::deploy::run(&state, &example, None, false, false).await;
+    let client = api::client::Client::new(&state);
+    let deployed = super::deploy::run(&client, &example, None, false, false).await;
     if let Ok(0) = deployed {
         let url = format!("http://{http}/");
-        let dashboard = super::observe::url(&state).await?;
+        let dashboard = super::observe::url(&client).await?;
         output::line(format!("\nberth demo is serving {url}"));
         output::line(format!("  dashboard: {dashboard}"));
         output::line(format!("  try:    curl {url}"));

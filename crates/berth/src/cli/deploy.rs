@@ -9,12 +9,11 @@ use api::client::{Client, for_each_line, read_json};
 use api::{DeployEvent, DeployQuery, Plan, RollbackQuery};
 use bytes::Bytes;
 use http::Method;
-use hyper::body::Incoming;
 
 use crate::{EXIT_BAD_INPUT, EXIT_FAILED, output};
 
 pub async fn run(
-    state: &Path,
+    client: &Client,
     dir: &Path,
     env: Option<&str>,
     dry_run: bool,
@@ -24,7 +23,7 @@ pub async fn run(
     let Some(spec) = super::check::load(dir, env)? else {
         return Ok(EXIT_BAD_INPUT);
     };
-    if let super::check::Preflight::Refused = super::check::preflight(state, dir, &spec).await? {
+    if let super::check::Preflight::Refused = super::check::preflight(client, dir, &spec).await? {
         return Ok(EXIT_BAD_INPUT);
     }
     let started = Instant::now();
@@ -40,7 +39,6 @@ pub async fn run(
         packed.bytes.len() / 1024,
         &packed.digest[..12]
     ));
-    let client = Client::new(state);
     let query = DeployQuery {
         dry_run,
         wait,
@@ -48,7 +46,12 @@ pub async fn run(
     };
     let path = api::path(&["v1", "deploy"], &query);
     let resp = client
-        .send(Method::POST, &path, Bytes::from(packed.bytes))
+        .send_with_progress(
+            Method::POST,
+            &path,
+            Bytes::from(packed.bytes),
+            Some(upload_progress(client.target(), started)),
+        )
         .await
         .with_context(|| {
             let what = if dry_run {
@@ -66,13 +69,13 @@ pub async fn run(
     follow(resp.into_body(), &spec.instance_name(), "deployed", started).await
 }
 
-pub async fn rollback(state: &Path, app: &str, to: Option<&str>, wait: bool) -> Result<u8> {
+pub async fn rollback(client: &Client, app: &str, to: Option<&str>, wait: bool) -> Result<u8> {
     let started = Instant::now();
     let query = RollbackQuery {
         to: to.map(str::to_owned),
         wait,
     };
-    let resp = Client::new(state)
+    let resp = client
         .send(
             Method::POST,
             &api::path(&["v1", "apps", app, "rollback"], &query),
@@ -83,8 +86,39 @@ pub async fn rollback(state: &Path, app: &str, to: Option<&str>, wait: bool) -> 
     follow(resp.into_body(), app, "rolled back", started).await
 }
 
+/// Shows the archive going to the daemon: a line a second while it goes (a slow link, SSH),
+/// and one when all of it is sent.
+fn upload_progress(to: String, started: Instant) -> api::client::Progress {
+    let shown = std::sync::Mutex::new(Instant::now());
+    std::sync::Arc::new(move |sent, total| {
+        let at = started.elapsed().as_secs_f64();
+        if sent == total {
+            output::progress(format!(
+                "==> [{at:6.2}s] sent {} to {to}",
+                api::human_bytes(total)
+            ));
+            return;
+        }
+        let mut shown = shown.lock().unwrap_or_else(|p| p.into_inner());
+        if shown.elapsed() >= std::time::Duration::from_secs(1) {
+            *shown = Instant::now();
+            output::progress(format!(
+                "    [{at:6.2}s] sending: {} of {} ({}%)",
+                api::human_bytes(sent),
+                api::human_bytes(total),
+                sent * 100 / total.max(1)
+            ));
+        }
+    })
+}
+
 /// Print the rollout's progress; exit 0 when it went live, 1 when it did not.
-pub async fn follow(body: Incoming, app: &str, verb: &str, started: Instant) -> Result<u8> {
+pub async fn follow(
+    body: api::client::Body,
+    app: &str,
+    verb: &str,
+    started: Instant,
+) -> Result<u8> {
     let mut outcome = None;
     let streamed = for_each_line(body, |line| {
         let event: DeployEvent = serde_json::from_str(line)

@@ -1,7 +1,5 @@
 //! `berth releases APP [--json]` and `berth history [APP] [--json]`.
 
-use std::path::Path;
-
 use anyhow::Result;
 
 use api::client::Client;
@@ -9,8 +7,8 @@ use api::{AppQuery, History, NoQuery, Releases};
 
 use crate::output;
 
-pub async fn releases(state: &Path, app: &str, json: bool) -> Result<u8> {
-    let r: Releases = Client::new(state)
+pub async fn releases(client: &Client, app: &str, json: bool) -> Result<u8> {
+    let r: Releases = client
         .get(&api::path(&["v1", "apps", app, "releases"], &NoQuery {}))
         .await?;
     if json {
@@ -34,13 +32,11 @@ pub async fn releases(state: &Path, app: &str, json: bool) -> Result<u8> {
     Ok(0)
 }
 
-pub async fn history(state: &Path, app: Option<&str>, json: bool) -> Result<u8> {
+pub async fn history(client: &Client, app: Option<&str>, json: bool) -> Result<u8> {
     let query = AppQuery {
         app: app.map(str::to_owned),
     };
-    let h: History = Client::new(state)
-        .get(&api::path(&["v1", "history"], &query))
-        .await?;
+    let h: History = client.get(&api::path(&["v1", "history"], &query)).await?;
     if json {
         output::json(&h);
         return Ok(0);

@@ -1,7 +1,5 @@
 //! `berth logs APP [SERVICE] [--follow] [--since DUR]`
 
-use std::path::Path;
-
 use anyhow::Result;
 use bytes::Bytes;
 use http::Method;
@@ -12,7 +10,7 @@ use api::client::{Client, for_each_line};
 use crate::output;
 
 pub async fn run(
-    state: &Path,
+    client: &Client,
     app: &str,
     service: Option<&str>,
     follow: bool,
@@ -34,9 +32,7 @@ pub async fn run(
         redact,
     };
     let path = api::path(&["v1", "apps", app, "logs"], &query);
-    let resp = Client::new(state)
-        .send(Method::GET, &path, Bytes::new())
-        .await?;
+    let resp = client.send(Method::GET, &path, Bytes::new()).await?;
     for_each_line(resp.into_body(), |line| {
         output::line(line);
         Ok::<_, api::client::Error>(())

@@ -1,7 +1,5 @@
 //! `berth maintenance (on|off) APP [--message TEXT]`.
 
-use std::path::Path;
-
 use anyhow::Result;
 use api::MaintenanceMode;
 use api::client::{Client, read_json};
@@ -24,13 +22,13 @@ pub enum MaintenanceCommand {
     Off { app: String },
 }
 
-pub async fn run(state: &Path, cmd: MaintenanceCommand) -> Result<u8> {
+pub async fn run(client: &Client, cmd: MaintenanceCommand) -> Result<u8> {
     let (method, app, body) = match cmd {
         MaintenanceCommand::On { app, message } => (Method::PUT, app, Bytes::from(message)),
         MaintenanceCommand::Off { app } => (Method::DELETE, app, Bytes::new()),
     };
     spec::check_app_name(&app).map_err(super::BadInput)?;
-    let resp = Client::new(state)
+    let resp = client
         .send(
             method,
             &api::path(&["v1", "apps", &app, "maintenance"], &api::NoQuery {}),

@@ -8,7 +8,9 @@ pub mod backup;
 pub mod check;
 pub mod demo;
 pub mod deploy;
+pub mod export;
 pub mod history;
+pub mod install;
 pub mod logs;
 pub mod maintenance;
 pub mod observe;
@@ -43,6 +45,14 @@ pub fn report(err: &Error) -> u8 {
         } else {
             EXIT_FAILED
         };
+    }
+    // The way to a remote daemon failed (ssh, the remote berth): what to do about it.
+    let remote = match err.downcast_ref::<api::client::Error>() {
+        Some(api::client::Error::Transport(why)) => why.downcast_ref::<crate::remote::Failure>(),
+        _ => err.downcast_ref::<crate::remote::Failure>(),
+    };
+    if let Some(hint) = remote.and_then(|f| f.hint.as_ref()) {
+        output::hint(hint);
     }
     if err.downcast_ref::<BadInput>().is_some() {
         return EXIT_BAD_INPUT;

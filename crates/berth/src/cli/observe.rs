@@ -1,7 +1,5 @@
 //! `berth alerts`, `berth health`, `berth notify test`, `berth dashboard url`.
 
-use std::path::Path;
-
 use anyhow::Result;
 use api::client::{Client, read_json};
 use api::{AlertInfo, AppQuery, DashboardUrl, Health, NoQuery, NotifyResults};
@@ -11,8 +9,8 @@ use http::Method;
 use crate::{EXIT_FAILED, output};
 
 /// `berth alerts [--json]`: firing and pending alerts with value, threshold and since when.
-pub async fn alerts(state: &Path, json: bool) -> Result<u8> {
-    let list: Vec<AlertInfo> = Client::new(state)
+pub async fn alerts(client: &Client, json: bool) -> Result<u8> {
+    let list: Vec<AlertInfo> = client
         .get(&api::path(&["v1", "alerts"], &NoQuery {}))
         .await?;
     if json {
@@ -45,13 +43,11 @@ pub async fn alerts(state: &Path, json: bool) -> Result<u8> {
 
 /// `berth health [APP] [--detailed] [--json]`: one line per app; exits 1 when something is
 /// critical, so cron and load balancer checks can use it.
-pub async fn health(state: &Path, app: Option<&str>, detailed: bool, json: bool) -> Result<u8> {
+pub async fn health(client: &Client, app: Option<&str>, detailed: bool, json: bool) -> Result<u8> {
     let q = AppQuery {
         app: app.map(str::to_owned),
     };
-    let h: Health = Client::new(state)
-        .get(&api::path(&["v1", "health"], &q))
-        .await?;
+    let h: Health = client.get(&api::path(&["v1", "health"], &q)).await?;
     if json {
         output::json(&h);
     } else {
@@ -93,8 +89,8 @@ pub async fn health(state: &Path, app: Option<&str>, detailed: bool, json: bool)
 }
 
 /// `berth notify test APP`: a test message through every channel, and what each answered.
-pub async fn notify_test(state: &Path, app: &str, json: bool) -> Result<u8> {
-    let resp = Client::new(state)
+pub async fn notify_test(client: &Client, app: &str, json: bool) -> Result<u8> {
+    let resp = client
         .send(
             Method::POST,
             &api::path(&["v1", "apps", app, "notify", "test"], &NoQuery {}),
@@ -122,13 +118,13 @@ pub async fn notify_test(state: &Path, app: &str, json: bool) -> Result<u8> {
 }
 
 /// `berth dashboard url`: the dashboard's URL with its token.
-pub async fn dashboard_url(state: &Path) -> Result<u8> {
-    output::line(url(state).await?);
+pub async fn dashboard_url(client: &Client) -> Result<u8> {
+    output::line(url(client).await?);
     Ok(0)
 }
 
-pub async fn url(state: &Path) -> Result<String> {
-    let d: DashboardUrl = Client::new(state)
+pub async fn url(client: &Client) -> Result<String> {
+    let d: DashboardUrl = client
         .get(&api::path(&["v1", "dashboard"], &NoQuery {}))
         .await?;
     Ok(d.url)

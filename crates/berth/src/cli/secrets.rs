@@ -4,7 +4,6 @@
 //! arguments, which would land in shell history and `ps`.
 
 use std::io::{IsTerminal, Read};
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -49,7 +48,7 @@ pub enum SecretsCommand {
     },
 }
 
-pub async fn run(state: &Path, cmd: SecretsCommand) -> Result<u8> {
+pub async fn run(client: &Client, cmd: SecretsCommand) -> Result<u8> {
     // A bad name is the operator's mistake: said before anything is read or sent.
     if let SecretsCommand::Set { app, name, .. }
     | SecretsCommand::Rotate { app, name }
@@ -58,7 +57,6 @@ pub async fn run(state: &Path, cmd: SecretsCommand) -> Result<u8> {
         spec::check_app_name(app).map_err(super::BadInput)?;
         spec::check_secret_name(name).map_err(super::BadInput)?;
     }
-    let client = Client::new(state);
     match cmd {
         SecretsCommand::List { app, json } => {
             let list: Vec<SecretInfo> = client.get(&secrets_path(&app, &[])).await?;

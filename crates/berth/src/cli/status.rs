@@ -1,7 +1,5 @@
 //! `berth status [APP] [--json]`
 
-use std::path::Path;
-
 use anyhow::Result;
 
 use api::client::Client;
@@ -9,13 +7,11 @@ use api::{AppQuery, CertSource, CertificateStatus, Status};
 
 use crate::output;
 
-pub async fn run(state: &Path, app: Option<&str>, json: bool) -> Result<u8> {
+pub async fn run(client: &Client, app: Option<&str>, json: bool) -> Result<u8> {
     let query = AppQuery {
         app: app.map(str::to_owned),
     };
-    let status: Status = Client::new(state)
-        .get(&api::path(&["v1", "status"], &query))
-        .await?;
+    let status: Status = client.get(&api::path(&["v1", "status"], &query)).await?;
     if json {
         output::json(&status);
         return Ok(0);

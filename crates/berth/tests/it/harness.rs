@@ -26,7 +26,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(out: Output) -> Run {
+    pub fn from(out: Output) -> Run {
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -145,6 +145,8 @@ impl Daemon {
             .args(&self.args)
             .env("BERTH_STATE", self.path())
             .env("BERTH_LOG", "info")
+            // Not under systemd, even when the tests are: SIGTERM leaves the apps running.
+            .env_remove("INVOCATION_ID")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

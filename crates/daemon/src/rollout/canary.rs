@@ -101,9 +101,7 @@ impl Core {
             }
         }
         // Taken out without a publish: the switch publishes the table without the split.
-        Ok(self
-            .take_canary(&r.app)
-            .expect("the canary is in place until its rollout takes it"))
+        self.take_canary(&r.app).ok_or_else(|| gone(r))
     }
 
     fn take_canary(&self, app: &str) -> Option<Release> {
@@ -116,4 +114,15 @@ impl Core {
     fn serving_nothing(&self, app: &str) -> bool {
         self.with_running(app, |_| ()).is_none()
     }
+}
+
+/// The canary was taken from its rollout: only the daemon's shutdown (`stop_all`) does that.
+fn gone(r: &Rollout<'_>) -> Failure {
+    Failure::new(
+        Gate::Canary,
+        format!(
+            "the canary of {} {} was stopped (the daemon is stopping)",
+            r.app, r.release
+        ),
+    )
 }

@@ -270,10 +270,9 @@ impl Core {
         self.step(r, Step::Switch).await;
         let shape = new.like();
         let mut tally = Tally::of(&new);
-        let canaried = r.kind == DeployKind::Deploy && r.spec.deploy.canary.len() > 1;
         let t = Instant::now();
         let mut old = self.switch(&r.app, new).await;
-        if !canaried && let Err(err) = self.db.set_switched(r.id).await {
+        if let Err(err) = self.db.set_switched(r.id).await {
             tracing::warn!(deploy = r.id, error = %err, "record the switch of a rollout");
         }
         r.progress.phase(
@@ -284,10 +283,14 @@ impl Core {
                 t.elapsed().as_secs_f64() * 1000.0
             ),
         );
-        let baseline = old.as_ref().map_or(Baseline::None, |o| Baseline::Before {
-            release: o.id.clone(),
-            counts: Tally::lifetime(o),
-        });
+        // A rollback leaves a release that was bad, or thought to be: no baseline to keep.
+        let baseline = match &old {
+            Some(o) if r.kind != DeployKind::Rollback => Baseline::Before {
+                release: o.id.clone(),
+                counts: Tally::lifetime(o),
+            },
+            _ => Baseline::None,
+        };
 
         let checked = async {
             if let Some(watch) = r.spec.deploy.watch {

@@ -1,16 +1,24 @@
-//! The client side of the control API: HTTP/1.1 over the daemon's Unix socket.
+//! The client side of the control API: HTTP/1.1 over the daemon's Unix socket on this
+//! machine, or over a byte stream a [`Dial`]er opens to a daemon elsewhere (berth's
+//! `--host ssh://…`).
 
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use crate::ApiError;
+
+mod dial;
+mod upload;
+
+pub use dial::{Body, BoxError, BoxFuture, Dial, Dialed, Stream};
+pub use upload::Progress;
+use upload::Upload;
 
 /// Where the daemon's socket lives under a state directory.
 pub fn socket_path(state: &Path) -> PathBuf {
@@ -30,6 +38,10 @@ pub enum Error {
     /// from a failed operation.
     #[error("{}", body.error)]
     Daemon { status: StatusCode, body: ApiError },
+    /// The way to the daemon failed, and its [`Dial`]er said why (e.g. `ssh: connection
+    /// refused`).
+    #[error(transparent)]
+    Transport(BoxError),
     #[error("talk to the berth daemon")]
     Handshake(#[source] hyper::Error),
     #[error("the berth daemon closed the connection")]
@@ -43,13 +55,37 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub struct Client {
-    state: PathBuf,
+    way: Way,
+}
+
+enum Way {
+    /// `STATE/berth.sock` on this machine: a new connection per request (they are cheap, and
+    /// callers may send at the same time).
+    Socket(PathBuf),
+    /// Through a dialer: one connection kept for the next request (see [`dial`]).
+    Dialer(dial::Dialer),
 }
 
 impl Client {
+    /// The daemon of the state directory `state` on this machine.
     pub fn new(state: &Path) -> Client {
         Client {
-            state: state.to_owned(),
+            way: Way::Socket(state.to_owned()),
+        }
+    }
+
+    /// A daemon reached through `dial` (berth's SSH transport).
+    pub fn dial(dial: impl Dial) -> Client {
+        Client {
+            way: Way::Dialer(dial::Dialer::new(Box::new(dial))),
+        }
+    }
+
+    /// Where the daemon is, for messages: its socket, or the dialer's target.
+    pub fn target(&self) -> String {
+        match &self.way {
+            Way::Socket(state) => socket_path(state).display().to_string(),
+            Way::Dialer(d) => d.target(),
         }
     }
 
@@ -59,25 +95,49 @@ impl Client {
         method: Method,
         path_and_query: &str,
         body: Bytes,
-    ) -> Result<http::Response<Incoming>> {
-        let socket = socket_path(&self.state);
-        let stream = UnixStream::connect(&socket)
+    ) -> Result<http::Response<Body>> {
+        self.send_with_progress(method, path_and_query, body, None)
             .await
-            .map_err(|_| Error::NoDaemon {
-                socket,
-                state: self.state.clone(),
-            })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(Error::Handshake)?;
-        tokio::spawn(conn);
-        let req = Request::builder()
-            .method(method)
-            .uri(path_and_query)
-            .header(http::header::HOST, "berth")
-            .body(Full::new(body))
-            .expect("a request of a method, a path and a body is valid");
-        let resp = sender.send_request(req).await.map_err(Error::Closed)?;
+    }
+
+    /// [`Client::send`], telling `progress` how much of `body` has gone as it is sent.
+    pub async fn send_with_progress(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Bytes,
+        progress: Option<Progress>,
+    ) -> Result<http::Response<Body>> {
+        let request = || {
+            Request::builder()
+                .method(method.clone())
+                .uri(path_and_query)
+                .header(http::header::HOST, "berth")
+                .body(Upload::new(body.clone(), progress.clone()))
+                .expect("a request of a method, a path and a body is valid")
+        };
+        let resp = match &self.way {
+            Way::Socket(state) => {
+                let socket = socket_path(state);
+                let stream = UnixStream::connect(&socket)
+                    .await
+                    .map_err(|_| Error::NoDaemon {
+                        socket,
+                        state: state.clone(),
+                    })?;
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(Error::Handshake)?;
+                tokio::spawn(conn);
+                let resp = sender
+                    .send_request(request())
+                    .await
+                    .map_err(Error::Closed)?;
+                resp.map(Body::once)
+            }
+            Way::Dialer(d) => d.send(request).await?,
+        };
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -103,14 +163,14 @@ impl Client {
 }
 
 /// The whole body, decoded as JSON.
-pub async fn read_json<T: DeserializeOwned>(body: Incoming) -> Result<T> {
+pub async fn read_json<T: DeserializeOwned>(body: Body) -> Result<T> {
     let bytes = body.collect().await.map_err(Error::Read)?.to_bytes();
     serde_json::from_slice(&bytes).map_err(Error::Decode)
 }
 
 /// Read a streamed body line by line, calling `each` for every complete line.
 pub async fn for_each_line<E: From<Error>>(
-    mut body: Incoming,
+    mut body: Body,
     mut each: impl FnMut(&str) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut buf = Vec::new();
