@@ -105,7 +105,11 @@ pub async fn run(state: &Path, args: ServeArgs) -> Result<u8> {
     if let Some(n) = notify.clone() {
         config.on_ready = Some(Box::new(move |ready| n.ready(&ready)));
     }
-    config.succession = Some(succession(state, inherited.upgrade));
+    let mut succession = succession(state, inherited.upgrade);
+    if let Some(n) = notify.clone() {
+        succession.handed_over = Some(Box::new(move |pid| n.send(&format!("MAINPID={pid}"))));
+    }
+    config.succession = Some(succession);
     config.control_inherited = inherited.control.is_some();
     let daemon = daemon::Daemon::open(config)?;
     use crate::listen_fds::{tcp, unix};
@@ -169,6 +173,7 @@ fn succession(state: &Path, from: Option<std::os::unix::net::UnixStream>) -> dae
         args: std::env::args_os().skip(1).collect(),
         env,
         from,
+        handed_over: None,
     }
 }
 

@@ -51,7 +51,7 @@ pub struct Ready {
 /// How the daemon starts its successor: `binary ARGS` with `env` (besides the base
 /// environment), the listeners as `LISTEN_FDS` named by `LISTEN_FDNAMES`, and one more
 /// descriptor named `upgrade`, the hand-over channel (see `upgrade.rs`).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Succession {
     /// Run when `berth upgrade` names no binary: the path this daemon was started from, which
     /// after a package upgrade holds the new version.
@@ -61,6 +61,9 @@ pub struct Succession {
     pub env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
     /// Set in a successor: the channel to the daemon handing over.
     pub from: Option<std::os::unix::net::UnixStream>,
+    /// Called with the new daemon's pid once it serves, before this one exits: `berth serve`
+    /// tells systemd `MAINPID=` there, so `systemctl reload` does not lose the service.
+    pub handed_over: Option<Box<dyn Fn(u32) + Send + Sync>>,
 }
 
 /// How a daemon's run ends (what `shutdown` resolves to).

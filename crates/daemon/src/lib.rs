@@ -260,6 +260,12 @@ impl Daemon {
                 // wait on it for nothing while this daemon drains.
                 drop(handover_fds);
                 let took_ms = request.asked.elapsed().as_millis() as u64;
+                if let (Ok((pid, _, _)), Some(tell)) = (
+                    &outcome,
+                    succession.as_ref().and_then(|s| s.handed_over.as_ref()),
+                ) {
+                    tell(*pid);
+                }
                 request.answer(outcome.map(|(pid, version, binary)| api::Upgraded {
                     from_pid: std::process::id(),
                     from_version: env!("CARGO_PKG_VERSION").to_owned(),
