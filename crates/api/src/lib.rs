@@ -20,6 +20,7 @@
 //! | PUT    | /v1/apps/APP/maintenance (body: message)|                   | [`MaintenanceMode`]          |
 //! | DELETE | /v1/apps/APP/maintenance               |                    | [`MaintenanceMode`]          |
 //! | POST   | /v1/check/routes (body: [`RouteCheck`])|                    | [`RouteConflicts`]           |
+//! | POST   | /v1/upgrade                            | [`UpgradeQuery`]   | [`Upgraded`]                 |
 //! | GET    | /v1/secrets/key                        |                    | the key, as text             |
 //! | PUT    | /v1/secrets/key (body: key)            | [`ImportKeyQuery`] | [`KeyImported`]              |
 //!
@@ -33,7 +34,7 @@ mod vocab;
 
 pub use query::{
     AppQuery, BackupQuery, DeployQuery, ImportKeyQuery, LogsQuery, NoQuery, RollbackQuery,
-    SetSecretQuery, parse, path, segments,
+    SetSecretQuery, UpgradeQuery, parse, path, segments,
 };
 pub use types::*;
 pub use vocab::{

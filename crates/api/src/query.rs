@@ -64,6 +64,14 @@ pub struct AppQuery {
     pub app: Option<String>,
 }
 
+/// `POST /v1/upgrade`: hand the daemon over to `binary` (default: the one it runs).
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
+}
+
 /// `POST /v1/deploy` (body: the source archive).
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -23,6 +23,22 @@ pub struct DaemonInfo {
     /// Whether apps run as users of their own: `on: …`, or `OFF: why`.
     #[serde(default)]
     pub isolation: String,
+    /// When this daemon started (RFC 3339, UTC): an upgrade or a restart changes it, the
+    /// apps' instances keep theirs.
+    #[serde(default)]
+    pub started_at: Option<String>,
+}
+
+/// `POST /v1/upgrade`: the daemon that handed over and the one serving now.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Upgraded {
+    pub from_pid: u32,
+    pub from_version: String,
+    pub pid: u32,
+    pub version: String,
+    pub binary: String,
+    /// From the request to the new daemon accepting, in milliseconds.
+    pub took_ms: u64,
 }
 
 /// `GET /v1/status[?app=NAME]`

@@ -12,6 +12,7 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod cli;
+mod listen_fds;
 mod output;
 mod remote;
 mod serve;
@@ -152,6 +153,14 @@ enum Command {
     /// Back up an app's data, list, verify and restore its backups.
     #[command(subcommand)]
     Backup(cli::backup::BackupCommand),
+    /// Hand the daemon over to a new binary (default: the one it was started from, which a
+    /// package upgrade replaced): no connection refused, no request failed, no app restarted.
+    /// What `systemctl reload berth` runs; SIGUSR2 to the daemon does the same.
+    Upgrade {
+        /// The new berth binary.
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+    },
     /// Run the bundled example end to end in a temporary state directory.
     Demo {
         /// Proxy address for the demo.
@@ -324,6 +333,7 @@ fn main() -> ExitCode {
                 .await
             }
             Command::Demo { http } => cli::demo::run(http).await,
+            Command::Upgrade { binary } => cli::upgrade::run(&cli.state, binary).await,
             Command::Proxy {
                 listen,
                 to,

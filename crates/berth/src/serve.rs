@@ -1,6 +1,7 @@
-//! `berth serve`: bind the listeners, open the daemon on the state directory, and run it until
-//! SIGTERM or SIGINT; under systemd (`NOTIFY_SOCKET`), tell it how the start goes
-//! (`crate::systemd`).
+//! `berth serve`: bind the listeners (or take those handed in: socket activation, an upgrade),
+//! open the daemon on the state directory, and run it until SIGTERM (the apps keep running),
+//! SIGINT (everything stops) or an upgrade hands it over; under systemd (`NOTIFY_SOCKET`),
+//! tell it how the start goes (`crate::systemd`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -84,6 +85,7 @@ fn sizes(input: &str) -> Result<Pair, String> {
 }
 
 pub async fn run(state: &Path, args: ServeArgs) -> Result<u8> {
+    let inherited = crate::listen_fds::Inherited::from_env()?;
     init_tracing();
     let notify = crate::systemd::Notifier::from_env();
     if let Some(n) = &notify {
@@ -103,21 +105,76 @@ pub async fn run(state: &Path, args: ServeArgs) -> Result<u8> {
     if let Some(n) = notify.clone() {
         config.on_ready = Some(Box::new(move |ready| n.ready(&ready)));
     }
+    let mut succession = succession(state, inherited.upgrade);
+    if let Some(n) = notify.clone() {
+        succession.handed_over = Some(Box::new(move |pid| n.send(&format!("MAINPID={pid}"))));
+    }
+    config.succession = Some(succession);
+    config.control_inherited = inherited.control.is_some();
     let daemon = daemon::Daemon::open(config)?;
+    use crate::listen_fds::{tcp, unix};
     let listeners = daemon::Listeners {
-        http: bind(args.http, "HTTP").await?,
-        https: bind_some(args.https, "HTTPS").await?,
-        admin: bind_some(args.admin, "admin").await?,
-        control: daemon.bind_control()?,
+        http: match inherited.http {
+            Some(l) => tcp(l, "HTTP")?,
+            None => bind(args.http, "HTTP").await?,
+        },
+        https: match inherited.https {
+            Some(l) => Some(tcp(l, "HTTPS")?),
+            None => bind_some(args.https, "HTTPS").await?,
+        },
+        admin: match inherited.admin {
+            Some(l) => Some(tcp(l, "admin")?),
+            None => bind_some(args.admin, "admin").await?,
+        },
+        control: match inherited.control {
+            Some(l) => unix(l)?,
+            None => daemon.bind_control()?,
+        },
     };
+    // Under systemd (`INVOCATION_ID`), SIGTERM is `systemctl stop`, which SIGKILLs whatever is
+    // left once berth exits (KillMode=mixed): the apps stop with the daemon, gracefully. The
+    // path that keeps them is `berth upgrade` (`systemctl reload`).
+    let under_systemd = std::env::var_os("INVOCATION_ID").is_some();
     let shutdown = async {
-        daemon::shutdown_signal().await;
+        let stop = match daemon::shutdown_signal().await {
+            daemon::Stop::LeaveApps if under_systemd => daemon::Stop::Everything,
+            stop => stop,
+        };
         if let Some(n) = &notify {
             n.stopping();
         }
+        stop
     };
     daemon.run(listeners, shutdown).await?;
     Ok(0)
+}
+
+/// How this daemon starts its successor on `berth upgrade`: the binary it was started from
+/// (after a package upgrade, the new version), the same flags, the state directory and the
+/// variables that shape its logs and its talk with systemd.
+fn succession(state: &Path, from: Option<std::os::unix::net::UnixStream>) -> daemon::Succession {
+    let binary = std::env::current_exe()
+        .map(|p| {
+            let shown = p.to_string_lossy();
+            match shown.strip_suffix(" (deleted)") {
+                Some(path) => PathBuf::from(path),
+                None => p,
+            }
+        })
+        .unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let mut env = vec![("BERTH_STATE".into(), state.as_os_str().to_owned())];
+    for var in ["BERTH_LOG", "NO_COLOR", "NOTIFY_SOCKET", "WATCHDOG_USEC"] {
+        if let Some(v) = std::env::var_os(var) {
+            env.push((var.into(), v));
+        }
+    }
+    daemon::Succession {
+        binary,
+        args: std::env::args_os().skip(1).collect(),
+        env,
+        from,
+        handed_over: None,
+    }
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {

@@ -24,14 +24,39 @@ const DEFAULT_START_DEADLINE: Duration = Duration::from_secs(60);
 impl Core {
     /// Start `slots` of `release` under the supervisor; does not wait for readiness.
     pub fn start_members(&self, release: &Release, slots: &[Slot]) -> Vec<Member> {
+        self.adopt_members(release, slots, &[])
+    }
+
+    /// Like [`Core::start_members`], but a slot with a process in `found` (what a previous
+    /// daemon recorded for this release) takes it over on its port instead of starting one;
+    /// the supervisor replaces it if it is not that process any more or not healthy.
+    pub fn adopt_members(
+        &self,
+        release: &Release,
+        slots: &[Slot],
+        found: &[ProcessRecord],
+    ) -> Vec<Member> {
         let spec = &release.spec;
         let app = spec.instance_name();
         slots
             .iter()
             .filter_map(|(service, index)| {
                 let s = spec.services.get(service)?;
-                let port = supervisor::free_port().unwrap_or(0);
-                let instance = self.supervisor.start(ProcessSpec {
+                let adopt = found
+                    .iter()
+                    .find(|p| p.service == *service && p.instance == *index)
+                    .map(|p| {
+                        let who = supervisor::Identity {
+                            pid: p.pgid as u32,
+                            start_ticks: p.start_ticks,
+                        };
+                        (who, p.port)
+                    });
+                let port = match adopt {
+                    Some((_, port)) => port,
+                    None => supervisor::free_port().unwrap_or(0),
+                };
+                let process = ProcessSpec {
                     app: app.clone(),
                     service: service.clone(),
                     release: release.id.clone(),
@@ -58,7 +83,11 @@ impl Core {
                         pids_max: s.pids_max.map(u64::from),
                     },
                     confinement: self.confinement(&app, release.user.as_ref(), &s.sandbox),
-                });
+                };
+                let instance = match adopt {
+                    Some((who, _)) => self.supervisor.adopt(process, who),
+                    None => self.supervisor.start(process),
+                };
                 let upstream = Upstream::new(
                     format!("{app}/{service}.{index}@{}", release.id),
                     SocketAddr::from(([127, 0, 0, 1], port)),
@@ -109,6 +138,8 @@ impl Core {
                 release: key.release.clone(),
                 instance: key.instance,
                 pgid,
+                start_ticks: 0,
+                port: m.instance.port(),
             };
             if let Err(err) = self.db.forget_process(record).await {
                 tracing::warn!(error = %err, "forget a stopped process group");

@@ -27,6 +27,12 @@ pub struct Config {
     /// started and has passed (or failed) its start gate. `berth serve` tells systemd
     /// `READY=1` here.
     pub on_ready: Option<Box<dyn FnOnce(Ready) + Send>>,
+    /// How to start the next daemon on `berth upgrade` (and, for a successor, the channel to
+    /// the daemon handing over). `None`: upgrades are refused.
+    pub succession: Option<Succession>,
+    /// The control socket was handed in (socket activation, an upgrade): it is not removed
+    /// when the daemon stops, as whoever bound it still holds it.
+    pub control_inherited: bool,
     pub hooks: Hooks,
 }
 
@@ -42,6 +48,35 @@ pub struct Ready {
     pub admin: Option<SocketAddr>,
 }
 
+/// How the daemon starts its successor: `binary ARGS` with `env` (besides the base
+/// environment), the listeners as `LISTEN_FDS` named by `LISTEN_FDNAMES`, and one more
+/// descriptor named `upgrade`, the hand-over channel (see `upgrade.rs`).
+#[derive(Default)]
+pub struct Succession {
+    /// Run when `berth upgrade` names no binary: the path this daemon was started from, which
+    /// after a package upgrade holds the new version.
+    pub binary: PathBuf,
+    /// `serve` and its flags, as this daemon got them.
+    pub args: Vec<std::ffi::OsString>,
+    pub env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    /// Set in a successor: the channel to the daemon handing over.
+    pub from: Option<std::os::unix::net::UnixStream>,
+    /// Called with the new daemon's pid once it serves, before this one exits: `berth serve`
+    /// tells systemd `MAINPID=` there, so `systemctl reload` does not lose the service.
+    pub handed_over: Option<Box<dyn Fn(u32) + Send + Sync>>,
+}
+
+/// How a daemon's run ends (what `shutdown` resolves to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Stop every app gracefully, then the daemon (`SIGINT`, `berth demo`).
+    Everything,
+    /// The daemon goes; the apps keep running, and the next daemon adopts them (`SIGTERM`:
+    /// a restart). Under systemd, `systemctl stop` still stops them: it signals the whole
+    /// control group.
+    LeaveApps,
+}
+
 impl Config {
     pub fn new(state: impl Into<PathBuf>) -> Config {
         Config {
@@ -52,6 +87,8 @@ impl Config {
             server_alerts: Default::default(),
             sample_every: crate::observe::STEP,
             on_ready: None,
+            succession: None,
+            control_inherited: false,
             hooks: Hooks::default(),
         }
     }

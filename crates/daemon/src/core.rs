@@ -53,6 +53,9 @@ pub(crate) struct Core {
     /// Rollouts, recovery and schedules: shutdown cancels, then waits for, them.
     pub tasks: TaskTracker,
     pub cancel: CancellationToken,
+    /// `berth upgrade` requests, to the run loop (`upgrade.rs`).
+    pub upgrades: tokio::sync::mpsc::Sender<crate::upgrade::UpgradeRequest>,
+    upgrade_requests: Mutex<Option<tokio::sync::mpsc::Receiver<crate::upgrade::UpgradeRequest>>>,
     apps: Mutex<BTreeMap<String, AppState>>,
 }
 
@@ -88,7 +91,10 @@ impl Core {
         addrs: Addrs,
         host: Host,
     ) -> Arc<Core> {
-        let supervisor = Supervisor::new(SupervisorOptions::new(dir.logs()));
+        let supervisor = Supervisor::new(SupervisorOptions {
+            pipe_root: dir.pipes(),
+            ..SupervisorOptions::new(dir.logs())
+        });
         let proxy = Proxy::new(ProxyConfig {
             access_log: proxy::AccessLog::File(dir.logs().join("access.log")),
             http01: Some(certs.http01.clone()),
@@ -104,6 +110,7 @@ impl Core {
         metrics.register_collector(Box::new(crate::backups::BackupMetrics(
             backups.stats.clone(),
         )));
+        let (upgrades, upgrade_requests) = tokio::sync::mpsc::channel(4);
         Arc::new_cyclic(|me| {
             // The daemon's own series read the apps' state at scrape time.
             metrics.register_collector(Box::new(crate::metrics::DaemonMetrics(me.clone())));
@@ -133,9 +140,20 @@ impl Core {
                 },
                 tasks: TaskTracker::new(),
                 cancel: CancellationToken::new(),
+                upgrades,
+                upgrade_requests: Mutex::new(Some(upgrade_requests)),
                 apps: Mutex::new(BTreeMap::new()),
             }
         })
+    }
+
+    /// The receiving end of [`Core::upgrades`], once (the run loop's).
+    pub fn take_upgrade_requests(
+        &self,
+    ) -> tokio::sync::mpsc::Receiver<crate::upgrade::UpgradeRequest> {
+        lock(&self.upgrade_requests)
+            .take()
+            .unwrap_or_else(|| tokio::sync::mpsc::channel(1).1)
     }
 
     /// Every app's in-memory state. Never held across an await.
@@ -163,6 +181,7 @@ impl Core {
             http: Some(self.addrs.http.to_string()),
             https: self.addrs.https.map(|a| a.to_string()),
             admin: self.addrs.admin.map(|a| a.to_string()),
+            started_at: Some(supervisor::logs::format_time(self.started_at)),
             isolation: match &self.isolation {
                 Isolation::On => match &self.private_tmp {
                     Ok(()) => {

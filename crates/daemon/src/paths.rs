@@ -4,6 +4,7 @@
 //! ```text
 //! STATE/ (0711)  state.db  secrets.key  daemon.lock  berth.sock (0600)
 //!   apps/APP/releases/ID/   apps/APP/{shared,home,tmp}/   logs/APP/SERVICE/   certs/   tmp/
+//!   pipes/APP/SERVICE.N@RELEASE.{out,err}   (instances' stdout/stderr FIFOs)
 //! ```
 //!
 //! Who may read what, once apps have users of their own, is in `ownership.rs`.
@@ -55,6 +56,12 @@ impl StateDir {
         self.root.join("logs")
     }
 
+    /// Instances' stdout/stderr FIFOs (`APP/SERVICE.N@RELEASE.{out,err}`): they outlive the
+    /// daemon, and the next one reads on from them.
+    pub fn pipes(&self) -> PathBuf {
+        self.root.join("pipes")
+    }
+
     /// `logs/APP`: one directory per service below it.
     pub fn app_logs(&self, app: &str) -> PathBuf {
         self.logs().join(app)
@@ -102,6 +109,7 @@ impl StateDir {
             (self.root.clone(), 0o711),
             (self.root.join("apps"), 0o711),
             (self.logs(), 0o700),
+            (self.pipes(), 0o700),
             (self.tmp(), 0o700),
             (self.certs(), 0o700),
         ] {

@@ -101,7 +101,12 @@ pub fn unit(o: &Options) -> String {
     );
     u.push_str("Type=notify\nNotifyAccess=main\nWatchdogSec=30s\n");
     u.push_str(&format!("ExecStart={serve}\n"));
-    u.push_str("# No ExecReload: a new binary takes over with `berth upgrade` (issue 15), apps untouched.\n");
+    u.push_str("# A new binary takes over, apps untouched, no request lost; the old daemon tells systemd\n");
+    u.push_str("# the new main PID (MAINPID=) before it exits.\n");
+    u.push_str(&format!(
+        "ExecReload={} upgrade --state {STATE}\n",
+        o.binary
+    ));
     u.push_str("Restart=on-failure\nRestartSec=2s\n");
     u.push_str(
         "# SIGTERM to the daemon only: it stops the apps gracefully (their stop_timeout), then\n",

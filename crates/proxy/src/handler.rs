@@ -33,6 +33,10 @@ impl Proxy {
     ) -> Response<Tracked> {
         let start = Instant::now();
         conn.request_started();
+        let h1 = req.version() < http::Version::HTTP_2;
+        if !h1 {
+            conn.saw_h2();
+        }
         self.metrics.global.inflight.fetch_add(1, Relaxed);
         let table = self.table();
         // The host the client asked for (or a 400: none, several, invalid).
@@ -153,6 +157,13 @@ impl Proxy {
         }
         // Never the upstream's name and version.
         headers.insert(header::SERVER, HeaderValue::from_static("berth"));
+        if h1 && record.status >= 200 && conn.closing() {
+            // hyper closes the connection after a response that says so; the client's next
+            // request goes to a new connection (and, on an upgrade, to the next daemon). This
+            // is how a closing HTTP/1 connection ends without a race: it is never closed while
+            // the client may be sending on it.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         headers.insert(X_REQUEST_ID.clone(), request_id);
         resp.map(|inner| Tracked {
             inner,

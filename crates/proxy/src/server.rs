@@ -15,12 +15,14 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::conn::{ConnShared, ServeCtx};
 use crate::proxy::Proxy;
 use crate::record::Tracked;
+
+/// A closing HTTP/1 connection with no request for this long is closed (on shutdown, its
+/// next response would have said `Connection: close`).
+const CLOSING_IDLE: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 struct Service {
@@ -77,11 +79,7 @@ impl Proxy {
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let ctx = Arc::new(ServeCtx {
-            tracker: TaskTracker::new(),
-            shutdown: CancellationToken::new(),
-            cut: CancellationToken::new(),
-        });
+        let ctx = Arc::new(ServeCtx::new());
         match tls {
             None => self.serve_connection(io, peer, proto, ctx).await,
             Some(config) => {
@@ -106,11 +104,7 @@ impl Proxy {
         let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, scheme, version = env!("CARGO_PKG_VERSION"), "proxy listening");
-        let ctx = Arc::new(ServeCtx {
-            tracker: TaskTracker::new(),
-            shutdown: CancellationToken::new(),
-            cut: CancellationToken::new(),
-        });
+        let ctx = Arc::new(ServeCtx::new());
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -132,7 +126,7 @@ impl Proxy {
         }
         drop(listener);
         tracing::info!(%addr, "proxy stopping: draining connections");
-        ctx.shutdown.cancel();
+        ctx.stop();
         ctx.tracker.close();
         if tokio::time::timeout(self.config.drain_grace, ctx.tracker.wait())
             .await
@@ -255,8 +249,13 @@ impl Proxy {
                 }
                 () = serve.shutdown.cancelled(), if !closing => {
                     closing = true;
-                    conn.as_mut().graceful_shutdown();
-                    hard.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
+                    // HTTP/2: GOAWAY. HTTP/1: each next response says `Connection: close`
+                    // (handler.rs); hyper's graceful shutdown would close an idle connection at
+                    // once, racing a request the client may be sending on it.
+                    if shared.is_h2() {
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    hard.as_mut().reset(tokio::time::Instant::now() + CLOSING_IDLE);
                 }
                 () = shared.idle_expired(first, idle), if !closing => {
                     closing = true;
@@ -264,11 +263,12 @@ impl Proxy {
                     hard.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
                 }
                 () = &mut hard, if closing => {
-                    // Graceful shutdown waits for a request head that may never come.
-                    if shared.active() == 0 {
+                    // Graceful shutdown waits for a request head that may never come; a
+                    // closing HTTP/1 connection with no request for a while is closed here.
+                    if shared.idle_for() >= CLOSING_IDLE {
                         break;
                     }
-                    hard.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
+                    hard.as_mut().reset(tokio::time::Instant::now() + CLOSING_IDLE);
                 }
                 () = serve.cut.cancelled() => break,
             }

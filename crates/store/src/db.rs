@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::{
     App, Deploy, DeployResult, Error, Gate, Maintenance, NewDeploy, ProcessRecord, Release,
-    ReleaseStatus, Result, SecretMeta, SecretOrigin, Step, Store,
+    ReleaseStatus, Result, SecretMeta, SecretOrigin, StandbyRecord, Step, Store,
 };
 
 /// A cheap-to-clone handle on the one [`Store`] of a daemon.
@@ -145,8 +145,8 @@ impl Db {
         self.call(move |s| s.forget_process(&p)).await
     }
 
-    pub async fn take_processes(&self) -> Result<Vec<ProcessRecord>> {
-        self.call(|s| s.take_processes()).await
+    pub async fn processes(&self) -> Result<Vec<ProcessRecord>> {
+        self.call(|s| s.processes()).await
     }
 
     pub async fn record_job(&self, pgid: i32, app: &str, what: &'static str) -> Result<()> {
@@ -216,6 +216,16 @@ impl Db {
     pub async fn delete_secret(&self, app: &str, name: &str) -> Result<bool> {
         let (app, name) = (app.to_owned(), name.to_owned());
         self.call(move |s| s.delete_secret(&app, &name)).await
+    }
+
+    // ---- warm standbys --------------------------------------------------------------------------
+
+    pub async fn set_standby(&self, s: StandbyRecord) -> Result<()> {
+        self.call(move |st| st.set_standby(&s)).await
+    }
+
+    pub async fn standbys(&self) -> Result<Vec<StandbyRecord>> {
+        self.call(|s| s.standbys()).await
     }
 
     // ---- maintenance mode ---------------------------------------------------------------------

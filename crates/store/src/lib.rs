@@ -17,6 +17,7 @@ mod db;
 mod maintenance;
 mod migrations;
 mod secrets;
+mod standby;
 pub use api::{
     BackupStatus, BackupTrigger, DeployKind, DeployResult, Gate, ReleaseStatus, SecretOrigin, Step,
 };
@@ -25,6 +26,7 @@ pub use db::Db;
 pub use maintenance::Maintenance;
 pub use migrations::MIGRATIONS;
 pub use secrets::SecretMeta;
+pub use standby::StandbyRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -101,7 +103,8 @@ pub struct NewDeploy<'a> {
     pub user: &'a str,
 }
 
-/// A process group the daemon started; kept so a restarted daemon can sweep leftovers.
+/// An instance's process (the leader of its group) the daemon started; kept so the next
+/// daemon can adopt it (same pid, start time and port) or sweep it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessRecord {
     pub app: String,
@@ -109,6 +112,10 @@ pub struct ProcessRecord {
     pub release: String,
     pub instance: u32,
     pub pgid: i32,
+    /// `/proc/PID/stat` start time in clock ticks after boot (0: unknown, never adopted).
+    pub start_ticks: u64,
+    /// The port it serves on (0: unknown).
+    pub port: u16,
 }
 
 pub struct Store {
@@ -375,9 +382,19 @@ impl Store {
 
     pub fn record_process(&self, p: &ProcessRecord) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO processes (app, service, release, instance, pgid) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(app, service, release, instance) DO UPDATE SET pgid = excluded.pgid",
-            params![p.app, p.service, p.release, p.instance, p.pgid],
+            "INSERT INTO processes (app, service, release, instance, pgid, start_ticks, port)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(app, service, release, instance) DO UPDATE SET pgid = excluded.pgid,
+               start_ticks = excluded.start_ticks, port = excluded.port",
+            params![
+                p.app,
+                p.service,
+                p.release,
+                p.instance,
+                p.pgid,
+                p.start_ticks as i64,
+                p.port
+            ],
         )?;
         Ok(())
     }
@@ -393,26 +410,26 @@ impl Store {
         Ok(())
     }
 
-    /// Every recorded process group, and forget them all: used once at daemon start to sweep
-    /// what a previous run left behind.
-    pub fn take_processes(&mut self) -> Result<Vec<ProcessRecord>> {
-        let tx = self.conn.transaction()?;
-        let list = {
-            let mut st =
-                tx.prepare("SELECT app, service, release, instance, pgid FROM processes")?;
-            st.query_map([], |r| {
+    /// Every recorded process. Read once at daemon start; each is then adopted (and recorded
+    /// again as it is taken) or swept and forgotten. Nothing is forgotten by reading: a daemon
+    /// killed while it adopts leaves the records for the next one.
+    pub fn processes(&self) -> Result<Vec<ProcessRecord>> {
+        let mut st = self.conn.prepare(
+            "SELECT app, service, release, instance, pgid, start_ticks, port FROM processes",
+        )?;
+        let list = st
+            .query_map([], |r| {
                 Ok(ProcessRecord {
                     app: r.get(0)?,
                     service: r.get(1)?,
                     release: r.get(2)?,
                     instance: r.get(3)?,
                     pgid: r.get(4)?,
+                    start_ticks: r.get::<_, i64>(5)?.max(0) as u64,
+                    port: r.get(6)?,
                 })
             })?
-            .collect::<Result<Vec<_>, _>>()?
-        };
-        tx.execute("DELETE FROM processes", [])?;
-        tx.commit()?;
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(list)
     }
 

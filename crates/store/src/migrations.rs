@@ -110,6 +110,20 @@ pub const MIGRATIONS: &[&str] = &[
         message TEXT NOT NULL,
         since   INTEGER NOT NULL
     );",
+    // 9: instances outlive the daemon; the next one adopts a recorded process only if it is
+    // still the same (pid = pgid and this start time, in clock ticks after boot) and serves on
+    // the same port (0: recorded before this migration, never adopted)
+    // and the warm standby of each app, so that its instances are adopted too
+    "ALTER TABLE processes ADD COLUMN start_ticks INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE processes ADD COLUMN port INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE standbys (
+        app           TEXT PRIMARY KEY,
+        release       TEXT NOT NULL,
+        until         INTEGER NOT NULL,
+        deploy        INTEGER NOT NULL,
+        grace_ms      INTEGER NOT NULL,
+        keep_releases INTEGER NOT NULL
+    );",
 ];
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<()> {

@@ -88,14 +88,16 @@ fn running_deploys_become_interrupted() {
 }
 
 #[test]
-fn process_groups_are_taken_once() {
-    let mut s = Store::open_in_memory().unwrap();
+fn a_process_is_recorded_again_in_place_and_read_until_forgotten() {
+    let s = Store::open_in_memory().unwrap();
     let p = ProcessRecord {
         app: "a".into(),
         service: "web".into(),
         release: "r1".into(),
         instance: 0,
         pgid: 42,
+        start_ticks: 1234,
+        port: 10001,
     };
     s.record_process(&p).unwrap();
     s.record_process(&ProcessRecord {
@@ -103,11 +105,15 @@ fn process_groups_are_taken_once() {
         ..p.clone()
     })
     .unwrap();
+    let now = ProcessRecord { pgid: 43, ..p };
+    assert_eq!(s.processes().unwrap(), std::slice::from_ref(&now));
     assert_eq!(
-        s.take_processes().unwrap(),
-        [ProcessRecord { pgid: 43, ..p }]
+        s.processes().unwrap(),
+        std::slice::from_ref(&now),
+        "reading forgets nothing"
     );
-    assert!(s.take_processes().unwrap().is_empty());
+    s.forget_process(&now).unwrap();
+    assert!(s.processes().unwrap().is_empty());
 }
 
 #[test]
@@ -125,18 +131,20 @@ fn jobs_are_taken_once() {
 
 #[test]
 fn a_process_group_is_forgotten_only_while_it_is_the_one_recorded() {
-    let mut s = Store::open_in_memory().unwrap();
+    let s = Store::open_in_memory().unwrap();
     let record = |pgid| ProcessRecord {
         app: "a".into(),
         service: "web".into(),
         release: "r1".into(),
         instance: 0,
         pgid,
+        start_ticks: 0,
+        port: 0,
     };
     s.record_process(&record(100)).unwrap();
     // The same instance started again (a rollback to a release still draining): the newer
     // group is recorded, and stopping the older one must not forget it.
     s.record_process(&record(200)).unwrap();
     s.forget_process(&record(100)).unwrap();
-    assert_eq!(s.take_processes().unwrap(), [record(200)]);
+    assert_eq!(s.processes().unwrap(), [record(200)]);
 }

@@ -3,6 +3,7 @@
 //! One reader task per pipe; each ends at EOF. Lines longer than [`logs::MAX_LINE`] are cut and
 //! marked ` [cut]`, a trailing `\r` is dropped, invalid UTF-8 is replaced. A reader keeps
 //! draining its pipe when the log writer is gone, so the child never blocks on a full pipe.
+//! The pipes are FIFOs that outlive the daemon (`pipes.rs`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -12,8 +13,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::command::Child;
 use crate::logs::{self, Record, Stream};
+use crate::pipes::ReadEnds;
 
 /// Lines kept in memory per instance for [`crate::StartFailure::log_tail`].
 const TAIL_LINES: usize = 20;
@@ -45,38 +46,38 @@ impl Tail {
 /// The reader tasks of one child.
 pub(crate) struct Readers(Vec<JoinHandle<()>>);
 
-/// Start reading the child's piped stdout and stderr; lines are logged under `label`
+/// Start reading the instance's stdout and stderr pipes; lines are logged under `label`
 /// (`service.instance@release`).
 pub(crate) fn start(
-    child: &mut Child,
+    ends: ReadEnds,
     label: Arc<str>,
     tail: &Arc<Tail>,
     log: &mpsc::Sender<Record>,
 ) -> Readers {
-    let pipes = [
-        child.stdout.take().map(|p| {
-            tokio::spawn(read_lines(
-                p,
-                Stream::Out,
-                label.clone(),
-                tail.clone(),
-                log.clone(),
-            ))
-        }),
-        child.stderr.take().map(|p| {
-            tokio::spawn(read_lines(
-                p,
-                Stream::Err,
-                label.clone(),
-                tail.clone(),
-                log.clone(),
-            ))
-        }),
-    ];
-    Readers(pipes.into_iter().flatten().collect())
+    let read = |pipe, stream| {
+        tokio::spawn(read_lines(
+            pipe,
+            stream,
+            label.clone(),
+            tail.clone(),
+            log.clone(),
+        ))
+    };
+    Readers(vec![
+        read(ends.out, Stream::Out),
+        read(ends.err, Stream::Err),
+    ])
 }
 
 impl Readers {
+    /// Stop reading now (the instance is handed to another daemon, which reads on from the
+    /// same pipes). Part of a line already read and not yet ended is dropped.
+    pub(crate) fn abort(self) {
+        for r in self.0 {
+            r.abort();
+        }
+    }
+
     /// Wait (briefly: grandchildren may hold the pipes open) until the readers saw EOF.
     pub(crate) async fn drain(self) {
         let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, async {

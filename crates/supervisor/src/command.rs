@@ -4,7 +4,9 @@
 //! - starts from a cleared environment: [`base_env`] plus what the caller adds;
 //! - is its own session and process group (pgid = pid), so one signal reaches its whole tree;
 //! - dies with the daemon, even on `kill -9`: `PR_SET_PDEATHSIG(SIGKILL)` (the direct child
-//!   only; grandchildren are reached through the group);
+//!   only; grandchildren are reached through the group) — unless it is started with
+//!   [`Command::outlive_daemon`] (app instances, and a new daemon on `berth upgrade`), which
+//!   the next daemon adopts or sweeps from what the store recorded;
 //! - has its whole group SIGKILLed when its [`Child`] is dropped, so a timeout is a `drop`;
 //! - has stdin, stdout and stderr on `/dev/null` unless the caller says otherwise;
 //! - is confined as the caller says ([`Confinement`]: user, no-new-privs, private `/tmp`,
@@ -18,6 +20,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
@@ -72,6 +75,10 @@ pub struct Command {
     stdout: Option<Stdio>,
     stderr: Option<Stdio>,
     confinement: Confinement,
+    /// No death signal: the process outlives the daemon (see [`Command::outlive_daemon`]).
+    outlive: bool,
+    /// Descriptors the child gets as 3, 4, … (see [`Command::pass_fds`]).
+    fds: Vec<OwnedFd>,
 }
 
 impl Command {
@@ -86,7 +93,25 @@ impl Command {
             stdout: None,
             stderr: None,
             confinement: Confinement::default(),
+            outlive: false,
+            fds: Vec::new(),
         }
+    }
+
+    /// Let the process outlive the daemon: no `PR_SET_PDEATHSIG`. For app instances (a
+    /// restart or an upgrade of berth must not restart them; the next daemon adopts them) and
+    /// for the new daemon of an upgrade. Its [`Child`] still kills the group when dropped,
+    /// unless [`Child::detach`]ed.
+    pub fn outlive_daemon(mut self) -> Command {
+        self.outlive = true;
+        self
+    }
+
+    /// Hand `fds` to the child as descriptors 3, 4, … in order (the `LISTEN_FDS` convention);
+    /// every other descriptor of the daemon stays closed-on-exec.
+    pub fn pass_fds(mut self, fds: Vec<OwnedFd>) -> Command {
+        self.fds = fds;
+        self
     }
 
     /// Run `line` with `/bin/sh -c`.
@@ -174,8 +199,17 @@ impl Command {
     /// flavour), which then reaps the child.
     pub async fn spawn(self) -> io::Result<Child> {
         let confinement = self.confinement.prepare()?;
+        let outlive = self.outlive;
+        // Above any number the child gets, so no dup2 overwrites a descriptor still to move;
+        // close-on-exec, so only the dup2'd copies reach the program.
+        let fds = self
+            .fds
+            .iter()
+            .map(|fd| nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(64)))
+            .map(|r| r.map(unsafe_owned).map_err(io::Error::from))
+            .collect::<io::Result<Vec<OwnedFd>>>()?;
         let mut cmd = self.into_tokio();
-        install_pre_exec(&mut cmd, std::process::id(), confinement);
+        install_pre_exec(&mut cmd, std::process::id(), confinement, outlive, fds);
         let mut inner = from_spawner_thread(cmd).await?;
         let pid = inner
             .id()
@@ -186,6 +220,7 @@ impl Command {
             stdout: inner.stdout.take(),
             stderr: inner.stderr.take(),
             inner,
+            armed: true,
         })
     }
 
@@ -209,8 +244,8 @@ impl Command {
             .envs(self.env)
             .stdin(self.stdin.unwrap_or_else(Stdio::null))
             .stdout(self.stdout.unwrap_or_else(Stdio::null))
-            .stderr(self.stderr.unwrap_or_else(Stdio::null))
-            .kill_on_drop(true);
+            .stderr(self.stderr.unwrap_or_else(Stdio::null));
+        // No kill_on_drop: `Child`'s own drop kills the whole group, unless detached.
         if let Some(cwd) = self.cwd {
             cmd.current_dir(cwd);
         }
@@ -241,9 +276,19 @@ pub struct Child {
     pub stdin: Option<ChildStdin>,
     pub stdout: Option<ChildStdout>,
     pub stderr: Option<ChildStderr>,
+    /// Whether dropping this kills the group (not after [`Child::detach`]).
+    armed: bool,
 }
 
 impl Child {
+    /// Let the process go on without this handle: the drop no longer kills its group. For
+    /// a daemon handing its instances over (`berth upgrade`, a restart) and for the new
+    /// daemon of an upgrade. The runtime still reaps it if it exits while this daemon lives.
+    pub fn detach(mut self) -> u32 {
+        self.armed = false;
+        self.pid
+    }
+
     /// The process id, which is also its process group id.
     pub fn id(&self) -> u32 {
         self.pid
@@ -311,23 +356,50 @@ impl Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
-        signal_group(self.pgid(), Signal::SIGKILL);
+        if self.armed {
+            signal_group(self.pgid(), Signal::SIGKILL);
+        }
     }
 }
 
-/// In the child, between fork and exec: own session and process group, the confinement, then
-/// die with the daemon (after the user switch, which would clear it).
+/// An `OwnedFd` for a descriptor `fcntl` just returned.
 #[allow(unsafe_code)]
-fn install_pre_exec(cmd: &mut tokio::process::Command, parent: u32, confinement: Prepared) {
+fn unsafe_owned(raw: std::os::fd::RawFd) -> OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `raw` was just returned by F_DUPFD_CLOEXEC: open, and owned by nothing else.
+    unsafe { OwnedFd::from_raw_fd(raw) }
+}
+
+/// In the child, between fork and exec: own session and process group, the passed
+/// descriptors moved to 3, 4, …, the confinement, then die with the daemon (after the user
+/// switch, which would clear it) unless it is to outlive it.
+#[allow(unsafe_code)]
+fn install_pre_exec(
+    cmd: &mut tokio::process::Command,
+    parent: u32,
+    confinement: Prepared,
+    outlive: bool,
+    fds: Vec<OwnedFd>,
+) {
+    use std::os::fd::AsRawFd;
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe calls (setsid, the confinement's syscalls, prctl, getppid, _exit); it
-    // allocates nothing (`io::Error::last_os_error` stores the errno inline).
+    // async-signal-safe calls (setsid, dup2, the confinement's syscalls, prctl, getppid,
+    // _exit); it allocates nothing (`io::Error::last_os_error` stores the errno inline).
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
+            for (i, fd) in fds.iter().enumerate() {
+                // dup2 clears close-on-exec on the copy.
+                if libc::dup2(fd.as_raw_fd(), 3 + i as libc::c_int) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             confinement.apply()?;
+            if outlive {
+                return Ok(());
+            }
             if libc::prctl(
                 libc::PR_SET_PDEATHSIG,
                 libc::SIGKILL as libc::c_ulong,
@@ -383,7 +455,7 @@ async fn from_spawner_thread(cmd: tokio::process::Command) -> io::Result<tokio::
                 // Lives as long as the process: the sender is in a static and never dropped.
                 while let Ok((mut cmd, handle, reply)) = rx.recv() {
                     let _rt = handle.enter();
-                    let _ = reply.send(cmd.spawn());
+                    let _ = reply.send(crate::adopt::spawning(|| cmd.spawn(), |c| c.id()));
                 }
             })
             .expect("start the berth-spawner thread");

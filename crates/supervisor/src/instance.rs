@@ -8,17 +8,15 @@ use nix::sys::signal::Signal;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::adopt::Identity;
 use crate::capture::{self, Tail};
-use crate::cgroup;
-use crate::command::{self, Child};
+use crate::command;
 use crate::logs::{self, Record};
 use crate::memory;
+use crate::pipes::LogPipes;
 use crate::probe;
-use crate::spawn;
+use crate::process::{Proc, release, spawn_attempt, take_over};
 use crate::types::*;
-
-/// Without a probe, an instance is ready once it has been running this long.
-const READY_WITHOUT_PROBE: Duration = Duration::from_secs(1);
 
 /// Handle to a supervised instance. Cheap to clone.
 #[derive(Clone)]
@@ -33,18 +31,20 @@ pub(crate) struct Inner {
     status: Mutex<Dynamic>,
     first: watch::Sender<Option<Result<(), StartFailure>>>,
     cancel: CancellationToken,
+    /// Supervision ends, the process is left running for another daemon ([`Instance::release`]).
+    handover: CancellationToken,
     tail: Arc<Tail>,
 }
 
 #[derive(Default)]
-struct Dynamic {
-    pid: Option<u32>,
-    restarts: u32,
-    started_at: Option<SystemTime>,
-    last_exit: Option<Exit>,
-    crash_loop: bool,
-    limits: Vec<crate::cgroup::LimitStatus>,
-    warnings: Vec<String>,
+pub(crate) struct Dynamic {
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    pub started_at: Option<SystemTime>,
+    pub last_exit: Option<Exit>,
+    pub crash_loop: bool,
+    pub limits: Vec<crate::cgroup::LimitStatus>,
+    pub warnings: Vec<String>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -72,6 +72,7 @@ impl Instance {
                 status: Mutex::new(Dynamic::default()),
                 first: watch::Sender::new(None),
                 cancel: CancellationToken::new(),
+                handover: CancellationToken::new(),
                 tail: Arc::new(Tail::new()),
             }),
         }
@@ -148,6 +149,20 @@ impl Instance {
         let _ = rx.wait_for(|s| *s == InstanceState::Stopped).await;
     }
 
+    /// Stop supervising without touching the process: no signal, its log pipes left for the
+    /// next daemon to read (a restart or an upgrade of berth). Returns once the supervision
+    /// task has ended; the state is then `Stopped` here, while the process runs on.
+    pub async fn release(&self) {
+        self.inner.handover.cancel();
+        let mut rx = self.inner.state.subscribe();
+        let _ = rx.wait_for(|s| *s == InstanceState::Stopped).await;
+    }
+
+    /// Whether supervision ends, by a stop or a release.
+    fn ending(&self) -> bool {
+        self.inner.cancel.is_cancelled() || self.inner.handover.is_cancelled()
+    }
+
     fn failure(&self, kind: StartFailureKind) -> StartFailure {
         StartFailure {
             key: self.inner.key.clone(),
@@ -172,7 +187,7 @@ impl Instance {
         });
     }
 
-    fn update(&self, f: impl FnOnce(&mut Dynamic)) {
+    pub(crate) fn update(&self, f: impl FnOnce(&mut Dynamic)) {
         f(&mut self.inner.status.lock().unwrap());
     }
 }
@@ -225,22 +240,25 @@ impl Drop for Finish<'_> {
 }
 
 /// How one attempt ended.
-struct Attempt {
+pub(crate) struct Attempt {
     /// How long it was ready, if it ever was.
-    ready_for: Option<Duration>,
-    stopped: bool,
+    pub ready_for: Option<Duration>,
+    pub stopped: bool,
 }
 
-/// Supervise `spec` until [`Instance::stop`]. Spawned as a task by the supervisor.
-pub(crate) async fn run(ctx: Ctx, inst: Instance, spec: ProcessSpec) {
+/// Supervise `spec` until [`Instance::stop`] (or [`Instance::release`]). With `adopt`, the
+/// first attempt takes over that process instead of spawning one. Spawned as a task by the
+/// supervisor.
+pub(crate) async fn run(ctx: Ctx, inst: Instance, spec: ProcessSpec, mut adopt: Option<Identity>) {
+    let pipes = LogPipes::new(&ctx.opts.pipe_root, &inst.inner.key);
     let finish = Finish(&ctx, &inst);
     let (min, max) = ctx.opts.restart_backoff;
     let mut failures: u32 = 0;
     let mut never_ready: u32 = 0;
     let mut recent: VecDeque<Instant> = VecDeque::new();
     loop {
-        let attempt = run_once(&ctx, &inst, &spec).await;
-        if attempt.stopped || inst.inner.cancel.is_cancelled() {
+        let attempt = run_once(&ctx, &inst, &spec, &pipes, adopt.take()).await;
+        if attempt.stopped || inst.ending() {
             break;
         }
         match attempt.ready_for {
@@ -297,80 +315,78 @@ pub(crate) async fn run(ctx: Ctx, inst: Instance, spec: ProcessSpec) {
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = inst.inner.cancel.cancelled() => break,
+            _ = inst.inner.handover.cancelled() => break,
         }
+    }
+    if !inst.inner.handover.is_cancelled() {
+        pipes.remove();
     }
     drop(finish);
 }
 
 enum Start {
     Stop,
-    Exited(std::io::Result<std::process::ExitStatus>),
+    Release,
+    Exited(Exit),
     Ready,
     NotReady(Option<String>),
 }
 
 enum Live {
     Stop,
-    Exited(std::io::Result<std::process::ExitStatus>),
+    Release,
+    Exited(Exit),
     Unhealthy(String),
 }
 
-async fn run_once(ctx: &Ctx, inst: &Instance, spec: &ProcessSpec) -> Attempt {
+async fn run_once(
+    ctx: &Ctx,
+    inst: &Instance,
+    spec: &ProcessSpec,
+    pipes: &LogPipes,
+    adopt: Option<Identity>,
+) -> Attempt {
     inst.set_state(InstanceState::Starting);
-    // Limits: the instance's cgroup where berth has one, else rlimits (see cgroup.rs).
-    let name = format!(
-        "{}-{}-{}-{}",
-        spec.app, spec.service, spec.instance, spec.release
-    );
-    let plan = cgroup::plan(&name, spec.limits);
-    let mut confinement = spec.confinement.clone();
-    confinement.cgroup = plan.cgroup.as_ref().map(|c| c.dir().to_owned());
-    if plan.address_space.is_some() {
-        confinement.limits.address_space = plan.address_space;
-    }
-    if let Some(max) = plan.processes {
-        let own = confinement.limits.processes.unwrap_or(u64::MAX);
-        confinement.limits.processes = Some(own.min(max));
-    }
-    let instance_cgroup = plan.cgroup;
-    let limits = plan.report;
-    let warnings = Vec::new();
-
-    let mut child = match spawn::command(spec, confinement).spawn().await {
-        Ok(c) => c,
-        Err(e) => {
-            let msg = format!("{e} (cwd {})", spec.cwd.display());
-            tracing::error!(instance = %inst.inner.key, error = %msg, "cannot spawn instance");
-            inst.update(|d| {
-                d.warnings = warnings;
-                d.limits = limits;
-            });
-            inst.set_state(InstanceState::Failed);
-            inst.set_first(Err(inst.failure(StartFailureKind::Spawn(msg))));
-            return Attempt {
-                ready_for: None,
-                stopped: false,
-            };
-        }
+    let adopted = adopt.and_then(|who| take_over(inst, pipes, who));
+    let was_adopted = adopted.is_some();
+    let (mut proc, ends, instance_cgroup) = match adopted {
+        Some((adopted, ends)) => (Proc::Adopted(adopted), ends, None),
+        None => match spawn_attempt(inst, spec, pipes).await {
+            Ok(spawned) => spawned,
+            Err(msg) => {
+                tracing::error!(instance = %inst.inner.key, error = %msg, "cannot spawn instance");
+                inst.set_state(InstanceState::Failed);
+                inst.set_first(Err(inst.failure(StartFailureKind::Spawn(msg))));
+                return Attempt {
+                    ready_for: None,
+                    stopped: false,
+                };
+            }
+        },
     };
-    let pid = child.id();
+    let pid = proc.id();
+    // An adopted process keeps the start it had: uptime is the app's, not this daemon's.
+    let started_at = match was_adopted {
+        true => memory::started_at(pid).unwrap_or_else(SystemTime::now),
+        false => SystemTime::now(),
+    };
     inst.update(|d| {
         d.pid = Some(pid);
-        d.started_at = Some(SystemTime::now());
-        d.warnings = warnings;
-        d.limits = limits;
+        d.started_at = Some(started_at);
     });
-    tracing::info!(instance = %inst.inner.key, pid, port = spec.port, "instance started");
+    let how = if was_adopted { "adopted" } else { "started" };
+    tracing::info!(instance = %inst.inner.key, pid, port = spec.port, "instance {how}");
     ctx.emit(inst, EventKind::Started { pid });
     let label = logs::label(&spec.service, spec.instance, &spec.release);
-    let readers = capture::start(&mut child, label.into(), &inst.inner.tail, &ctx.log_tx);
+    let readers = capture::start(ends, label.into(), &inst.inner.tail, &ctx.log_tx);
 
     let started = Instant::now();
     let start = tokio::select! {
         biased;
         _ = inst.inner.cancel.cancelled() => Start::Stop,
-        st = child.wait() => Start::Exited(st),
-        r = readiness(spec, started) => match r {
+        _ = inst.inner.handover.cancelled() => Start::Release,
+        st = proc.wait() => Start::Exited(st),
+        r = probe::readiness(spec, started, was_adopted) => match r {
             Ok(()) => Start::Ready,
             Err(e) => Start::NotReady(e),
         },
@@ -380,14 +396,18 @@ async fn run_once(ctx: &Ctx, inst: &Instance, spec: &ProcessSpec) -> Attempt {
     let status = match start {
         Start::Stop => {
             inst.set_state(InstanceState::Stopping);
-            terminate(&mut child, spec.stop_timeout).await
+            Some(proc.terminate(spec.stop_timeout).await)
         }
-        Start::Exited(st) => {
+        Start::Release => return release(inst, proc, readers, instance_cgroup),
+        Start::Exited(exit) => {
             readers.drain().await;
-            let exit = exit_of(st);
             inst.set_first(Err(inst.failure(StartFailureKind::Exited(exit))));
-            child.kill();
+            proc.kill();
             Some(exit)
+        }
+        Start::NotReady(last_error) if was_adopted => {
+            tracing::warn!(instance = %inst.inner.key, pid, error = last_error.as_deref().unwrap_or(""), "adopted instance is not healthy: replacing it");
+            Some(proc.terminate(spec.stop_timeout).await)
         }
         Start::NotReady(last_error) => {
             tracing::warn!(instance = %inst.inner.key, error = last_error.as_deref().unwrap_or(""), "instance not ready before its start deadline");
@@ -395,7 +415,7 @@ async fn run_once(ctx: &Ctx, inst: &Instance, spec: &ProcessSpec) -> Attempt {
                 deadline: spec.start_deadline,
                 last_error,
             })));
-            terminate(&mut child, spec.stop_timeout).await
+            Some(proc.terminate(spec.stop_timeout).await)
         }
         Start::Ready => {
             let ready_at = Instant::now();
@@ -410,7 +430,8 @@ async fn run_once(ctx: &Ctx, inst: &Instance, spec: &ProcessSpec) -> Attempt {
                 tokio::select! {
                     biased;
                     _ = inst.inner.cancel.cancelled() => break Live::Stop,
-                    st = child.wait() => break Live::Exited(st),
+                    _ = inst.inner.handover.cancelled() => break Live::Release,
+                    st = proc.wait() => break Live::Exited(st),
                     e = liveness(ctx, inst, spec) => break Live::Unhealthy(e),
                     _ = &mut reset, if !reset_done => {
                         reset_done = true;
@@ -422,15 +443,16 @@ async fn run_once(ctx: &Ctx, inst: &Instance, spec: &ProcessSpec) -> Attempt {
             match live {
                 Live::Stop => {
                     inst.set_state(InstanceState::Stopping);
-                    terminate(&mut child, spec.stop_timeout).await
+                    Some(proc.terminate(spec.stop_timeout).await)
                 }
-                Live::Exited(st) => {
-                    child.kill();
-                    Some(exit_of(st))
+                Live::Release => return release(inst, proc, readers, instance_cgroup),
+                Live::Exited(exit) => {
+                    proc.kill();
+                    Some(exit)
                 }
                 Live::Unhealthy(e) => {
                     tracing::warn!(instance = %inst.inner.key, error = %e, "instance failed liveness; restarting");
-                    terminate(&mut child, spec.stop_timeout).await
+                    Some(proc.terminate(spec.stop_timeout).await)
                 }
             }
         }
@@ -446,64 +468,7 @@ async fn run_once(ctx: &Ctx, inst: &Instance, spec: &ProcessSpec) -> Attempt {
     drop(instance_cgroup);
     Attempt {
         ready_for,
-        stopped: inst.inner.cancel.is_cancelled(),
-    }
-}
-
-fn exit_of(st: std::io::Result<std::process::ExitStatus>) -> Exit {
-    match st {
-        Ok(st) => Exit::from_status(st),
-        Err(_) => Exit::Code(-1),
-    }
-}
-
-/// Stop the attempt's process group (see [`Child::terminate`]).
-async fn terminate(child: &mut Child, timeout: Duration) -> Option<Exit> {
-    Some(exit_of(child.terminate(timeout).await))
-}
-
-/// First readiness: `healthy_after` passes in a row before the start deadline.
-/// `Err` carries the last probe error.
-async fn readiness(spec: &ProcessSpec, started: Instant) -> Result<(), Option<String>> {
-    let deadline = tokio::time::Instant::from_std(started + spec.start_deadline);
-    let Some(probe) = &spec.health else {
-        if spec.start_deadline < READY_WITHOUT_PROBE {
-            tokio::time::sleep_until(deadline).await;
-            return Err(Some(format!(
-                "start deadline is shorter than the {READY_WITHOUT_PROBE:?} a service without a health probe must run"
-            )));
-        }
-        tokio::time::sleep(READY_WITHOUT_PROBE).await;
-        return Ok(());
-    };
-    let needed = probe.healthy_after.max(1);
-    let mut passes = 0;
-    let mut last_error = None;
-    loop {
-        let next = tokio::time::Instant::now() + probe.interval;
-        match tokio::time::timeout_at(
-            deadline,
-            probe::check(spec.port, &probe.path, probe.timeout),
-        )
-        .await
-        {
-            Err(_) => return Err(last_error),
-            Ok(Ok(())) => {
-                passes += 1;
-                if passes >= needed {
-                    return Ok(());
-                }
-            }
-            Ok(Err(e)) => {
-                passes = 0;
-                last_error = Some(e);
-            }
-        }
-        if next >= deadline {
-            tokio::time::sleep_until(deadline).await;
-            return Err(last_error);
-        }
-        tokio::time::sleep_until(next).await;
+        stopped: inst.ending(),
     }
 }
 

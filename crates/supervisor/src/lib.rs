@@ -13,13 +13,19 @@
 //! - every child is its own session and process group (pgid = pid), with a cleared environment
 //!   plus [`command::base_env`]; an instance is started with `/bin/sh -c` in the release
 //!   directory, stdin `/dev/null`;
-//! - children die with the daemon, even on `kill -9`: `PR_SET_PDEATHSIG(SIGKILL)`, set from a
-//!   dedicated spawner thread that lives as long as the process. Grandchildren are not covered:
-//!   the daemon records [`InstanceStatus::pgid`] and sweeps with [`kill_stale_group`] at start;
+//! - short jobs (builds, hooks, tools) die with the daemon, even on `kill -9`:
+//!   `PR_SET_PDEATHSIG(SIGKILL)`, set from a dedicated spawner thread that lives as long as the
+//!   process. Grandchildren are not covered: the daemon records their groups and sweeps with
+//!   [`kill_stale_group`] at start;
+//! - instances outlive the daemon (no death signal; stdout/stderr are FIFOs that keep a
+//!   reader, `pipes.rs`): the next daemon takes each over with [`Supervisor::adopt`] when its
+//!   [`Identity`] (pid = pgid, start time) still matches, watching it through a pidfd; a
+//!   daemon that hands over calls [`Supervisor::release_all`], which leaves them untouched;
 //! - nothing is left behind by an attempt: after the leader exits, the rest of its group is
 //!   SIGKILLed before a restart, and every child is reaped;
 //! - the supervisor must run inside a tokio runtime ([`Supervisor::start`] spawns tasks).
 
+mod adopt;
 mod capture;
 mod cgroup;
 pub mod command;
@@ -27,7 +33,9 @@ mod confine;
 mod instance;
 pub mod logs;
 mod memory;
+mod pipes;
 mod probe;
+mod process;
 mod spawn;
 mod types;
 
@@ -37,6 +45,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, mpsc};
 
+pub use adopt::{AdoptError, Identity, become_subreaper};
 pub use cgroup::{Enforcement, LimitStatus, Limits};
 pub use confine::{Confinement, Rlimits, RunAs};
 pub use instance::Instance;
@@ -77,6 +86,18 @@ impl Supervisor {
     /// [`Instance::wait_ready`] for the outcome of the start. Must be called within a tokio
     /// runtime (any flavour).
     pub fn start(&self, spec: ProcessSpec) -> Instance {
+        self.run(spec, None)
+    }
+
+    /// Take over the process `who` that a previous daemon started for `spec` (same port,
+    /// same log pipes) and supervise it like [`Supervisor::start`]'s: it is kept if it is
+    /// still that process and passes one probe within 3 s; otherwise it is stopped and a new
+    /// one started (the restart counts). Returns at once.
+    pub fn adopt(&self, spec: ProcessSpec, who: Identity) -> Instance {
+        self.run(spec, Some(who))
+    }
+
+    fn run(&self, spec: ProcessSpec, adopt: Option<Identity>) -> Instance {
         let inst = Instance::new(&spec);
         let ctx = instance::Ctx {
             opts: self.shared.opts.clone(),
@@ -85,8 +106,18 @@ impl Supervisor {
             registry: Arc::downgrade(&self.shared.instances),
         };
         self.shared.instances.lock().unwrap().push(inst.clone());
-        tokio::spawn(instance::run(ctx, inst.clone(), spec));
+        tokio::spawn(instance::run(ctx, inst.clone(), spec, adopt));
         inst
+    }
+
+    /// Stop supervising every instance and leave the processes running, for the next
+    /// daemon to adopt (see [`Instance::release`]).
+    pub async fn release_all(&self) {
+        let all = self.instances();
+        let releases = all.iter().map(Instance::release);
+        for r in releases.collect::<Vec<_>>() {
+            r.await;
+        }
     }
 
     /// Lifecycle events of every instance. Slow receivers lose the oldest events (lagged).

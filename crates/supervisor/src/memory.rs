@@ -41,6 +41,9 @@ pub struct ProcStat {
     pub vsize_bytes: u64,
     /// Seconds after boot the process started.
     pub started_after_boot: f64,
+    /// The same in clock ticks, exactly as the kernel has it: with the pid, what identifies
+    /// a process across a restart of the daemon (a reused pid has another start time).
+    pub start_ticks: u64,
 }
 
 /// `/proc/PID/stat` of `pid` (`"self"` for this process).
@@ -62,7 +65,26 @@ pub fn proc_stat(pid: &str) -> Option<ProcStat> {
         rss_bytes: field(24).max(0) as u64 * page,
         vsize_bytes: field(23).max(0) as u64,
         started_after_boot: field(22) as f64 / tick,
+        start_ticks: field(22).max(0) as u64,
     })
+}
+
+/// When process `pid` started, by the wall clock: boot time (`btime` in /proc/stat) plus its
+/// start after boot. For an adopted process, whose start this daemon did not see.
+pub(crate) fn started_at(pid: u32) -> Option<std::time::SystemTime> {
+    let after_boot = proc_stat(&pid.to_string())?.started_after_boot;
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let btime: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(
+        std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(btime)
+            + std::time::Duration::from_secs_f64(after_boot),
+    )
 }
 
 /// (clock ticks per second, page size in bytes).

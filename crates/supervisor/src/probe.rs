@@ -1,9 +1,11 @@
 //! A tiny HTTP/1.1 client for health probes: one GET, `Connection: close`, status line only.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::types::ProcessSpec;
 
 /// Probe `http://127.0.0.1:{port}{path}` once. `Ok` on a 2xx status; `Err` says what went wrong
 /// in words an operator can act on.
@@ -102,6 +104,70 @@ fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
         None => s,
+    }
+}
+
+/// Without a probe, an instance is ready once it has been running this long.
+const READY_WITHOUT_PROBE: Duration = Duration::from_secs(1);
+/// An adopted process must answer its probe within this long to be kept.
+const ADOPT_DEADLINE: Duration = Duration::from_secs(3);
+
+/// First readiness: `healthy_after` passes in a row before the start deadline.
+/// `Err` carries the last probe error.
+/// An adopted process was ready under the previous daemon: one pass within
+/// [`ADOPT_DEADLINE`] (and no wait without a probe) keeps it.
+pub(crate) async fn readiness(
+    spec: &ProcessSpec,
+    started: Instant,
+    adopted: bool,
+) -> Result<(), Option<String>> {
+    let within = if adopted {
+        ADOPT_DEADLINE.min(spec.start_deadline)
+    } else {
+        spec.start_deadline
+    };
+    let deadline = tokio::time::Instant::from_std(started + within);
+    let Some(probe) = &spec.health else {
+        if adopted {
+            return Ok(());
+        }
+        if spec.start_deadline < READY_WITHOUT_PROBE {
+            tokio::time::sleep_until(deadline).await;
+            return Err(Some(format!(
+                "start deadline is shorter than the {READY_WITHOUT_PROBE:?} a service without a health probe must run"
+            )));
+        }
+        tokio::time::sleep(READY_WITHOUT_PROBE).await;
+        return Ok(());
+    };
+    let needed = if adopted {
+        1
+    } else {
+        probe.healthy_after.max(1)
+    };
+    let mut passes = 0;
+    let mut last_error = None;
+    loop {
+        let next = tokio::time::Instant::now() + probe.interval;
+        match tokio::time::timeout_at(deadline, check(spec.port, &probe.path, probe.timeout)).await
+        {
+            Err(_) => return Err(last_error),
+            Ok(Ok(())) => {
+                passes += 1;
+                if passes >= needed {
+                    return Ok(());
+                }
+            }
+            Ok(Err(e)) => {
+                passes = 0;
+                last_error = Some(e);
+            }
+        }
+        if next >= deadline {
+            tokio::time::sleep_until(deadline).await;
+            return Err(last_error);
+        }
+        tokio::time::sleep_until(next).await;
     }
 }
 

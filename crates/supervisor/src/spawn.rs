@@ -1,10 +1,12 @@
 //! An instance's process: its `sh -c` line and environment from a [`ProcessSpec`], started
-//! through [`crate::command::Command`] like every other child of berth.
+//! through [`crate::command::Command`] like every other child of berth, but without the death
+//! signal: instances outlive the daemon (see `pipes.rs` and `adopt.rs`).
 
 use std::process::Stdio;
 
 use crate::command::Command;
 use crate::confine::Confinement;
+use crate::pipes::WriteEnds;
 use crate::types::ProcessSpec;
 
 /// The `sh -c` argument: `exec COMMAND` when that is safe, so no shell stays in between.
@@ -49,8 +51,9 @@ fn is_simple(command: &str) -> bool {
 }
 
 /// The command for one attempt, confined as `confinement` says (the spec's, with the
-/// instance's cgroup and rlimit fallbacks added).
-pub(crate) fn command(spec: &ProcessSpec, confinement: Confinement) -> Command {
+/// instance's cgroup and rlimit fallbacks added), its stdout and stderr the instance's log
+/// pipes. It outlives the daemon: a restart or an upgrade of berth adopts it.
+pub(crate) fn command(spec: &ProcessSpec, confinement: Confinement, logs: WriteEnds) -> Command {
     Command::shell(shell_line(&spec.command))
         .current_dir(&spec.cwd)
         .envs(&spec.env)
@@ -59,9 +62,10 @@ pub(crate) fn command(spec: &ProcessSpec, confinement: Confinement) -> Command {
         .env("BERTH_SERVICE", &spec.service)
         .env("BERTH_RELEASE", &spec.release)
         .env("BERTH_INSTANCE", spec.instance.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::from(logs.out))
+        .stderr(Stdio::from(logs.err))
         .confine(confinement)
+        .outlive_daemon()
 }
 
 #[cfg(test)]

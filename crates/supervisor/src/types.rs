@@ -72,6 +72,9 @@ impl Probe {
 pub struct SupervisorOptions {
     /// Logs go to `log_root/APP/SERVICE/current.log`.
     pub log_root: PathBuf,
+    /// Instances' stdout/stderr FIFOs: `pipe_root/APP/SERVICE.N@RELEASE.{out,err}`
+    /// (default `log_root/.pipes`). The next daemon must use the same directory to adopt.
+    pub pipe_root: PathBuf,
     /// `current.log` is rotated before it would exceed this size (default 10 MiB).
     pub log_max_bytes: u64,
     /// Rotated files kept: `current.log.1` ..= `current.log.N` (default 5).
@@ -91,8 +94,10 @@ pub struct SupervisorOptions {
 impl SupervisorOptions {
     /// Defaults with logs under `log_root`.
     pub fn new(log_root: impl Into<PathBuf>) -> Self {
+        let log_root: PathBuf = log_root.into();
         SupervisorOptions {
-            log_root: log_root.into(),
+            pipe_root: log_root.join(".pipes"),
+            log_root,
             log_max_bytes: 10 * 1024 * 1024,
             log_keep: 5,
             restart_backoff: (Duration::from_secs(1), Duration::from_secs(30)),
@@ -164,6 +169,9 @@ impl fmt::Display for InstanceState {
 pub enum Exit {
     Code(i32),
     Signal(i32),
+    /// An adopted process (started by a previous daemon) ended: it is not this daemon's
+    /// child, so its status went to its parent.
+    Unknown,
 }
 
 impl Exit {
@@ -181,6 +189,7 @@ impl fmt::Display for Exit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Exit::Code(c) => write!(f, "exit code {c}"),
+            Exit::Unknown => f.write_str("exit status unknown (adopted from a previous daemon)"),
             Exit::Signal(s) => match nix::sys::signal::Signal::try_from(s) {
                 Ok(sig) => write!(f, "signal {s} ({})", sig.as_str()),
                 Err(_) => write!(f, "signal {s}"),

@@ -39,7 +39,9 @@ pub use postgres::Postgres;
 pub use promtool::promtool_check;
 pub use s3::S3;
 pub use smtp::{Mail, Smtp, SmtpTls};
-pub use wait::{Done, alive, eventually, wait_for};
+pub use wait::{
+    Done, alive, eventually, kill_processes_under, live_processes, processes_under, wait_for,
+};
 
 /// A temporary state directory for a daemon under test: under `/var/tmp`, not `/tmp`, so that
 /// apps get a private `/tmp` as in production (a state directory under `/tmp` would be hidden

@@ -70,6 +70,45 @@ pub fn alive(pid: u32) -> bool {
     })
 }
 
+/// Every live (not zombie) process: its pid and its `/proc/PID` directory.
+pub fn live_processes() -> impl Iterator<Item = (u32, std::path::PathBuf)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            alive(pid).then(|| (pid, e.path()))
+        })
+}
+
+/// Live processes whose working directory is under `root` (a state directory: the apps'
+/// instances and builds run in its release trees): pid and command line.
+pub fn processes_under(root: &std::path::Path) -> Vec<(u32, String)> {
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
+    live_processes()
+        .filter_map(|(pid, dir)| {
+            let cwd = std::fs::read_link(dir.join("cwd")).ok()?;
+            let cmd = std::fs::read(dir.join("cmdline")).ok()?;
+            cwd.starts_with(&root).then(|| {
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                (pid, cmd.trim().to_owned())
+            })
+        })
+        .collect()
+}
+
+/// SIGKILL every process group led by a process under `root` (see [`processes_under`]):
+/// instances outlive their daemon, so a test's clean-up must end them itself.
+pub fn kill_processes_under(root: &std::path::Path) {
+    use nix::sys::signal::{Signal, kill, killpg};
+    use nix::unistd::Pid;
+    for (pid, _) in processes_under(root) {
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

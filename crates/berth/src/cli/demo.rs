@@ -39,8 +39,10 @@ pub async fn run(http: SocketAddr) -> Result<u8> {
         control: daemon.bind_control()?,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // The demo's apps end with it: nothing is left for a next daemon.
     let mut served = tokio::spawn(daemon.run(listeners, async {
         let _ = stopped.await;
+        daemon::Stop::Everything
     }));
 
     let client = api::client::Client::new(&state);
@@ -61,7 +63,7 @@ pub async fn run(http: SocketAddr) -> Result<u8> {
         ));
         output::line("Ctrl-C stops the demo.");
         tokio::select! {
-            () = daemon::shutdown_signal() => {}
+            _ = daemon::shutdown_signal() => {}
             ended = &mut served => output::progress(format!("the daemon ended: {ended:?}")),
         }
     }

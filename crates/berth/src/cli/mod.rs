@@ -17,6 +17,7 @@ pub mod observe;
 pub mod proxy;
 pub mod secrets;
 pub mod status;
+pub mod upgrade;
 
 /// Bad input from the user (exit 2), as opposed to an operation that failed (exit 1).
 #[derive(Debug)]

@@ -30,8 +30,10 @@ pub async fn run(
             burst: r.burst,
         }),
     };
-    proxy::run_single(listener, target, config, options, daemon::shutdown_signal())
-        .await
-        .context("serve the proxy")?;
+    proxy::run_single(listener, target, config, options, async {
+        daemon::shutdown_signal().await;
+    })
+    .await
+    .context("serve the proxy")?;
     Ok(0)
 }

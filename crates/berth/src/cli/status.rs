@@ -16,6 +16,16 @@ pub async fn run(client: &Client, app: Option<&str>, json: bool) -> Result<u8> {
         output::json(&status);
         return Ok(0);
     }
+    output::line(format!(
+        "daemon: berth {} (pid {}), started {}",
+        status.daemon.version,
+        status.daemon.pid,
+        status
+            .daemon
+            .started_at
+            .as_deref()
+            .unwrap_or("at an unknown time")
+    ));
     if status.daemon.isolation.starts_with("OFF") {
         output::line(format!(
             "warning: app isolation is {}",

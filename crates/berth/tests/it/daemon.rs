@@ -44,17 +44,10 @@ fn a_second_daemon_on_the_same_state_is_refused() {
 }
 
 #[test]
-fn sigterm_stops_apps_gracefully_and_exits_0() {
-    let mut d = Daemon::start();
-    let app = py_app("term", "");
-    let run = d.berth(&["deploy", app.path().to_str().unwrap()]);
-    assert_eq!(run.code, 0, "{run:?}");
-    let pids: Vec<u32> = instances(&d.status(), "term")
-        .iter()
-        .map(|i| i["pid"].as_u64().unwrap() as u32)
-        .collect();
+fn sigint_stops_apps_gracefully_and_exits_0() {
+    let (mut d, pids) = deployed("term", "");
     assert_eq!(pids.len(), 1);
-    assert_eq!(d.terminate(), 0, "{}", d.log());
+    assert_eq!(d.stop_with(libc_sig::INT), 0, "{}", d.log());
     for pid in pids {
         assert!(!alive(pid), "app process {pid} outlived the daemon");
     }
@@ -64,42 +57,80 @@ fn sigterm_stops_apps_gracefully_and_exits_0() {
     assert!(!d.log().contains('\x1b'), "{}", d.log());
 }
 
+/// SIGTERM is a restart: the apps keep running while no daemon does, and the next daemon
+/// adopts them (same pids), with their logs going on.
 #[test]
-fn kill_9_of_the_daemon_leaves_no_app_process_and_a_restart_restores_the_app() {
-    let mut d = Daemon::start();
-    let app = py_app("phoenix", "instances = 2");
-    let run = d.berth(&["deploy", app.path().to_str().unwrap()]);
-    assert_eq!(run.code, 0, "{run:?}");
-    let pids: Vec<u32> = instances(&d.status(), "phoenix")
-        .iter()
-        .map(|i| i["pid"].as_u64().unwrap() as u32)
-        .collect();
+fn sigterm_leaves_the_apps_running_and_the_next_daemon_adopts_them() {
+    let (mut d, pids) = deployed("stay", "instances = 2");
+    let first_start = d.status_started_at();
+    assert_eq!(d.terminate(), 0, "{}", d.log());
+    assert!(d.log().contains("leaving the apps running"), "{}", d.log());
+    assert!(pids.iter().all(|&p| alive(p)), "{pids:?}");
+    d.restart();
+    assert_eq!(app_pids(&d, "stay"), pids);
+    assert_ne!(d.status_started_at(), first_start);
+    assert_eq!(d.get("/").unwrap(), (200, "release r1\n".to_owned()));
+    let status = d.status();
+    assert!(
+        instances(&status, "stay")
+            .iter()
+            .all(|i| i["state"] == "ready"),
+        "{status}"
+    );
+    // The adopted instances' output still reaches their log.
+    wait_for(
+        "the adopted app's log to go on",
+        Duration::from_secs(10),
+        || {
+            let run = d.berth(&["logs", "stay"]);
+            (run.stdout.matches("py web on").count() >= 2).then_some(())
+        },
+    );
+    assert!(d.log().contains("instance adopted"), "{}", d.log());
+}
+
+#[test]
+fn kill_9_of_the_daemon_leaves_the_apps_serving_and_a_restart_adopts_them() {
+    let (mut d, pids) = deployed("phoenix", "instances = 2");
     assert_eq!(pids.len(), 2);
 
     d.kill9();
-    wait_for(
-        "app processes to die with the daemon",
-        Duration::from_secs(10),
-        || pids.iter().all(|&p| !alive(p)).then_some(()),
-    );
-
+    assert!(pids.iter().all(|&p| alive(p)), "{pids:?}");
+    // An instance that stops answering while no daemon watches is replaced, not adopted.
+    signal(pids[1], 19); // SIGSTOP
     d.restart();
     wait_for(
-        "the app to serve again after restart",
-        Duration::from_secs(20),
+        "the unhealthy instance to be replaced",
+        Duration::from_secs(30),
         || {
-            d.get("/")
-                .filter(|(code, body)| *code == 200 && body == "release r1\n")
+            let now = app_pids(&d, "phoenix");
+            (now.len() == 2 && now.contains(&pids[0]) && !now.contains(&pids[1])).then_some(())
         },
     );
-    let status = d.status();
-    let after = instances(&status, "phoenix");
-    assert_eq!(after.len(), 2);
-    assert!(
-        after
-            .iter()
-            .all(|i| !pids.contains(&(i["pid"].as_u64().unwrap() as u32)))
+    wait_for(
+        "the stopped instance to be killed",
+        Duration::from_secs(20),
+        || (!alive(pids[1])).then_some(()),
     );
+    assert_eq!(d.get("/").unwrap(), (200, "release r1\n".to_owned()));
+}
+
+/// A daemon serving [`py_app`] `name` (`extra` in its service), and its instances' pids.
+fn deployed(name: &str, extra: &str) -> (Daemon, Vec<u32>) {
+    let d = Daemon::start();
+    let app = py_app(name, extra);
+    let run = d.berth(&["deploy", app.path().to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let pids = app_pids(&d, name);
+    (d, pids)
+}
+
+/// The pids of `app`'s instances, in instance order.
+fn app_pids(d: &Daemon, app: &str) -> Vec<u32> {
+    instances(&d.status(), app)
+        .iter()
+        .filter_map(|i| Some(i["pid"].as_u64()? as u32))
+        .collect()
 }
 
 /// A python app named `name` with one web service; `extra` goes into `[services.web]`.

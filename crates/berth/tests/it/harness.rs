@@ -85,6 +85,9 @@ pub struct Daemon {
     pub env: Vec<(String, String)>,
     /// Arguments of `berth serve` (default `--http 127.0.0.1:0`).
     pub args: Vec<String>,
+    /// The HTTP listener, held by the test the way systemd holds a `.socket` unit's, and
+    /// passed to each daemon as `LISTEN_FDS` (see [`Daemon::start_activated`]).
+    pub activation: Option<std::net::TcpListener>,
 }
 
 impl Daemon {
@@ -104,6 +107,23 @@ impl Daemon {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             args: args.iter().map(|a| a.to_string()).collect(),
+            activation: None,
+        };
+        d.restart();
+        d
+    }
+
+    /// A daemon whose HTTP listener is passed in, as systemd's socket activation does: the
+    /// socket stays open (and queues connections) while no daemon runs.
+    pub fn start_activated() -> Daemon {
+        let state = testkit::state_dir("berth-it-");
+        let mut d = Daemon {
+            state,
+            child: None,
+            http: "127.0.0.1:1".parse().unwrap(),
+            env: Vec::new(),
+            args: vec!["--http".into(), "127.0.0.1:0".into()],
+            activation: Some(std::net::TcpListener::bind("127.0.0.1:0").unwrap()),
         };
         d.restart();
         d
@@ -120,23 +140,47 @@ impl Daemon {
             .append(true)
             .open(self.path().join("daemon.log"))
             .unwrap();
-        let child = Command::new(BERTH)
-            .arg("serve")
+        let mut cmd = Command::new(BERTH);
+        cmd.arg("serve")
             .args(&self.args)
             .env("BERTH_STATE", self.path())
             .env("BERTH_LOG", "info")
+            // Not under systemd, even when the tests are: SIGTERM leaves the apps running.
+            .env_remove("INVOCATION_ID")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        if let Some(listener) = &self.activation {
+            pass_as_fd_3(&mut cmd, listener);
+        }
+        let child = cmd.spawn().unwrap();
         self.child = Some(child);
-        let status = wait_for("the daemon to answer", Duration::from_secs(20), || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
             let run = berth(self.path(), &["status", "--json"]);
-            (run.code == 0).then(|| serde_json::from_str::<Value>(&run.stdout).unwrap())
-        });
+            if run.code == 0 {
+                break serde_json::from_str::<Value>(&run.stdout).unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not answer within 20s: {run:?}\n--- daemon log\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
         self.http = status["daemon"]["http"].as_str().unwrap().parse().unwrap();
+    }
+
+    /// The pid of the daemon answering on the state directory now (after an upgrade, not the
+    /// process this harness started), if one answers.
+    pub fn serving_pid(&self) -> Option<u32> {
+        let run = berth(self.path(), &["status", "--json"]);
+        (run.code == 0)
+            .then(|| serde_json::from_str::<Value>(&run.stdout).ok())
+            .flatten()
+            .and_then(|s| s["daemon"]["pid"].as_u64())
+            .map(|p| p as u32)
     }
 
     pub fn kill9(&mut self) {
@@ -145,10 +189,23 @@ impl Daemon {
         child.wait().unwrap();
     }
 
-    /// SIGTERM and wait; returns the exit code.
+    /// SIGTERM (the daemon goes, the apps stay) and wait; returns the exit code.
     pub fn terminate(&mut self) -> i32 {
+        self.stop_with(libc_sig::TERM)
+    }
+
+    /// When the daemon answering now started (`status`).
+    pub fn status_started_at(&self) -> String {
+        self.status()["daemon"]["started_at"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Signal `sig` to the daemon and wait; returns the exit code.
+    pub fn stop_with(&mut self, sig: i32) -> i32 {
         let mut child = self.child.take().unwrap();
-        signal(child.id(), libc_sig::TERM);
+        signal(child.id(), sig);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -181,15 +238,59 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // After an upgrade the daemon serving is not the process this harness started.
+        let serving = self.serving_pid();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if let Some(pid) = serving {
+            signal(pid, libc_sig::KILL);
+        }
+        // Instances outlive the daemon: end what this test's daemons started.
+        testkit::kill_processes_under(self.path());
     }
+}
+
+/// The child gets `fd` as descriptor 3 with `LISTEN_FDS=1` and `LISTEN_FDNAMES=http`, as
+/// systemd passes a socket unit's listener.
+#[allow(unsafe_code)]
+fn pass_as_fd_3(cmd: &mut Command, fd: &impl std::os::fd::AsRawFd) {
+    use std::os::unix::process::CommandExt;
+    let raw = fd.as_raw_fd();
+    cmd.env("LISTEN_FDS", "1").env("LISTEN_FDNAMES", "http");
+    // SAFETY: dup2 is async-signal-safe; the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec: clear it instead.
+            let done = if raw == 3 {
+                nix::libc::fcntl(3, nix::libc::F_SETFD, 0)
+            } else {
+                nix::libc::dup2(raw, 3)
+            };
+            if done < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Wait until no daemon holds the state directory's lock (one that got SIGTERM lets go of
+/// it once its apps are released, before its last requests are done).
+pub fn wait_unlocked(state: &Path) {
+    let lock = state.join("daemon.lock");
+    wait_for("the state lock to be free", Duration::from_secs(30), || {
+        let file = std::fs::File::open(&lock).ok()?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .ok()
+            .map(drop)
+    });
 }
 
 pub mod libc_sig {
     pub const TERM: i32 = 15;
+    pub const INT: i32 = 2;
     pub const KILL: i32 = 9;
 }
 
@@ -242,4 +343,43 @@ pub fn ws_app(name: &str, service_extra: &str, top_extra: &str) -> tempfile::Tem
         ),
         ("web.py", PY_WS_WEB),
     ])
+}
+
+/// `wrk` in 3-second rounds until `stop`, with `Host: host` when given: (requests, non-2xx,
+/// socket errors — refused connections included).
+pub fn wrk_until(
+    addr: SocketAddr,
+    host: Option<&'static str>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(u64, u64, u64)> {
+    std::thread::spawn(move || {
+        let (mut requests, mut non2xx, mut errors) = (0, 0, 0);
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let mut wrk = Command::new("wrk");
+            wrk.args(["-t1", "-c8", "-d3s", "--timeout", "5s"]);
+            if let Some(host) = host {
+                wrk.args(["-H", &format!("Host: {host}")]);
+            }
+            let out = wrk
+                .arg(format!("http://{addr}/"))
+                .output()
+                .expect("wrk is installed (scripts/test installs it)");
+            let text = String::from_utf8_lossy(&out.stdout);
+            for line in text.lines() {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                if line.contains("requests in") {
+                    requests += words[0].parse::<u64>().unwrap();
+                } else if line.starts_with("  Non-2xx") {
+                    non2xx += words.last().unwrap().parse::<u64>().unwrap();
+                } else if line.starts_with("  Socket errors") {
+                    // Socket errors: connect 0, read 0, write 0, timeout 0
+                    errors += words
+                        .iter()
+                        .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
+                        .sum::<u64>();
+                }
+            }
+        }
+        (requests, non2xx, errors)
+    })
 }

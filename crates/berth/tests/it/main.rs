@@ -22,3 +22,4 @@ mod rollout;
 mod secrets;
 mod static_files;
 mod systemd;
+mod upgrade;

@@ -1,7 +1,6 @@
 //! Zero-downtime rollouts: load during deploys and rollbacks, gates after the switch,
 //! kill -9 at every step, manual rollback, dry-run, history.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,45 +8,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::*;
-
-/// `wrk` in 3-second rounds until `stop`: (requests, non-2xx, socket errors).
-fn wrk_until(
-    addr: std::net::SocketAddr,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(u64, u64, u64)> {
-    std::thread::spawn(move || {
-        let (mut requests, mut non2xx, mut errors) = (0, 0, 0);
-        while !stop.load(Ordering::SeqCst) {
-            let out = Command::new("wrk")
-                .args([
-                    "-t1",
-                    "-c8",
-                    "-d3s",
-                    "--timeout",
-                    "5s",
-                    &format!("http://{addr}/"),
-                ])
-                .output()
-                .expect("wrk is installed (scripts/test installs it)");
-            let text = String::from_utf8_lossy(&out.stdout);
-            for line in text.lines() {
-                let words: Vec<&str> = line.split_whitespace().collect();
-                if line.contains("requests in") {
-                    requests += words[0].parse::<u64>().unwrap();
-                } else if line.starts_with("  Non-2xx") {
-                    non2xx += words.last().unwrap().parse::<u64>().unwrap();
-                } else if line.starts_with("  Socket errors") {
-                    // Socket errors: connect 0, read 0, write 0, timeout 0
-                    errors += words
-                        .iter()
-                        .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
-                        .sum::<u64>();
-                }
-            }
-        }
-        (requests, non2xx, errors)
-    })
-}
 
 /// The release a command made live, from its last stdout line.
 fn made_live(run: &Run) -> String {
@@ -73,7 +33,7 @@ fn twenty_deploys_and_five_rollbacks_under_load_lose_no_request() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let load_began = Instant::now();
-    let wrk = wrk_until(d.http, stop.clone());
+    let wrk = wrk_until(d.http, None, stop.clone());
     let samples = Arc::new(Mutex::new(Vec::new()));
     let sampler = {
         let (stop, samples, http) = (stop.clone(), samples.clone(), d.http);

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use api::{
     AppQuery, BackupQuery, BackupStatus, BackupTrigger, DeployQuery, ImportKeyQuery, LogsQuery,
-    RollbackQuery,
+    RollbackQuery, UpgradeQuery,
 };
 use bytes::Bytes;
 use http::{Method, Response, StatusCode, header};
@@ -36,6 +36,8 @@ mod logs;
 const MAX_ARCHIVE: usize = 1 << 30;
 /// Largest secret value or key accepted.
 const MAX_VALUE: usize = 64 * 1024;
+/// How long the connections accepted before a stop have to finish on their own.
+const ANSWER_GRACE: Duration = Duration::from_secs(1);
 /// How long open streams (`logs --follow`) may hold up shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -47,6 +49,7 @@ pub(crate) async fn serve_control(
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = tokio_util::task::TaskTracker::new();
     tokio::pin!(shutdown);
     while let Some(stream) =
         accept_next(|| listener.accept(), shutdown.as_mut(), "control socket").await
@@ -63,13 +66,22 @@ pub(crate) async fn serve_control(
         let conn =
             hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(err) = conn.await {
                 tracing::debug!(error = %err, "control connection ended");
             }
         });
     }
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+    // A command whose connection was accepted just before the stop (an upgrade's hand-over)
+    // is answered here: its request may not be read yet, and hyper's graceful shutdown would
+    // close such a connection unanswered. Streams (`logs --follow`) are ended after that.
+    connections.close();
+    if tokio::time::timeout(ANSWER_GRACE, connections.wait())
+        .await
+        .is_err()
+    {
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+    }
 }
 
 /// The admin listener: `GET /metrics` (Prometheus) and `GET /health` for the daemon itself.
@@ -125,6 +137,22 @@ where
     }
 }
 
+/// Hand the daemon over to `binary` (the run loop does it; this waits for the outcome).
+async fn upgrade(
+    core: &Core,
+    binary: Option<std::path::PathBuf>,
+) -> Result<api::Upgraded, Refusal> {
+    let (reply, outcome) = tokio::sync::oneshot::channel();
+    let request = crate::upgrade::UpgradeRequest {
+        binary,
+        reply: Some(reply),
+        asked: std::time::Instant::now(),
+    };
+    let gone = || Refusal::from(anyhow::anyhow!("the daemon is stopping"));
+    core.upgrades.send(request).await.map_err(|_| gone())?;
+    outcome.await.map_err(|_| gone())?
+}
+
 /// The local user on the other end of the socket, for the deploy history.
 fn peer_user(stream: &tokio::net::UnixStream) -> String {
     stream
@@ -148,6 +176,10 @@ async fn route(core: Arc<Core>, req: http::Request<Incoming>, user: String) -> A
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     match (&method, segments.as_slice()) {
         (&Method::GET, ["v1", "daemon"]) => Ok(json(&core.info())),
+        (&Method::POST, ["v1", "upgrade"]) => {
+            let q: UpgradeQuery = parse(query)?;
+            Ok(json(&upgrade(&core, q.binary.map(Into::into)).await?))
+        }
         (&Method::GET, ["v1", "status"]) => {
             let q: AppQuery = parse(query)?;
             Ok(json(&core.status(q.app.as_deref()).await?))

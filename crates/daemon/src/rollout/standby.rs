@@ -83,6 +83,18 @@ impl Core {
                 deploy,
                 grace: d.grace,
             });
+        // Recorded, so that a restart or an upgrade of the daemon keeps it (`recover.rs`).
+        let record = store::StandbyRecord {
+            app: app.clone(),
+            release: id.clone(),
+            until: SystemTime::now() + keep,
+            deploy,
+            grace: d.grace,
+            keep_releases: d.keep_releases as u32,
+        };
+        if let Err(err) = self.db.set_standby(record).await {
+            tracing::warn!(app, error = %err, "record the standby");
+        }
         self.record_event(
             &app,
             "standby",
@@ -127,6 +139,27 @@ impl Core {
                 standby: None,
             })
             .await;
+        }
+    }
+
+    /// Keep `release` (its instances adopted by this daemon) as `record` said, for the rest of
+    /// its time: the standby a previous daemon kept, after a restart or an upgrade.
+    pub(crate) async fn resume_standby(&self, release: Release, record: store::StandbyRecord) {
+        let keep = record
+            .until
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        let d = Drain {
+            deploy: record.deploy,
+            app: record.app,
+            old: release,
+            grace: record.grace,
+            keep_releases: record.keep_releases as usize,
+            standby: None,
+        };
+        tokio::select! {
+            () = self.keep_standby(d, keep) => {}
+            () = self.cancel.cancelled() => {}
         }
     }
 

@@ -177,6 +177,8 @@ impl Drop for TestDaemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Instances outlive the daemon: end what this test's daemons started.
+        testkit::kill_processes_under(self.path());
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use daemon::Step;
 
-use testkit::{PY_WEB, alive, app, wait_for};
+use testkit::{PY_WEB, alive, app, processes_under, wait_for};
 
 use crate::harness::*;
 
@@ -236,21 +236,4 @@ fn a_build_cut_short_by_kill_9_leaves_nothing_behind() {
         || building.iter().all(|(pid, _)| !alive(*pid)).then_some(()),
     );
     assert_eq!(d.history("builder")["deploys"][0]["result"], "interrupted");
-}
-
-/// Live processes whose working directory is under `root`: pid and command line.
-fn processes_under(root: &std::path::Path) -> Vec<(u32, String)> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid = e.file_name().to_string_lossy().parse::<u32>().ok()?;
-            let cwd = std::fs::read_link(e.path().join("cwd")).ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            (alive(pid) && cwd.starts_with(root)).then(|| {
-                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-                (pid, cmd.trim().to_owned())
-            })
-        })
-        .collect()
 }

@@ -4,6 +4,7 @@
 // The tests start helper processes (this test binary again) with std's Command.
 #![allow(clippy::disallowed_methods)]
 
+mod adopt;
 mod command;
 
 use std::collections::BTreeMap;
@@ -611,11 +612,19 @@ pub(crate) async fn start_helper(mode: &str) -> (std::process::Child, u32) {
     (helper, child)
 }
 
+/// Instances outlive the daemon (no death signal): a restart or an upgrade of berth must not
+/// restart the apps. The next daemon adopts them (`adopt.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn children_die_with_the_daemon() {
+async fn instances_outlive_a_killed_daemon() {
     let (mut helper, child) = start_helper("instance").await;
     assert!(alive(child));
     helper.kill().unwrap(); // SIGKILL
     helper.wait().unwrap();
-    eventually("child died with its parent", LONG, || !alive(child)).await;
+    assert!(alive(child), "the instance died with its daemon");
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually("the instance to be gone", LONG, || !alive(child)).await;
 }
