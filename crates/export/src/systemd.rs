@@ -44,8 +44,6 @@ impl Default for Options {
 
 /// The state directory: `StateDirectory=berth`.
 pub const STATE: &str = "/var/lib/berth";
-/// Where `berth install` writes the unit.
-pub const UNIT_PATH: &str = "/etc/systemd/system/berth.service";
 
 /// The capabilities the root daemon keeps, each with the feature that needs it.
 pub const ROOT_CAPABILITIES: [(&str, &str); 7] = [
@@ -76,6 +74,45 @@ pub const ROOT_CAPABILITIES: [(&str, &str); 7] = [
     ),
 ];
 
+/// `berth.service` and one `berth-NAME.socket` per listener, for the unit to be written beside.
+pub fn units(o: &Options) -> Vec<crate::File> {
+    let mut files = vec![crate::File::new("berth.service", unit(o))];
+    files.extend(
+        listeners(o).map(|(name, addr)| crate::File::new(socket_name(name), socket(name, addr))),
+    );
+    files
+}
+
+/// The listeners of `berth serve`, by the names `LISTEN_FDNAMES` gives them.
+fn listeners(o: &Options) -> impl Iterator<Item = (&'static str, &str)> {
+    [
+        Some(("http", o.http.as_str())),
+        o.https.as_deref().map(|a| ("https", a)),
+        o.admin.as_deref().map(|a| ("admin", a)),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+fn socket_name(listener: &str) -> String {
+    format!("berth-{listener}.socket")
+}
+
+/// One listening socket that systemd holds for the daemon, named as `berth serve` expects
+/// (`FileDescriptorName=`), so it survives a restart of the service (no `PartOf=`: a stop of
+/// the service leaves it listening, and the next connection starts berth again).
+pub fn socket(listener: &str, addr: &str) -> String {
+    format!(
+        "# berth's {listener} listener, held by systemd across restarts of berth.service (made by\n\
+         # `berth export systemd`). berth serve takes it by its name from LISTEN_FDNAMES.\n\
+         [Unit]\nDescription=berth: the {listener} listener\n\n\
+         [Socket]\nListenStream={addr}\nFileDescriptorName={listener}\nService=berth.service\n\
+         # Clients wait here while no daemon accepts (a restart), instead of being refused.\n\
+         Backlog=4096\nNoDelay=yes\nReusePort=no\n\n\
+         [Install]\nWantedBy=sockets.target\n"
+    )
+}
+
 /// The unit file `berth.service`.
 pub fn unit(o: &Options) -> String {
     let mut serve = format!("{} serve --state {STATE} --http {}", o.binary, o.http);
@@ -96,6 +133,14 @@ pub fn unit(o: &Options) -> String {
     u.push_str("[Unit]\nDescription=berth: deploys and serves web apps\n");
     u.push_str("After=network-online.target\nWants=network-online.target\n\n");
     u.push_str("[Service]\n");
+    let sockets: Vec<String> = listeners(o).map(|(name, _)| socket_name(name)).collect();
+    u.push_str(
+        "# The listening sockets are systemd's (berth-*.socket), handed over at every start: a\n",
+    );
+    u.push_str(
+        "# `systemctl restart berth` refuses no connection, they wait in the sockets' queues.\n",
+    );
+    u.push_str(&format!("Sockets={}\n", sockets.join(" ")));
     u.push_str(
         "# READY=1 once the listeners are bound and every app is recovered; WATCHDOG=1 pings.\n",
     );

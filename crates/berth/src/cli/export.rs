@@ -157,8 +157,7 @@ pub fn run(cmd: ExportCommand) -> Result<u8> {
                 https: server.https().map(|a| a.to_string()),
                 admin: Some(server.admin.to_string()),
             };
-            let unit = export::systemd::unit(&o);
-            (vec![file("berth.service", unit)], out)
+            (export::systemd::units(&o), out)
         }
         ExportCommand::Firewall {
             ufw,

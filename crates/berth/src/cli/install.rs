@@ -1,6 +1,7 @@
 //! `berth install [--user NAME] [--http ADDR] [--https ADDR] [--admin ADDR] [--dry-run]`: run
 //! berth as a hardened systemd service on this host — the user (with `--user`) and the state
-//! directory, the unit from `export::systemd`, `systemctl daemon-reload`, `enable --now`. Each
+//! directory, the units from `export::systemd` (the service and its sockets), `systemctl
+//! daemon-reload`, `enable --now`. Each
 //! step is printed as it runs; `--dry-run` prints them (and the unit) and changes nothing.
 //! Refused where systemd is not PID 1, or without root.
 
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use export::systemd::{Options, STATE, UNIT_PATH};
+use export::systemd::{Options, STATE};
 use supervisor::command::Command;
 
 use crate::{EXIT_FAILED, output};
@@ -75,10 +76,18 @@ fn binary(args: &InstallArgs) -> Result<PathBuf> {
 /// One step of the plan.
 enum Step {
     CreateUser(String),
-    StateDir { owner: Option<String> },
-    WriteUnit(String),
+    StateDir {
+        owner: Option<String>,
+    },
+    /// A unit file under [`UNIT_DIR`]: its name and text.
+    WriteUnit(String, String),
     Systemctl(&'static [&'static str]),
+    /// `systemctl enable --now` these units.
+    EnableAll(Vec<String>),
 }
+
+/// Where the units are written.
+const UNIT_DIR: &str = "/etc/systemd/system";
 
 impl Step {
     fn describe(&self) -> String {
@@ -90,8 +99,9 @@ impl Step {
                 "create the state directory {STATE} (0711, owned by {})",
                 owner.as_deref().unwrap_or("root")
             ),
-            Step::WriteUnit(_) => format!("write {UNIT_PATH}"),
+            Step::WriteUnit(name, _) => format!("write {UNIT_DIR}/{name}"),
             Step::Systemctl(args) => format!("systemctl {}", args.join(" ")),
+            Step::EnableAll(units) => format!("systemctl enable --now {}", units.join(" ")),
         }
     }
 }
@@ -112,7 +122,7 @@ pub async fn run(args: InstallArgs) -> Result<u8> {
             "--user {user}: name a dedicated user, or leave --user out to run as root bounded to what app isolation needs"
         )));
     }
-    let unit = export::systemd::unit(&options);
+    let units = export::systemd::units(&options);
     let mut plan = Vec::new();
     if let Some(user) = &args.user
         && nix::unistd::User::from_name(user).ok().flatten().is_none()
@@ -122,9 +132,14 @@ pub async fn run(args: InstallArgs) -> Result<u8> {
     plan.push(Step::StateDir {
         owner: args.user.clone(),
     });
-    plan.push(Step::WriteUnit(unit.clone()));
+    for unit in &units {
+        plan.push(Step::WriteUnit(unit.path.clone(), unit.contents.clone()));
+    }
     plan.push(Step::Systemctl(&["daemon-reload"]));
-    plan.push(Step::Systemctl(&["enable", "--now", "berth.service"]));
+    // The sockets with the service: they hold the listeners across its restarts.
+    plan.push(Step::EnableAll(
+        units.iter().map(|u| u.path.clone()).collect(),
+    ));
 
     let host = systemd_is_pid1();
     if args.dry_run {
@@ -138,8 +153,10 @@ pub async fn run(args: InstallArgs) -> Result<u8> {
         if args.user.is_some() {
             output::line("note: with --user, app isolation is OFF: every app runs as that user");
         }
-        output::line(format!("\n# {UNIT_PATH}"));
-        output::line(unit.trim_end());
+        for unit in &units {
+            output::line(format!("\n# {UNIT_DIR}/{}", unit.path));
+            output::line(unit.contents.trim_end());
+        }
         return Ok(0);
     }
     if let Err(why) = host {
@@ -188,12 +205,18 @@ async fn apply(step: &Step) -> Result<()> {
             }
             Ok(())
         }
-        Step::WriteUnit(unit) => {
-            std::fs::write(UNIT_PATH, unit)?;
-            std::fs::set_permissions(UNIT_PATH, std::fs::Permissions::from_mode(0o644))?;
+        Step::WriteUnit(name, text) => {
+            let path = Path::new(UNIT_DIR).join(name);
+            std::fs::write(&path, text)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
             Ok(())
         }
         Step::Systemctl(args) => tool("systemctl", args).await,
+        Step::EnableAll(units) => {
+            let mut args = vec!["enable", "--now"];
+            args.extend(units.iter().map(String::as_str));
+            tool("systemctl", &args).await
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-use export::systemd::{Options, unit};
+use export::systemd::{Options, unit, units};
 
 use crate::{run_ok, tool, write};
 
@@ -12,15 +12,21 @@ fn check(o: &Options) -> f64 {
         ..o.clone()
     };
     let text = unit(&o);
-    let path = write(dir.path(), "berth.service", &text);
+    // The service with its sockets, verified together (the service names them in Sockets=).
+    let files = units(&o);
+    let paths: Vec<_> = files
+        .iter()
+        .map(|f| write(dir.path(), &f.path, &f.contents))
+        .collect();
+    let path = paths[0].clone();
     let verify = run_ok(
         tool("systemd-analyze", "systemd")
             .args(["verify"])
-            .arg(&path),
+            .args(&paths),
     );
     let stderr = String::from_utf8_lossy(&verify.stderr);
     assert!(
-        !stderr.contains("berth.service"),
+        !stderr.contains("berth"),
         "systemd-analyze verify complains:\n{stderr}\n{text}"
     );
     let out = run_ok(
@@ -61,6 +67,46 @@ fn root_unit_verifies_and_scores_three_or_lower() {
     assert!(!text.contains("MemoryDenyWriteExecute=yes"));
     assert!(!text.contains("\nUser="), "the default unit runs as root");
     assert!(score <= 3.0);
+}
+
+/// The listeners are systemd's sockets, named as `berth serve` takes them from LISTEN_FDNAMES,
+/// so a restart of the service refuses no connection.
+#[test]
+fn the_listeners_are_sockets_systemd_holds_across_restarts() {
+    let files = units(&Options::default());
+    let names: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "berth.service",
+            "berth-http.socket",
+            "berth-https.socket",
+            "berth-admin.socket"
+        ]
+    );
+    assert!(
+        files[0]
+            .contents
+            .lines()
+            .any(|l| l == "Sockets=berth-http.socket berth-https.socket berth-admin.socket")
+    );
+    for (file, name, addr) in [
+        (&files[1], "http", "0.0.0.0:80"),
+        (&files[2], "https", "0.0.0.0:443"),
+        (&files[3], "admin", "127.0.0.1:9100"),
+    ] {
+        for line in [
+            format!("ListenStream={addr}"),
+            format!("FileDescriptorName={name}"),
+            "Service=berth.service".to_owned(),
+        ] {
+            assert!(
+                file.contents.lines().any(|l| l == line),
+                "{line}:\n{}",
+                file.contents
+            );
+        }
+    }
 }
 
 #[test]
