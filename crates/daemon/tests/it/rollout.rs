@@ -62,10 +62,26 @@ fn one_rollout_per_app_at_a_time() {
         "{refused:?}"
     );
 
+    let uploads = || {
+        std::fs::read_dir(d.path().join("tmp"))
+            .map(|dir| {
+                dir.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("upload-"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let before = uploads();
     let queued = {
         let (state, dir) = (d.path().to_owned(), app.path().to_owned());
         std::thread::spawn(move || deploy(&state, &dir, true))
     };
+    // Its upload is unpacked before it asks for the app's slot, which r2 holds: it waits.
+    wait_for(
+        "the queued deploy's upload",
+        Duration::from_secs(20),
+        || (uploads() > before).then_some(()),
+    );
     std::fs::remove_file(&paused).unwrap();
     assert_eq!(first.join().unwrap().made_live(), "r2");
     wait_for(
