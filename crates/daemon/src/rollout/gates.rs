@@ -66,35 +66,31 @@ impl Core {
         for check in &r.spec.deploy.smoke {
             let host = r.spec.smoke_host(check);
             let name = host.name();
-            let tls = self.smoke_tls(r, new, name);
-            let over = match &tls {
-                Ok(Some(_)) => ", HTTPS",
-                Ok(None) => "",
-                Err(()) => ", HTTPS without TLS: its certificate is not there yet",
-            };
+            let over = self.smoke_over(r, new, name)?;
             let (client, server) = tokio::io::duplex(64 * 1024);
             let peer = SocketAddr::from(([127, 0, 0, 1], 0));
-            let (proto, config) = match &tls {
-                Ok(Some((config, _))) => ("https", Some(config.clone())),
-                Ok(None) => ("http", None),
-                Err(()) => ("https", None),
+            let (proto, config) = match &over {
+                Over::Tls { config, .. } => ("https", Some(config.clone())),
+                Over::Http => ("http", None),
+                Over::HttpsWithoutTls => ("https", None),
             };
             let serving = tokio::spawn(preview.clone().serve_stream(server, peer, proto, config));
             let probe = async {
-                match &tls {
-                    Ok(Some((_, leaf))) => {
+                match &over {
+                    Over::Tls { leaf, .. } => {
                         https_status(client, leaf.clone(), name, &check.path).await
                     }
                     _ => supervisor::http_status_on(client, name, &check.path).await,
                 }
             };
+            let said = over.said();
             let answer = tokio::time::timeout(SMOKE_TIMEOUT, probe).await;
             serving.abort();
             let problem = match answer {
                 Ok(Ok(status)) if status == check.status => {
                     r.progress.phase(
                         Phase::Smoke,
-                        format!("GET {} (Host: {name}{over}) answered {status}", check.path),
+                        format!("GET {} (Host: {name}{said}) answered {status}", check.path),
                     );
                     continue;
                 }
@@ -111,7 +107,7 @@ impl Core {
             return Err(Failure::new(
                 Gate::Smoke,
                 format!(
-                    "smoke check: GET {} (Host: {name}{over}) on {} {}, before the switch: {problem}{chosen}",
+                    "smoke check: GET {} (Host: {name}{said}) on {} {}, before the switch: {problem}{chosen}",
                     check.path, r.app, r.release
                 ),
             )
@@ -121,18 +117,12 @@ impl Core {
         Ok(())
     }
 
-    /// TLS for a smoke check to `host`: `Ok(None)` when the app is plain HTTP here, the server
-    /// config and the certificate berth serves for `host` when it has one, `Err` when an HTTPS
-    /// app has no certificate for it yet (an ACME order for a new name).
-    #[allow(clippy::type_complexity)]
-    fn smoke_tls(
-        &self,
-        r: &Rollout<'_>,
-        new: &Release,
-        host: &str,
-    ) -> Result<Option<(Arc<tls::rustls::ServerConfig>, CertificateDer<'static>)>, ()> {
+    /// How a smoke check to `host` goes: plain HTTP when the app is not HTTPS here, TLS with
+    /// the certificate berth serves for `host`, or HTTPS without TLS when an HTTPS app has no
+    /// certificate for it yet (an ACME order for a new name).
+    fn smoke_over(&self, r: &Rollout<'_>, new: &Release, host: &str) -> Result<Over, Failure> {
         if self.addrs.https.is_none() || r.spec.tls.is_none() {
-            return Ok(None);
+            return Ok(Over::Http);
         }
         let leaf = match self.certs.store.lookup(host) {
             Some(leaf) => leaf,
@@ -141,11 +131,23 @@ impl Core {
                 // self-signed certificates are there at once; an ACME order is not). The next
                 // route table, switched or not, hands it the serving set again.
                 self.sync_certs_with(&r.app, new);
-                self.certs.store.lookup(host).ok_or(())?
+                match self.certs.store.lookup(host) {
+                    Some(leaf) => leaf,
+                    None => return Ok(Over::HttpsWithoutTls),
+                }
             }
         };
-        let config = tls::server_config(&self.certs.store).map_err(|_| ())?;
-        Ok(Some((config, leaf.cert[0].clone())))
+        let config = tls::server_config(&self.certs.store).map_err(|e| {
+            Failure::new(
+                Gate::Tls,
+                format!("TLS for the smoke checks of {} {}: {e}", r.app, r.release),
+            )
+            .hint(self.serving(&r.app))
+        })?;
+        Ok(Over::Tls {
+            config,
+            leaf: leaf.cert[0].clone(),
+        })
     }
 
     /// The last log lines of one release of an app, for failure messages.
@@ -168,6 +170,29 @@ impl Core {
     pub(super) fn serving(&self, app: &str) -> String {
         self.with_running(app, |r| format!("release {} keeps serving", r.id))
             .unwrap_or_else(|| "nothing was serving before".to_owned())
+    }
+}
+
+/// How a smoke check reaches the preview of the new release's routes.
+enum Over {
+    Http,
+    /// TLS, as the HTTPS listener would do it; the client pins the certificate berth serves.
+    Tls {
+        config: Arc<tls::rustls::ServerConfig>,
+        leaf: CertificateDer<'static>,
+    },
+    /// An HTTPS app's routes (no redirect), without TLS: no certificate for the name yet.
+    HttpsWithoutTls,
+}
+
+impl Over {
+    /// What the progress line and the failure add after the host.
+    fn said(&self) -> &'static str {
+        match self {
+            Over::Http => "",
+            Over::Tls { .. } => ", HTTPS",
+            Over::HttpsWithoutTls => ", HTTPS without TLS: its certificate is not there yet",
+        }
     }
 }
 
