@@ -129,6 +129,17 @@ impl Server {
     pub fn https(&self) -> Option<SocketAddr> {
         (!self.no_https).then_some(self.https)
     }
+
+    /// The units for a daemon on these listeners (`export systemd` and `install` alike).
+    pub fn systemd(&self, user: Option<String>, binary: String) -> export::systemd::Options {
+        export::systemd::Options {
+            user,
+            binary,
+            http: self.http.to_string(),
+            https: self.https().map(|a| a.to_string()),
+            admin: Some(self.admin.to_string()),
+        }
+    }
 }
 
 /// Where the files go.
@@ -149,16 +160,7 @@ pub fn run(cmd: ExportCommand) -> Result<u8> {
             user,
             binary,
             out,
-        } => {
-            let o = export::systemd::Options {
-                user,
-                binary,
-                http: server.http.to_string(),
-                https: server.https().map(|a| a.to_string()),
-                admin: Some(server.admin.to_string()),
-            };
-            (export::systemd::units(&o), out)
-        }
+        } => (export::systemd::units(&server.systemd(user, binary)), out),
         ExportCommand::Firewall {
             ufw,
             ssh_port,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use export::systemd::{Options, STATE};
+use export::systemd::STATE;
 use supervisor::command::Command;
 
 use crate::{EXIT_FAILED, output};
@@ -108,13 +108,9 @@ impl Step {
 
 pub async fn run(args: InstallArgs) -> Result<u8> {
     let binary = binary(&args)?;
-    let options = Options {
-        user: args.user.clone(),
-        binary: binary.display().to_string(),
-        http: args.server.http.to_string(),
-        https: args.server.https().map(|a| a.to_string()),
-        admin: Some(args.server.admin.to_string()),
-    };
+    let options = args
+        .server
+        .systemd(args.user.clone(), binary.display().to_string());
     if let Some(user) = &args.user
         && (user == "root" || user.is_empty())
     {
