@@ -7,9 +7,10 @@
 
 use std::net::IpAddr;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 
+use crate::field::visible_ascii;
 use crate::forward::X_FORWARDED_FOR;
 
 /// Whether `ip` is in one of `nets`. An IPv4-mapped IPv6 address is taken as the IPv4
@@ -28,14 +29,24 @@ fn trusts(nets: &[IpNet], ip: IpAddr) -> bool {
 /// an address, the last trusted address reached is the client (nothing further can be
 /// believed).
 pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let lines = headers.get_all(&X_FORWARDED_FOR).iter();
+    client_ip_from(peer, lines.map(HeaderValue::as_bytes), trusted)
+}
+
+/// [`client_ip`] with the `X-Forwarded-For` field values given in the order received.
+pub(crate) fn client_ip_from<'a>(
+    peer: IpAddr,
+    xff: impl DoubleEndedIterator<Item = &'a [u8]>,
+    trusted: &[IpNet],
+) -> IpAddr {
     let peer = peer.to_canonical();
     if trusted.is_empty() || !trusts(trusted, peer) {
         return peer;
     }
     let mut client = peer;
     // Several X-Forwarded-For lines form one list, in order.
-    for value in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
-        let Ok(text) = value.to_str() else {
+    for value in xff.rev() {
+        let Some(text) = visible_ascii(value) else {
             return client;
         };
         for entry in text.rsplit(',') {

@@ -67,9 +67,14 @@ impl Encoding {
 /// `identity` whose q is higher than a coding's (then that coding is not wanted). A missing
 /// header means "no preference", which by convention we treat as identity only.
 pub fn accepted_encodings(accept_encoding: Option<&HeaderValue>) -> Vec<Encoding> {
-    let Some(value) = accept_encoding.and_then(|v| v.to_str().ok()) else {
-        return Vec::new();
-    };
+    match accept_encoding.and_then(|v| v.to_str().ok()) {
+        Some(value) => encodings_in(value),
+        None => Vec::new(),
+    }
+}
+
+/// [`accepted_encodings`] of an `Accept-Encoding` value.
+pub(crate) fn encodings_in(value: &str) -> Vec<Encoding> {
     // q in thousandths; None = not mentioned.
     let (mut br, mut gzip, mut star, mut identity) = (None, None, None, None);
     for item in value.split(',') {
@@ -197,48 +202,68 @@ pub fn maybe_compress(
     Response::from_parts(parts, encode_body(encoding, body))
 }
 
+/// What decides whether a response may be compressed, read from its status and headers.
+pub(crate) struct Shape<'a> {
+    pub status: StatusCode,
+    pub content_type: Option<&'a str>,
+    /// It has a `Content-Encoding` already.
+    pub encoded: bool,
+    /// `Cache-Control: no-transform`.
+    pub no_transform: bool,
+    /// The body is empty from the start (a HEAD response, or a bodiless one).
+    pub empty: bool,
+    /// `Content-Length`, else the body's exact length when known.
+    pub length: Option<u64>,
+}
+
+impl Shape<'_> {
+    /// Whether the response may be compressed (and so varies with `Accept-Encoding`).
+    pub fn eligible(&self) -> bool {
+        let status = self.status;
+        if status.is_informational()
+            || matches!(
+                status,
+                StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED | StatusCode::PARTIAL_CONTENT
+            )
+            || self.encoded
+            || self.no_transform
+            || !self.content_type.is_some_and(is_compressible)
+            // The encoder would turn an empty body with a length header into a non-empty
+            // stream, so leave it alone.
+            || self.empty
+        {
+            return false;
+        }
+        // Unknown length (a stream from the upstream) is compressed.
+        self.length.is_none_or(|len| len >= MIN_SIZE)
+    }
+}
+
+/// `Cache-Control` directives include `no-transform`.
+pub(crate) fn is_no_transform(value: &str) -> bool {
+    value
+        .split(',')
+        .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
+}
+
 fn eligible(resp: &Response<Body>) -> bool {
-    let status = resp.status();
-    if status.is_informational()
-        || matches!(
-            status,
-            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED | StatusCode::PARTIAL_CONTENT
-        )
-    {
-        return false;
-    }
     let headers = resp.headers();
-    if headers.contains_key(CONTENT_ENCODING) {
-        return false;
+    Shape {
+        status: resp.status(),
+        content_type: headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+        encoded: headers.contains_key(CONTENT_ENCODING),
+        no_transform: headers
+            .get_all(CACHE_CONTROL)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(is_no_transform)),
+        empty: resp.body().is_end_stream(),
+        length: headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .or_else(|| resp.body().size_hint().exact()),
     }
-    let no_transform = headers.get_all(CACHE_CONTROL).iter().any(|v| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',')
-                .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
-        })
-    });
-    if no_transform {
-        return false;
-    }
-    let compressible = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(is_compressible);
-    if !compressible {
-        return false;
-    }
-    // An empty body with a length header is a HEAD response (or a bodiless one): the encoder
-    // would turn it into a non-empty stream, so leave it alone.
-    if resp.body().is_end_stream() {
-        return false;
-    }
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .or_else(|| resp.body().size_hint().exact());
-    // Unknown length (a stream from the upstream) is compressed.
-    declared.is_none_or(|len| len >= MIN_SIZE)
+    .eligible()
 }
 
 /// Appends `Accept-Encoding` to `Vary` unless it (or `*`) is already there.

@@ -64,6 +64,12 @@ pub struct ProxyConfig {
     /// Bytes of static files (and encodings made from them) kept in memory, across every
     /// static root; beyond it files are read from disk per request.
     pub static_memory: u64,
+    /// Serve the common HTTP/1.1 request (no body, to a service route) on the fast path
+    /// (`fast`); `false` leaves every request to hyper's server, for comparison.
+    pub http1_fast_path: bool,
+    /// Threads serving client connections, each with a runtime of its own and a copy of the
+    /// listener (one per core by default); 0 serves them on the caller's runtime.
+    pub threads: usize,
 }
 
 impl Default for ProxyConfig {
@@ -86,6 +92,8 @@ impl Default for ProxyConfig {
             max_connections_per_ip: 256,
             rate_limit_max_keys: 100_000,
             static_memory: 64 * 1024 * 1024,
+            http1_fast_path: true,
+            threads: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         }
     }
 }

@@ -38,6 +38,10 @@ impl ServeCtx {
     }
 }
 
+/// A closing HTTP/1 connection with no request for this long is closed (on shutdown, its
+/// next response would have said `Connection: close`).
+pub(crate) const CLOSING_IDLE: Duration = Duration::from_secs(1);
+
 /// Closing HTTP/1 connections say `Connection: close` spread over this long, not all at once:
 /// their clients reconnect (to the next daemon, on an upgrade) a few at a time, and no burst of
 /// new connections meets the next daemon and the apps behind it.

@@ -25,6 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::body::BoxError;
+use crate::field::tokens;
 use crate::idle::{IdlePool, Reusable};
 
 /// Largest response head accepted from an instance.
@@ -91,30 +92,51 @@ impl Conn {
         home: Home,
     ) -> Result<Response<ResponseBody>, (Error, bool)> {
         self.encode(method, target, headers);
-        if let Err(err) = self.io.write_all(&self.wbuf).await {
+        let wbuf = std::mem::take(&mut self.wbuf);
+        let sent = self.exchange(&wbuf, *method == Method::HEAD, home).await;
+        let (head, mut body) = sent?;
+        if let Some(conn) = body.conn.as_mut() {
+            conn.wbuf = wbuf;
+        }
+        let headers = head.header_map().map_err(|err| {
+            body.conn = None;
+            (err, false)
+        })?;
+        let mut resp = Response::new(body);
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = Version::HTTP_11;
+        *resp.headers_mut() = headers;
+        Ok(resp)
+    }
+
+    /// Send `request` (a complete request head, no body) and read the response head; the
+    /// body reads the rest and hands the connection `home` at its end. `Err((error, stale))`
+    /// as for [`Conn::round_trip`].
+    pub async fn exchange(
+        mut self,
+        request: &[u8],
+        head_request: bool,
+        home: Home,
+    ) -> Result<(RawHead, ResponseBody), (Error, bool)> {
+        if let Err(err) = self.io.write_all(request).await {
             return Err((Error::Io(err), self.reused));
         }
-        let head = match self.read_head(*method == Method::HEAD).await {
+        let head = match self.read_head(head_request).await {
             Ok(head) => head,
             Err((err, nothing)) => return Err((err, nothing && self.reused)),
         };
-        let mut resp = Response::new(ResponseBody {
-            conn: None,
+        self.reused = true;
+        let mut body = ResponseBody {
+            conn: Some(self),
             framing: head.framing,
             keep_alive: head.keep_alive,
             home: Some(home),
-        });
-        *resp.status_mut() = head.status;
-        *resp.version_mut() = Version::HTTP_11;
-        *resp.headers_mut() = head.headers;
-        self.reused = true;
-        let body = resp.body_mut();
-        body.conn = Some(self);
+        };
         if matches!(body.framing, Framing::Done | Framing::Length(0)) {
             body.framing = Framing::Done;
             body.release();
         }
-        Ok(resp)
+        Ok((head, body))
     }
 
     fn encode(&mut self, method: &Method, target: &str, headers: &HeaderMap) {
@@ -141,7 +163,7 @@ impl Conn {
 
     /// Read until a final (non-1xx) response head is complete. `Err((_, true))` when not one
     /// byte of a response arrived.
-    async fn read_head(&mut self, head_request: bool) -> Result<Head, (Error, bool)> {
+    async fn read_head(&mut self, head_request: bool) -> Result<RawHead, (Error, bool)> {
         let mut got_any = false;
         loop {
             if !self.rbuf.is_empty() {
@@ -201,11 +223,53 @@ pub(crate) struct Home {
     pub max_idle: usize,
 }
 
-struct Head {
-    status: StatusCode,
-    headers: HeaderMap,
+/// A response head as the instance sent it: the bytes, and where each field is in them.
+pub(crate) struct RawHead {
+    bytes: Bytes,
+    pub status: StatusCode,
+    spans: [Span; MAX_HEADERS],
+    count: usize,
     framing: Framing,
     keep_alive: bool,
+}
+
+/// One field of a [`RawHead`]: offset and length of its name and of its value.
+#[derive(Clone, Copy, Default)]
+struct Span {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+impl RawHead {
+    /// Every field (name, value), in the order received.
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans[..self.count].iter().map(|s| {
+            let b = &self.bytes[..];
+            (
+                &b[s.name.0 as usize..(s.name.0 + s.name.1) as usize],
+                &b[s.value.0 as usize..(s.value.0 + s.value.1) as usize],
+            )
+        })
+    }
+
+    fn header_map(&self) -> Result<HeaderMap, Error> {
+        let mut headers = HeaderMap::with_capacity(self.count);
+        for s in &self.spans[..self.count] {
+            let (ns, nl, vs, vl) = (
+                s.name.0 as usize,
+                s.name.1 as usize,
+                s.value.0 as usize,
+                s.value.1 as usize,
+            );
+            let name = HeaderName::from_bytes(&self.bytes[ns..ns + nl])
+                .map_err(|_| Error::Malformed("header name"))?;
+            // Header values are slices of the head's bytes, not copies.
+            let value = HeaderValue::from_maybe_shared(self.bytes.slice(vs..vs + vl))
+                .map_err(|_| Error::Malformed("header value"))?;
+            headers.append(name, value);
+        }
+        Ok(headers)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,7 +292,7 @@ enum Chunk {
 
 /// Parse one response head from the front of `buf` and consume it; `Ok(None)` when more bytes
 /// are needed. Interim (1xx) responses are consumed and skipped.
-fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Error> {
+fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<RawHead>, Error> {
     loop {
         let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut fields);
@@ -250,92 +314,85 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Er
             continue;
         }
         let status = StatusCode::from_u16(code).map_err(|_| Error::Malformed("status code"))?;
-        // Header values are slices of the head's bytes, not copies.
         let base = buf.as_ptr() as usize;
-        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+        let at = |s: &[u8]| {
+            // A head is at most MAX_HEAD bytes, so offsets fit in u32.
+            ((s.as_ptr() as usize - base) as u32, s.len() as u32)
+        };
+        let mut spans = [Span::default(); MAX_HEADERS];
         let count = resp.headers.len();
         for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
-            *span = (
-                h.name.as_ptr() as usize - base,
-                h.name.len(),
-                h.value.as_ptr() as usize - base,
-                h.value.len(),
-            );
+            *span = Span {
+                name: at(h.name.as_bytes()),
+                value: at(h.value),
+            };
         }
-        let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
-        for &(ns, nl, vs, vl) in &spans[..count] {
-            let name = HeaderName::from_bytes(&head[ns..ns + nl])
-                .map_err(|_| Error::Malformed("header name"))?;
-            let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))
-                .map_err(|_| Error::Malformed("header value"))?;
-            headers.append(name, value);
-        }
-        return framing(status, version, headers, head_request).map(Some);
+        let mut head = RawHead {
+            bytes: buf.split_to(len).freeze(),
+            status,
+            spans,
+            count,
+            framing: Framing::Done,
+            keep_alive: false,
+        };
+        (head.framing, head.keep_alive) = framing(&head, version, head_request)?;
+        return Ok(Some(head));
     }
 }
 
-fn framing(
-    status: StatusCode,
-    version: u8,
-    headers: HeaderMap,
-    head_request: bool,
-) -> Result<Head, Error> {
-    let tokens = |name: header::HeaderName| {
-        headers
-            .get_all(name)
-            .into_iter()
-            .flat_map(|v| v.to_str().unwrap_or("").split(','))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-    };
-    let mut keep_alive = if version == 0 {
-        tokens(header::CONNECTION).any(|t| t.eq_ignore_ascii_case("keep-alive"))
-    } else {
-        !tokens(header::CONNECTION).any(|t| t.eq_ignore_ascii_case("close"))
-    };
-    let framing =
-        if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-            Framing::Done
-        } else if headers.contains_key(header::TRANSFER_ENCODING) {
-            if headers.contains_key(header::CONTENT_LENGTH) {
-                // Both framings: the length is ignored, and so is the connection afterwards.
-                keep_alive = false;
+fn framing(head: &RawHead, version: u8, head_request: bool) -> Result<(Framing, bool), Error> {
+    let (mut close, mut keep, mut te, mut chunked_last) = (false, false, false, false);
+    let mut length: Option<Option<u64>> = None;
+    for (name, value) in head.fields() {
+        if name.eq_ignore_ascii_case(b"connection") {
+            for t in tokens(value) {
+                close |= t.eq_ignore_ascii_case("close");
+                keep |= t.eq_ignore_ascii_case("keep-alive");
             }
-            if tokens(header::TRANSFER_ENCODING)
-                .next_back()
-                .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
-                && version == 1
-            {
-                Framing::Chunked(Chunk::Size)
-            } else {
-                keep_alive = false;
-                Framing::UntilClose
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            te = true;
+            if let Some(last) = tokens(value).next_back() {
+                chunked_last = last.eq_ignore_ascii_case("chunked");
             }
-        } else if headers.contains_key(header::CONTENT_LENGTH) {
-            let mut length = None;
-            for t in tokens(header::CONTENT_LENGTH) {
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let mut seen = length.flatten();
+            for t in tokens(value) {
                 let n = t
                     .parse::<u64>()
                     .ok()
                     .filter(|_| t.bytes().all(|b| b.is_ascii_digit()))
                     .ok_or(Error::Malformed("content-length"))?;
-                if length.is_some_and(|l| l != n) {
+                if seen.is_some_and(|l| l != n) {
                     return Err(Error::Malformed("conflicting content-length"));
                 }
-                length = Some(n);
+                seen = Some(n);
             }
+            length = Some(seen);
+        }
+    }
+    let mut keep_alive = if version == 0 { keep } else { !close };
+    let status = head.status;
+    let framing =
+        if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            Framing::Done
+        } else if te {
+            if length.is_some() {
+                // Both framings: the length is ignored, and so is the connection afterwards.
+                keep_alive = false;
+            }
+            if chunked_last && version == 1 {
+                Framing::Chunked(Chunk::Size)
+            } else {
+                keep_alive = false;
+                Framing::UntilClose
+            }
+        } else if let Some(length) = length {
             Framing::Length(length.ok_or(Error::Malformed("content-length"))?)
         } else {
             keep_alive = false;
             Framing::UntilClose
         };
-    Ok(Head {
-        status,
-        headers,
-        framing,
-        keep_alive,
-    })
+    Ok((framing, keep_alive))
 }
 
 /// A response body read from the upstream connection by whoever polls it.
@@ -359,7 +416,18 @@ impl ResponseBody {
         }
     }
 
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
+    /// The body's length when it is known before it is read (`Content-Length`, or none at all).
+    pub fn known_length(&self) -> Option<u64> {
+        match self.framing {
+            _ if self.conn.is_none() => Some(0),
+            Framing::Length(n) => Some(n),
+            Framing::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// The next piece of the body; `None` at its end.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
         loop {
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
@@ -518,7 +586,7 @@ impl HttpBody for ResponseBody {
 mod tests {
     use super::*;
 
-    fn parse(text: &str, head_request: bool) -> Result<Option<(Head, usize)>, Error> {
+    fn parse(text: &str, head_request: bool) -> Result<Option<(RawHead, usize)>, Error> {
         let mut buf = BytesMut::from(text);
         parse_head(&mut buf, head_request).map(|h| h.map(|h| (h, buf.len())))
     }
@@ -534,7 +602,11 @@ mod tests {
         assert_eq!(h.status, 200);
         assert_eq!(h.framing, Framing::Length(5));
         assert!(h.keep_alive);
-        assert_eq!(h.headers["x-a"], "b");
+        assert_eq!(h.header_map().unwrap()["x-a"], "b");
+        assert_eq!(
+            h.fields().collect::<Vec<_>>(),
+            [(&b"Content-Length"[..], &b"5"[..]), (b"X-A", b"b")]
+        );
         assert_eq!(rest, 5);
 
         let (h, _) = parse(

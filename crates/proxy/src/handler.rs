@@ -173,11 +173,15 @@ impl Proxy {
 
     /// Whether the HTTPS listener has a certificate for the request's host.
     fn has_certificate(&self, host: Option<&HeaderValue>) -> bool {
+        self.has_certificate_for(host.and_then(|h| h.to_str().ok()))
+    }
+
+    /// [`Proxy::has_certificate`] for a host as text.
+    pub(crate) fn has_certificate_for(&self, host: Option<&str>) -> bool {
         let Some(store) = &self.config.certs else {
             return false;
         };
-        host.and_then(|h| h.to_str().ok())
-            .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        host.and_then(|h| h.parse::<http::uri::Authority>().ok())
             .is_some_and(|a| store.lookup(a.host()).is_some())
     }
 

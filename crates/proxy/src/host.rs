@@ -48,7 +48,7 @@ pub(crate) fn request_host<B>(req: &Request<B>) -> Result<Option<HeaderValue>, P
 }
 
 /// `uri-host [":" port]` with a bracketed IPv6 address or a DNS-style name as the host.
-fn valid(value: &[u8]) -> bool {
+pub(crate) fn valid(value: &[u8]) -> bool {
     let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
         let Some(end) = rest.iter().position(|&b| b == b']') else {
             return false;

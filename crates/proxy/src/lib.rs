@@ -7,8 +7,11 @@
 //! instance that left the table has finished its last request and WebSocket.
 //!
 //! Module map, from the top down (a module imports only modules below it):
-//! - `server`: listeners, the per-address limit, TLS, serving a connection (HTTP/1.1, h2c,
-//!   ALPN h2), graceful shutdown.
+//! - `server`: listeners (one serving thread per core, each with its own runtime), the
+//!   per-address limit, TLS, serving a connection (HTTP/1.1, h2c, ALPN h2), graceful shutdown.
+//! - `fast`: the HTTP/1.1 fast path every connection starts on (the common request read,
+//!   forwarded and answered as bytes); it hands the connection to hyper when a request needs
+//!   more.
 //! - `handler`: one request: route, redirect, rate limit, answer; the response goes out in a
 //!   `record::Tracked` body.
 //! - `relay`: one request to an instance (inline client or hyper's, one retry on another
@@ -28,7 +31,8 @@
 //!   off-hot-path access log.
 //! - `files`: static files (ETag/304, Range, precompressed siblings, SPA fallback, no escapes);
 //!   `compress`: streaming gzip/brotli of responses the client accepts.
-//! - `host`: the host a request is for (one valid `Host`, `:authority`), or a 400.
+//! - `host`: the host a request is for (one valid `Host`, `:authority`), or a 400; `field`:
+//!   header values read as raw bytes the way `HeaderValue` reads them.
 //! - `forward`: hop-by-hop stripping, then berth's own headers toward the instance (`Host`,
 //!   `X-Forwarded-*`, `Forwarded`, `X-Real-IP`, `X-Request-Id`); request ids.
 //! - `error`: the typed responses berth itself generates (`x-berth-error`).
@@ -50,6 +54,8 @@ pub mod compress;
 mod config;
 mod conn;
 mod error;
+mod fast;
+mod field;
 pub mod files;
 mod forward;
 mod h1;

@@ -194,7 +194,7 @@ impl Proxy {
         .await?;
         let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
         let home = || h1::Home {
-            pool: up.inline.clone(),
+            pool: up.inline().clone(),
             max_idle: cfg.upstream_max_idle,
         };
         let trip = |conn: h1::Conn| {
@@ -269,11 +269,11 @@ impl Proxy {
     }
 
     /// An idle connection of the inline client to `up`, or a new one.
-    async fn checkout_inline(
+    pub(crate) async fn checkout_inline(
         &self,
         up: &Arc<Upstream>,
     ) -> std::result::Result<h1::Conn, ConnectError> {
-        match up.inline.take(self.config.upstream_idle_timeout) {
+        match up.inline().take(self.config.upstream_idle_timeout) {
             Some(conn) => Ok(conn),
             None => Ok(h1::Conn::new(up.dial(self.config.connect_timeout).await?)),
         }
@@ -353,7 +353,7 @@ impl Proxy {
 
 /// A connection (`connect`: of either client) to `first`, or, for an idempotent request
 /// whose connect failed, to another instance of the pool; `record` follows the instance used.
-async fn connect_any<'a, C, F>(
+pub(crate) async fn connect_any<'a, C, F>(
     pool: &'a Group,
     first: &'a Arc<Upstream>,
     idempotent: bool,

@@ -10,19 +10,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
-use crate::conn::{ConnShared, ServeCtx};
+use crate::conn::{CLOSING_IDLE, ConnShared, ServeCtx};
+use crate::fast::{Outcome, Rewind};
 use crate::proxy::Proxy;
 use crate::record::Tracked;
-
-/// A closing HTTP/1 connection with no request for this long is closed (on shutdown, its
-/// next response would have said `Connection: close`).
-const CLOSING_IDLE: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 struct Service {
@@ -81,11 +79,14 @@ impl Proxy {
     {
         let ctx = Arc::new(ServeCtx::new());
         match tls {
-            None => self.serve_connection(io, peer, proto, ctx).await,
+            None => self.serve_connection(io, peer, proto, false, ctx).await,
             Some(config) => {
                 let accept = tokio_rustls::TlsAcceptor::from(config).accept(io);
                 match tokio::time::timeout(self.config.header_read_timeout, accept).await {
-                    Ok(Ok(tls)) => self.serve_connection(tls, peer, "https", ctx).await,
+                    Ok(Ok(tls)) => {
+                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                        self.serve_connection(tls, peer, "https", h2, ctx).await
+                    }
                     Ok(Err(err)) => {
                         tracing::debug!(%peer, error = %err, "preview TLS handshake failed")
                     }
@@ -103,28 +104,22 @@ impl Proxy {
     ) -> io::Result<()> {
         let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        tracing::info!(%addr, scheme, version = env!("CARGO_PKG_VERSION"), "proxy listening");
+        let threads = self.config.threads;
+        tracing::info!(%addr, scheme, threads, version = env!("CARGO_PKG_VERSION"), "proxy listening");
         let ctx = Arc::new(ServeCtx::new());
-        tokio::pin!(shutdown);
-        loop {
+        let mut workers = Vec::new();
+        if threads == 0 {
+            let accepting = self.clone().accept(listener, tls, ctx.clone());
             tokio::select! {
                 biased;
-                () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        let proxy = self.clone();
-                        ctx.tracker.spawn(proxy.connection(stream, peer, tls.clone(), ctx.clone()));
-                    }
-                    Err(err) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(%addr, error = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
+                () = shutdown => {}
+                () = accepting => {}
             }
+        } else {
+            // Every serving thread accepts on its own copy of the listener.
+            workers = self.clone().start_threads(listener, tls, ctx.clone())?;
+            shutdown.await;
         }
-        drop(listener);
         tracing::info!(%addr, "proxy stopping: draining connections");
         ctx.stop();
         ctx.tracker.close();
@@ -136,8 +131,87 @@ impl Proxy {
             ctx.cut.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(5), ctx.tracker.wait()).await;
         }
+        // Whatever the threads' runtimes still run (an upstream connection's task) ends with them.
+        ctx.cut.cancel();
+        for done in workers {
+            let _ = done.await;
+        }
         tracing::info!(%addr, "proxy stopped");
         Ok(())
+    }
+
+    /// `config.threads` threads, each with a runtime of its own that accepts on a copy of
+    /// `listener` and serves the connections it accepted, until `ctx` stops. Each resolves
+    /// its receiver when its runtime has ended.
+    fn start_threads(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        ctx: Arc<ServeCtx>,
+    ) -> io::Result<Vec<tokio::sync::oneshot::Receiver<()>>> {
+        let listener = listener.into_std()?;
+        let mut done = Vec::with_capacity(self.config.threads);
+        for n in 1..=self.config.threads {
+            let copy = listener.try_clone()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (proxy, tls, ctx) = (self.clone(), tls.clone(), ctx.clone());
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name(format!("berth-proxy-{n}"))
+                .spawn(move || {
+                    crate::upstream::set_thread_slot(n);
+                    runtime.block_on(async move {
+                        match TcpListener::from_std(copy) {
+                            Ok(listener) => {
+                                let accepting = proxy.accept(listener, tls, ctx.clone());
+                                tokio::select! {
+                                    () = ctx.shutdown.cancelled() => {}
+                                    () = accepting => {}
+                                }
+                            }
+                            Err(err) => tracing::error!(error = %err, "proxy thread cannot listen"),
+                        }
+                        // This thread's connections finish (or are cut) before its runtime ends.
+                        tokio::select! {
+                            () = ctx.tracker.wait() => {}
+                            () = async {
+                                ctx.cut.cancelled().await;
+                                tokio::time::sleep(Duration::from_secs(5)).await;
+                            } => {}
+                        }
+                    });
+                    let _ = tx.send(());
+                })?;
+            done.push(rx);
+        }
+        Ok(done)
+    }
+
+    /// Accept connections on `listener` and serve each in a task of its own (until the
+    /// caller stops polling this).
+    async fn accept(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        ctx: Arc<ServeCtx>,
+    ) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let proxy = self.clone();
+                    ctx.tracker
+                        .spawn(proxy.connection(stream, peer, tls.clone(), ctx.clone()));
+                }
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
     }
 
     /// One accepted connection: within the per-IP limit (checked before any TLS work), then
@@ -158,7 +232,7 @@ impl Proxy {
         match tls {
             None => {
                 self.clone()
-                    .serve_connection(stream, peer, "http", serve)
+                    .serve_connection(stream, peer, "http", false, serve)
                     .await
             }
             Some(acceptor) => {
@@ -204,16 +278,20 @@ impl Proxy {
             let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
             return;
         }
-        self.serve_connection(tls, peer, "https", serve).await;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        self.serve_connection(tls, peer, "https", h2, serve).await;
     }
 
     /// Serve one client connection (HTTP/1.1, or HTTP/2 by prior knowledge or ALPN) over any
-    /// byte stream; the TLS listener calls this with the TLS stream and `proto = "https"`.
+    /// byte stream; the TLS listener calls this with the TLS stream and `proto = "https"`
+    /// (`h2`: ALPN chose HTTP/2). HTTP/1.1 starts on the fast path (`fast`), which hands the
+    /// connection to hyper's server when a request needs it.
     pub(crate) async fn serve_connection<I>(
         self: Arc<Self>,
-        io: I,
+        mut io: I,
         peer: SocketAddr,
         proto: &'static str,
+        h2: bool,
         serve: Arc<ServeCtx>,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -222,6 +300,18 @@ impl Proxy {
         g.connections.fetch_add(1, Relaxed);
         g.connections_total.fetch_add(1, Relaxed);
         let shared = Arc::new(ConnShared::new(peer.ip(), proto, serve.clone()));
+        let read = if self.config.http1_fast_path && !h2 {
+            match self.serve_fast(&mut io, &shared).await {
+                Outcome::Done => {
+                    g.connections.fetch_sub(1, Relaxed);
+                    return;
+                }
+                Outcome::HandOver(read) => read,
+            }
+        } else {
+            BytesMut::new()
+        };
+        let io = Rewind::new(read, io);
         let service = Service {
             proxy: self.clone(),
             conn: shared.clone(),

@@ -167,6 +167,19 @@ impl Group {
 }
 
 /// One instance of a service, e.g. `shop/web.0@r7` on `127.0.0.1:41234`.
+/// Pools of inline connections per upstream: serving threads share them beyond this many.
+const THREAD_SLOTS: usize = 8;
+
+thread_local! {
+    /// The serving thread this is (0: not one of the proxy's own threads).
+    static THREAD_SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Called once by each of the proxy's serving threads, numbered from 1.
+pub(crate) fn set_thread_slot(n: usize) {
+    THREAD_SLOT.set(n);
+}
+
 pub struct Upstream {
     pub id: String,
     pub addr: SocketAddr,
@@ -178,9 +191,10 @@ pub struct Upstream {
     server_errors: AtomicU64,
     /// Idle connections of hyper's client, for requests with a body.
     pub(crate) idle: IdlePool<http1::SendRequest<Body>>,
-    /// Idle connections of the inline client (`h1`), for requests without a body; shared
-    /// with the response bodies that hand their connection back.
-    pub(crate) inline: Arc<IdlePool<h1::Conn>>,
+    /// Idle connections of the inline client (`h1`), for requests without a body, one pool
+    /// per serving thread ([`Upstream::inline`]); shared with the response bodies that hand
+    /// their connection back.
+    inline: [Arc<IdlePool<h1::Conn>>; THREAD_SLOTS],
     draining: AtomicBool,
     settled: Notify,
     /// Cancelled when a drain's grace runs out: open WebSockets to this instance close.
@@ -233,11 +247,18 @@ impl Upstream {
             answered: AtomicU64::new(0),
             server_errors: AtomicU64::new(0),
             idle: IdlePool::default(),
-            inline: Arc::default(),
+            inline: Default::default(),
             draining: AtomicBool::new(false),
             settled: Notify::new(),
             cut: CancellationToken::new(),
         })
+    }
+
+    /// This thread's idle connections of the inline client. A connection is registered with
+    /// the reactor of the thread that opened it (each serving thread runs its own runtime), so
+    /// it is reused on that thread, where its readiness is seen at once.
+    pub(crate) fn inline(&self) -> &Arc<IdlePool<h1::Conn>> {
+        &self.inline[THREAD_SLOT.get() % THREAD_SLOTS]
     }
 
     /// Requests to this instance whose response has not finished yet.
@@ -268,7 +289,9 @@ impl Upstream {
 
     fn clear_idle(&self) {
         self.idle.clear();
-        self.inline.clear();
+        for pool in &self.inline {
+            pool.clear();
+        }
     }
 
     /// Open a TCP connection (no HTTP yet).

@@ -1,0 +1,486 @@
+//! The HTTP/1.1 fast path: the common request (a head, no body, to a service route) read,
+//! forwarded and answered as bytes, in the connection's own task, without hyper's server.
+//!
+//! A connection starts here. Each request head is parsed with `httparse` into spans of one
+//! reused read buffer ([`request`]), routed on `&str` host and path, written toward the
+//! instance straight into a buffer, and sent on the inline client (`h1`); the response head
+//! comes back as spans too and goes to the client with the route's headers added
+//! ([`response`]), in one write with the first body bytes.
+//!
+//! Everything else goes to hyper, for the rest of the connection: a request with a body, an
+//! upgrade (WebSocket), `Expect`, HTTP/1.0, h2c, a client that accepts compression, a static
+//! route, a redirect, maintenance, an ACME challenge, no route, or any head the fast path does
+//! not take as it stands (hyper then answers 400, 431... exactly as before). The hand-over
+//! happens before a byte of the answer is written: hyper reads the connection through a
+//! [`Rewind`] that first replays what the fast path had read.
+//!
+//! Per request there is no task, no channel and no timer: the connection's one deadline
+//! (idle, head read, closing) is re-armed only when it fires, and shutdown and cut are watched
+//! at the cost of an atomic load.
+
+mod request;
+mod response;
+mod rewind;
+
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Method};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use crate::clientip::client_ip_from;
+use crate::conn::{CLOSING_IDLE, ConnShared};
+use crate::error::ProxyError;
+use crate::forward::Forwarding;
+use crate::h1;
+use crate::proxy::Proxy;
+use crate::ratelimit::retry_after_secs;
+use crate::record::Record;
+use crate::relay::connect_any;
+use crate::table::{Entry, Target};
+use crate::upstream::{InflightGuard, Pool};
+
+pub(crate) use rewind::Rewind;
+
+use request::{Head, Parsed};
+use response::Extra;
+
+/// Free space ensured in the read buffer before each read.
+const READ_SPACE: usize = 4 * 1024;
+/// Body bytes gathered behind the response head before the first write.
+const FIRST_WRITE: usize = 64 * 1024;
+
+/// How a connection left the fast path.
+pub(crate) enum Outcome {
+    /// It is finished (closed by either side, timed out, or cut).
+    Done,
+    /// hyper serves the rest, starting with these bytes already read.
+    HandOver(BytesMut),
+}
+
+/// What one request on the fast path came to.
+enum Answered {
+    KeepAlive,
+    Close,
+    /// Not the fast path's: hyper answers it (the head's bytes go back in front of the rest).
+    HandOver(Bytes),
+}
+
+/// A cancellation watched for an atomic load per poll: the token's future is polled once,
+/// which registers the task's waker; a cancel wakes the task and `is_cancelled` tells.
+struct Watch {
+    token: CancellationToken,
+    wait: Pin<Box<WaitForCancellationFutureOwned>>,
+    registered: bool,
+}
+
+impl Watch {
+    fn new(token: &CancellationToken) -> Watch {
+        Watch {
+            token: token.clone(),
+            wait: Box::pin(token.clone().cancelled_owned()),
+            registered: false,
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.registered {
+            self.registered = true;
+            return self.wait.as_mut().poll(cx).is_ready();
+        }
+        self.token.is_cancelled()
+    }
+}
+
+/// The connection's one deadline while it waits for a request head: `limit` after the last
+/// response (after the connection opened, for the first), [`CLOSING_IDLE`] once the
+/// listener is shutting down.
+struct Clock {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    limit: Duration,
+    since: Instant,
+    shutdown: Watch,
+    closing: bool,
+}
+
+impl Clock {
+    /// Whether the wait is over (polled only when no byte is there to read).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.closing && self.shutdown.poll(cx) {
+            self.closing = true;
+            self.limit = self.limit.min(CLOSING_IDLE);
+            self.sleep.as_mut().reset((self.since + self.limit).into());
+        }
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            let due = self.since + self.limit;
+            if Instant::now() >= due {
+                return true;
+            }
+            // Armed for an earlier request: re-armed for this one.
+            self.sleep.as_mut().reset(due.into());
+        }
+        false
+    }
+}
+
+/// The bytes a connection carries between requests.
+struct Bufs {
+    read: BytesMut,
+    write: Vec<u8>,
+    /// The request head toward the instance.
+    up: Vec<u8>,
+}
+
+impl Proxy {
+    /// Serve `io` on the fast path until it ends or a request needs hyper.
+    pub(crate) async fn serve_fast<I>(&self, io: &mut I, conn: &Arc<ConnShared>) -> Outcome
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut cut = Watch::new(&conn.serve.cut);
+        let mut serve = std::pin::pin!(self.serve_requests(io, conn));
+        poll_fn(|cx| {
+            if cut.poll(cx) {
+                return Poll::Ready(Outcome::Done);
+            }
+            serve.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    async fn serve_requests<I>(&self, io: &mut I, conn: &Arc<ConnShared>) -> Outcome
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        let limit = self
+            .config
+            .header_read_timeout
+            .min(self.config.idle_timeout);
+        let since = Instant::now();
+        let mut clock = Clock {
+            sleep: Box::pin(tokio::time::sleep_until((since + limit).into())),
+            limit,
+            since,
+            shutdown: Watch::new(&conn.serve.shutdown),
+            closing: false,
+        };
+        let mut bufs = Bufs {
+            read: BytesMut::with_capacity(READ_SPACE),
+            write: Vec::with_capacity(4096),
+            up: Vec::with_capacity(1024),
+        };
+        loop {
+            let head = loop {
+                if !bufs.read.is_empty() {
+                    match request::parse(&mut bufs.read, self.config.max_header_bytes) {
+                        Parsed::Head(head) => break head,
+                        Parsed::Other => return Outcome::HandOver(bufs.read),
+                        Parsed::Partial => {}
+                    }
+                }
+                bufs.read.reserve(READ_SPACE);
+                let read = poll_fn(|cx| {
+                    match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut bufs.read) {
+                        Poll::Ready(res) => Poll::Ready(Some(res)),
+                        Poll::Pending if clock.expired(cx) => Poll::Ready(None),
+                        Poll::Pending => Poll::Pending,
+                    }
+                })
+                .await;
+                match read {
+                    Some(Ok(n)) if n > 0 => {}
+                    // Closed, failed, or silent past the deadline: nothing to answer.
+                    _ => return Outcome::Done,
+                }
+            };
+            match self.answer(io, head, conn, &mut bufs).await {
+                Answered::KeepAlive => clock.since = Instant::now(),
+                Answered::Close => {
+                    rewind::linger(io).await;
+                    return Outcome::Done;
+                }
+                Answered::HandOver(head) => {
+                    let mut read = BytesMut::from(&head[..]);
+                    read.extend_from_slice(&bufs.read);
+                    return Outcome::HandOver(read);
+                }
+            }
+        }
+    }
+
+    /// One request: handed over when hyper's path must answer it, else forwarded and its
+    /// answer written.
+    async fn answer<I>(
+        &self,
+        io: &mut I,
+        head: Head,
+        conn: &Arc<ConnShared>,
+        bufs: &mut Bufs,
+    ) -> Answered
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        let table = self.table();
+        let on_http = conn.proto == "http";
+        let path = head.path();
+        let Some(entry) = table.lookup(head.host(), path) else {
+            return Answered::HandOver(head.into_bytes());
+        };
+        let route = &entry.route;
+        let Target::Service(pool) = &route.target else {
+            return Answered::HandOver(head.into_bytes());
+        };
+        if route.maintenance.is_some()
+            || (on_http && tls::Http01Challenges::is_challenge_path(path))
+            || (on_http
+                && route.https_redirect
+                && self.config.https_port.is_some()
+                && self.has_certificate_for(head.host()))
+        {
+            return Answered::HandOver(head.into_bytes());
+        }
+
+        conn.request_started();
+        self.metrics.global.inflight.fetch_add(1, Relaxed);
+        let request_id = head.request_id().unwrap_or_else(|| self.ids.next());
+        let mut record = Record {
+            global: self.metrics.global.clone(),
+            access_log: self.access_log.clone(),
+            conn: conn.clone(),
+            start: Instant::now(),
+            time: SystemTime::now(),
+            request_id: request_id.clone(),
+            host: head.host_value(),
+            method: head.method.clone(),
+            uri: head.uri(),
+            status: 0,
+            bytes: 0,
+            metrics: Some(entry.metrics.clone()),
+            route: Some(entry.label.clone()),
+            upstream: None,
+            error: None,
+            pooled: None,
+            max_idle: self.config.upstream_max_idle,
+            clean_end: false,
+        };
+        let client = client_ip_from(
+            conn.client.ip,
+            head.values("x-forwarded-for"),
+            &route.trusted_proxies,
+        );
+        let extra = Extra {
+            policy: Some(&route.headers),
+            https: conn.proto == "https",
+            request_id: &request_id,
+            close: head.close || conn.closing(),
+        };
+        let w = &mut bufs.write;
+        w.clear();
+        if let Some(zone) = &entry.zone
+            && let Err(wait) = zone.check(client)
+        {
+            let err = ProxyError::RateLimited;
+            record.error = Some(err.marker());
+            let mut resp = err.response();
+            resp.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(wait)),
+            );
+            record.status = resp.status().as_u16();
+            response::write_own(w, resp, &extra);
+            return finish(io, w, record, extra.close).await;
+        }
+
+        let target = upstream_target(head.target(), entry.strip_len);
+        let forwarding = Forwarding {
+            peer: &conn.client,
+            client,
+            host: record.host.as_ref(),
+            proto: conn.proto,
+            request_id: &request_id,
+        };
+        head.write_upstream(&mut bufs.up, &target, &forwarding);
+        let sent = self
+            .exchange(pool, entry, client, &head, &bufs.up, &mut record)
+            .await;
+        let (up_head, mut body) = match sent {
+            Ok(got) => got,
+            Err(err) => {
+                record.error = Some(err.marker());
+                let resp = err.response();
+                record.status = resp.status().as_u16();
+                response::write_own(w, resp, &extra);
+                return finish(io, w, record, extra.close).await;
+            }
+        };
+        record.status = up_head.status.as_u16();
+        let known = body.known_length();
+        let chunked = known.is_none();
+        response::write_upstream_head(w, &up_head, known, chunked, &extra);
+        drop(up_head);
+        // The body bytes already here go out with the head, in one write.
+        let mut ended = known == Some(0);
+        while !ended && w.len() < FIRST_WRITE {
+            match poll_fn(|cx| Poll::Ready(body.poll_next(cx))).await {
+                Poll::Ready(Some(Ok(data))) => {
+                    record.bytes += data.len() as u64;
+                    if chunked {
+                        response::chunk(w, &data);
+                    } else {
+                        w.extend_from_slice(&data);
+                    }
+                }
+                Poll::Ready(None) => ended = true,
+                Poll::Ready(Some(Err(_))) => return cut_short(io, w, record).await,
+                Poll::Pending => break,
+            }
+        }
+        if ended {
+            if chunked {
+                w.extend_from_slice(response::LAST_CHUNK);
+            }
+            // Accounted before the client has the whole answer (as on hyper's path).
+            record.clean_end = true;
+            return finish(io, w, record, extra.close).await;
+        }
+        if io.write_all(w).await.is_err() {
+            return Answered::Close;
+        }
+        loop {
+            w.clear();
+            match poll_fn(|cx| body.poll_next(cx)).await {
+                Some(Ok(data)) => {
+                    record.bytes += data.len() as u64;
+                    let sent = if chunked {
+                        response::chunk(w, &data);
+                        io.write_all(w).await
+                    } else {
+                        io.write_all(&data).await
+                    };
+                    if sent.is_err() {
+                        return Answered::Close;
+                    }
+                }
+                None => {
+                    if chunked {
+                        w.extend_from_slice(response::LAST_CHUNK);
+                    }
+                    record.clean_end = true;
+                    return finish(io, w, record, extra.close).await;
+                }
+                Some(Err(_)) => return cut_short(io, w, record).await,
+            }
+        }
+    }
+
+    /// The request on one of the route's instances through the inline client; a connect
+    /// failure of an idempotent request is retried once on another instance, and a reused
+    /// connection the instance had closed, once on a fresh one (as `relay` does).
+    async fn exchange(
+        &self,
+        pool: &Arc<Pool>,
+        entry: &Entry,
+        client: std::net::IpAddr,
+        head: &Head,
+        request: &[u8],
+        record: &mut Record,
+    ) -> Result<(h1::RawHead, h1::ResponseBody), ProxyError> {
+        let cfg = &self.config;
+        let errors = &entry.errors;
+        let idempotent = matches!(
+            head.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
+        );
+        let group = pool.group(client);
+        let first = group.pick(None).ok_or(ProxyError::NoInstances)?;
+        record.upstream = Some(InflightGuard::new(first));
+        let deadline = tokio::time::Instant::now() + cfg.response_timeout;
+        let (conn, up) = connect_any(group, first, idempotent, record, errors, |u| {
+            self.checkout_inline(u)
+        })
+        .await?;
+        let head_request = head.method == Method::HEAD;
+        let trip = |conn: h1::Conn| {
+            let home = h1::Home {
+                pool: up.inline().clone(),
+                max_idle: cfg.upstream_max_idle,
+            };
+            tokio::time::timeout_at(deadline, conn.exchange(request, head_request, home))
+        };
+        let mut res = trip(conn).await;
+        if let Ok(Err((_, true))) = &res
+            && idempotent
+        {
+            let conn = up.dial(cfg.connect_timeout).await.map_err(|e| {
+                errors.connect.fetch_add(1, Relaxed);
+                tracing::warn!(upstream = %up.id, error = %e, "upstream reconnect failed");
+                ProxyError::ConnectFailed
+            })?;
+            res = trip(h1::Conn::new(conn)).await;
+        }
+        match res {
+            Err(_) => {
+                errors.timeout.fetch_add(1, Relaxed);
+                Err(ProxyError::Timeout)
+            }
+            Ok(Ok(got)) => Ok(got),
+            Ok(Err((err, _))) => {
+                errors.protocol.fetch_add(1, Relaxed);
+                tracing::warn!(upstream = %up.id, error = %err, "upstream request failed");
+                Err(ProxyError::BadResponse)
+            }
+        }
+    }
+}
+
+/// Account for the request, then write the last of its answer (all of it, for berth's own).
+async fn finish<I>(io: &mut I, w: &[u8], record: Record, close: bool) -> Answered
+where
+    I: AsyncWrite + Unpin,
+{
+    drop(record);
+    let sent = io.write_all(w).await;
+    if sent.is_err() || close {
+        Answered::Close
+    } else {
+        Answered::KeepAlive
+    }
+}
+
+/// The instance broke off a body: what was gathered goes out, then the connection closes
+/// (the client sees the body end short, as on hyper's path).
+async fn cut_short<I>(io: &mut I, w: &[u8], mut record: Record) -> Answered
+where
+    I: AsyncWrite + Unpin,
+{
+    record.error.get_or_insert("response body cut");
+    let _ = io.write_all(w).await;
+    Answered::Close
+}
+
+/// The target toward the instance: the client's, with the route prefix removed when asked.
+fn upstream_target(target: &str, strip_len: usize) -> std::borrow::Cow<'_, str> {
+    if strip_len == 0 {
+        return target.into();
+    }
+    let rest = target.get(strip_len..).unwrap_or("");
+    if rest.starts_with('/') {
+        rest.into()
+    } else {
+        format!("/{rest}").into()
+    }
+}
+
+#[cfg(test)]
+mod tests;
