@@ -39,11 +39,12 @@ use crate::conn::{CLOSING_IDLE, ConnShared};
 use crate::error::ProxyError;
 use crate::forward::Forwarding;
 use crate::h1;
+use crate::metrics::UpstreamErrors;
 use crate::proxy::Proxy;
 use crate::ratelimit::retry_after_secs;
 use crate::record::Record;
 use crate::relay::connect_any;
-use crate::table::{Entry, Target};
+use crate::table::Target;
 use crate::upstream::{InflightGuard, Pool};
 
 pub(crate) use rewind::Rewind;
@@ -98,9 +99,10 @@ impl Watch {
     }
 }
 
-/// The connection's one deadline while it waits for a request head: `limit` after the last
-/// response (after the connection opened, for the first), [`CLOSING_IDLE`] once the
-/// listener is shutting down.
+/// The connection's one timer: while it waits for a request head, `limit` after the last
+/// response (after the connection opened, for the first), [`CLOSING_IDLE`] once the listener
+/// is shutting down; while it waits for an instance, the response deadline. It is re-armed
+/// only when it fires early or a nearer deadline comes: no timer is inserted per request.
 struct Clock {
     sleep: Pin<Box<tokio::time::Sleep>>,
     limit: Duration,
@@ -110,23 +112,51 @@ struct Clock {
 }
 
 impl Clock {
-    /// Whether the wait is over (polled only when no byte is there to read).
+    /// Whether the wait for a head is over (polled only when no byte is there to read).
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         if !self.closing && self.shutdown.poll(cx) {
             self.closing = true;
             self.limit = self.limit.min(CLOSING_IDLE);
-            self.sleep.as_mut().reset((self.since + self.limit).into());
+        }
+        self.passed(cx, self.since + self.limit)
+    }
+
+    /// Whether `due` has passed; wakes the task when it does.
+    fn passed(&mut self, cx: &mut Context<'_>, due: Instant) -> bool {
+        let due = tokio::time::Instant::from_std(due);
+        if self.sleep.deadline() > due {
+            self.sleep.as_mut().reset(due);
         }
         while self.sleep.as_mut().poll(cx).is_ready() {
-            let due = self.since + self.limit;
-            if Instant::now() >= due {
+            if tokio::time::Instant::now() >= due {
                 return true;
             }
-            // Armed for an earlier request: re-armed for this one.
-            self.sleep.as_mut().reset(due.into());
+            // Armed for an earlier deadline: re-armed for this one.
+            self.sleep.as_mut().reset(due);
         }
         false
     }
+
+    /// `fut`, or `None` once `due` has passed.
+    async fn within<F: Future>(&mut self, due: Instant, fut: F) -> Option<F::Output> {
+        let mut fut = std::pin::pin!(fut);
+        poll_fn(|cx| match fut.as_mut().poll(cx) {
+            Poll::Ready(out) => Poll::Ready(Some(out)),
+            Poll::Pending if self.passed(cx, due) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        })
+        .await
+    }
+}
+
+/// A request on its way to one of a service's instances.
+struct Trip<'a> {
+    pool: &'a Pool,
+    errors: &'a UpstreamErrors,
+    client: std::net::IpAddr,
+    head: &'a Head,
+    /// The request head toward the instance.
+    request: &'a [u8],
 }
 
 /// The bytes a connection carries between requests.
@@ -199,7 +229,7 @@ impl Proxy {
                     _ => return Outcome::Done,
                 }
             };
-            match self.answer(io, head, conn, &mut bufs).await {
+            match self.answer(io, head, conn, &mut bufs, &mut clock).await {
                 Answered::KeepAlive => clock.since = Instant::now(),
                 Answered::Close => {
                     rewind::linger(io).await;
@@ -222,6 +252,7 @@ impl Proxy {
         head: Head,
         conn: &Arc<ConnShared>,
         bufs: &mut Bufs,
+        clock: &mut Clock,
     ) -> Answered
     where
         I: AsyncRead + AsyncWrite + Unpin,
@@ -307,7 +338,17 @@ impl Proxy {
         };
         head.write_upstream(&mut bufs.up, &target, &forwarding);
         let sent = self
-            .exchange(pool, entry, client, &head, &bufs.up, &mut record)
+            .exchange(
+                Trip {
+                    pool,
+                    errors: &entry.errors,
+                    client,
+                    head: &head,
+                    request: &bufs.up,
+                },
+                &mut record,
+                clock,
+            )
             .await;
         let (up_head, mut body) = match sent {
             Ok(got) => got,
@@ -384,15 +425,18 @@ impl Proxy {
     /// connection the instance had closed, once on a fresh one (as `relay` does).
     async fn exchange(
         &self,
-        pool: &Arc<Pool>,
-        entry: &Entry,
-        client: std::net::IpAddr,
-        head: &Head,
-        request: &[u8],
+        trip: Trip<'_>,
         record: &mut Record,
+        clock: &mut Clock,
     ) -> Result<(h1::RawHead, h1::ResponseBody), ProxyError> {
+        let Trip {
+            pool,
+            errors,
+            client,
+            head,
+            request,
+        } = trip;
         let cfg = &self.config;
-        let errors = &entry.errors;
         let idempotent = matches!(
             head.method,
             Method::GET
@@ -405,21 +449,20 @@ impl Proxy {
         let group = pool.group(client);
         let first = group.pick(None).ok_or(ProxyError::NoInstances)?;
         record.upstream = Some(InflightGuard::new(first));
-        let deadline = tokio::time::Instant::now() + cfg.response_timeout;
+        let deadline = Instant::now() + cfg.response_timeout;
         let (conn, up) = connect_any(group, first, idempotent, record, errors, |u| {
             self.checkout_inline(u)
         })
         .await?;
         let head_request = head.method == Method::HEAD;
-        let trip = |conn: h1::Conn| {
-            let home = h1::Home {
-                pool: up.inline().clone(),
-                max_idle: cfg.upstream_max_idle,
-            };
-            tokio::time::timeout_at(deadline, conn.exchange(request, head_request, home))
+        let home = || h1::Home {
+            pool: up.inline().clone(),
+            max_idle: cfg.upstream_max_idle,
         };
-        let mut res = trip(conn).await;
-        if let Ok(Err((_, true))) = &res
+        let mut res = clock
+            .within(deadline, conn.exchange(request, head_request, home()))
+            .await;
+        if let Some(Err((_, true))) = &res
             && idempotent
         {
             let conn = up.dial(cfg.connect_timeout).await.map_err(|e| {
@@ -427,15 +470,18 @@ impl Proxy {
                 tracing::warn!(upstream = %up.id, error = %e, "upstream reconnect failed");
                 ProxyError::ConnectFailed
             })?;
-            res = trip(h1::Conn::new(conn)).await;
+            let conn = h1::Conn::new(conn);
+            res = clock
+                .within(deadline, conn.exchange(request, head_request, home()))
+                .await;
         }
         match res {
-            Err(_) => {
+            None => {
                 errors.timeout.fetch_add(1, Relaxed);
                 Err(ProxyError::Timeout)
             }
-            Ok(Ok(got)) => Ok(got),
-            Ok(Err((err, _))) => {
+            Some(Ok(got)) => Ok(got),
+            Some(Err((err, _))) => {
                 errors.protocol.fetch_add(1, Relaxed);
                 tracing::warn!(upstream = %up.id, error = %err, "upstream request failed");
                 Err(ProxyError::BadResponse)
