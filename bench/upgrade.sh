@@ -11,7 +11,10 @@
 # against the baseline's: what one upgrade costs the slowest client.
 #
 # The app is a small Python HTTP server that berth starts and supervises; nginx proxies to the
-# same instance (its port from `berth status`), with upstream keep-alive like berth's pool.
+# same instance (its port from `berth status`), with upstream keep-alive like berth's pool. It
+# answers in one write with Nagle off (Python's default writes head and body apart, and Nagle
+# with delayed ACKs then holds each answer ~40 ms), so the longest request is the proxy's and
+# the upgrade's, not the app's.
 #
 # Usage: bench/upgrade.sh [SECONDS] [CONNECTIONS]   (defaults 8 32: about 40 seconds)
 # BERTH=path/to/berth skips the build.
@@ -58,6 +61,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 BODY = b"hello from the app\n"
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    wbufsize = 1 << 16
+    disable_nagle_algorithm = True
     def do_GET(self):
         self.send_response(200)
         self.send_header("Content-Length", str(len(BODY)))

@@ -28,8 +28,8 @@ use crate::body::BoxError;
 use crate::field::tokens;
 use crate::idle::{IdlePool, Reusable};
 
-/// Largest response head accepted from an instance.
-const MAX_HEAD: usize = 64 * 1024;
+/// Largest response head accepted from an instance (offsets into it are `u16`s).
+const MAX_HEAD: usize = u16::MAX as usize;
 /// Most header fields in a response head (hyper's client default).
 const MAX_HEADERS: usize = 100;
 /// Free space ensured in the read buffer before each read.
@@ -236,8 +236,8 @@ pub(crate) struct RawHead {
 /// One field of a [`RawHead`]: offset and length of its name and of its value.
 #[derive(Clone, Copy, Default)]
 struct Span {
-    name: (u32, u32),
-    value: (u32, u32),
+    name: (u16, u16),
+    value: (u16, u16),
 }
 
 impl RawHead {
@@ -246,8 +246,8 @@ impl RawHead {
         self.spans[..self.count].iter().map(|s| {
             let b = &self.bytes[..];
             (
-                &b[s.name.0 as usize..(s.name.0 + s.name.1) as usize],
-                &b[s.value.0 as usize..(s.value.0 + s.value.1) as usize],
+                &b[usize::from(s.name.0)..usize::from(s.name.0) + usize::from(s.name.1)],
+                &b[usize::from(s.value.0)..usize::from(s.value.0) + usize::from(s.value.1)],
             )
         })
     }
@@ -256,10 +256,10 @@ impl RawHead {
         let mut headers = HeaderMap::with_capacity(self.count);
         for s in &self.spans[..self.count] {
             let (ns, nl, vs, vl) = (
-                s.name.0 as usize,
-                s.name.1 as usize,
-                s.value.0 as usize,
-                s.value.1 as usize,
+                usize::from(s.name.0),
+                usize::from(s.name.1),
+                usize::from(s.value.0),
+                usize::from(s.value.1),
             );
             let name = HeaderName::from_bytes(&self.bytes[ns..ns + nl])
                 .map_err(|_| Error::Malformed("header name"))?;
@@ -297,7 +297,8 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<RawHead>,
         let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut fields);
         let len = match resp.parse(buf) {
-            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
+            Ok(httparse::Status::Complete(_)) => return Err(Error::Malformed("head too large")),
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => {
                 return Err(Error::Malformed("too many headers"));
@@ -316,8 +317,8 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<RawHead>,
         let status = StatusCode::from_u16(code).map_err(|_| Error::Malformed("status code"))?;
         let base = buf.as_ptr() as usize;
         let at = |s: &[u8]| {
-            // A head is at most MAX_HEAD bytes, so offsets fit in u32.
-            ((s.as_ptr() as usize - base) as u32, s.len() as u32)
+            // A head is at most MAX_HEAD bytes, so offsets fit in u16.
+            ((s.as_ptr() as usize - base) as u16, s.len() as u16)
         };
         let mut spans = [Span::default(); MAX_HEADERS];
         let count = resp.headers.len();

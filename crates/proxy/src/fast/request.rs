@@ -15,14 +15,22 @@ use crate::field::{tokens, visible_ascii};
 use crate::forward::{self, Forwarding};
 use crate::host;
 
-/// Most header fields in a request head on the fast path (hyper's server default).
-const MAX_FIELDS: usize = 100;
+/// Most header fields in a request head on the fast path (hyper takes up to 100).
+const MAX_FIELDS: usize = 64;
 
-/// Where a field is in the head: offsets and lengths of its name and value.
+/// Longest request head on the fast path (offsets into it are `u16`s; hyper takes longer
+/// ones, up to `max_header_bytes`). Heads are moved a few times per request: small spans
+/// keep those copies short.
+const MAX_HEAD: usize = u16::MAX as usize;
+
+/// Offset and length of a piece of the head.
+type Piece = (u16, u16);
+
+/// Where a field is in the head.
 #[derive(Clone, Copy, Default)]
 struct Span {
-    name: (u32, u32),
-    value: (u32, u32),
+    name: Piece,
+    value: Piece,
 }
 
 /// A request head the fast path answers.
@@ -30,11 +38,11 @@ pub(crate) struct Head {
     /// The head as received.
     bytes: Bytes,
     pub method: Method,
-    target: (u32, u32),
+    target: Piece,
     spans: [Span; MAX_FIELDS],
     count: usize,
     /// The `Host` value (`None`: empty, the `*` routes).
-    host: Option<(u32, u32)>,
+    host: Option<Piece>,
     /// The client said `Connection: close`.
     pub close: bool,
 }
@@ -54,6 +62,7 @@ pub(crate) enum Parsed {
 
 /// Parse a request head from the front of `buf`; a [`Parsed::Head`] has been taken out of it.
 pub(crate) fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
+    let max_head = max_head.min(MAX_HEAD);
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut req = httparse::Request::new(&mut fields);
     let len = match req.parse(buf) {
@@ -75,8 +84,8 @@ pub(crate) fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
         return Parsed::Other;
     }
     let base = buf.as_ptr() as usize;
-    // A head is at most `max_head` bytes (far below 4 GiB), so offsets fit in u32.
-    let at = |s: &[u8]| ((s.as_ptr() as usize - base) as u32, s.len() as u32);
+    // A head is at most MAX_HEAD bytes, so offsets fit in u16.
+    let at = |s: &[u8]| ((s.as_ptr() as usize - base) as u16, s.len() as u16);
     let mut spans = [Span::default(); MAX_FIELDS];
     let (mut host, mut hosts, mut close) = (None, 0, false);
     for (span, field) in spans.iter_mut().zip(req.headers.iter()) {
@@ -140,11 +149,11 @@ fn plain_origin_form(target: &[u8]) -> bool {
 }
 
 impl Head {
-    fn slice(&self, (at, len): (u32, u32)) -> &[u8] {
-        &self.bytes[at as usize..(at + len) as usize]
+    fn slice(&self, (at, len): Piece) -> &[u8] {
+        &self.bytes[usize::from(at)..usize::from(at) + usize::from(len)]
     }
 
-    fn text(&self, span: (u32, u32)) -> &str {
+    fn text(&self, span: Piece) -> &str {
         // Checked by `plain_origin_form` and `host::valid`: ASCII.
         std::str::from_utf8(self.slice(span)).unwrap_or("")
     }
@@ -172,14 +181,21 @@ impl Head {
     /// The `Host` value, shared with the head's bytes.
     pub fn host_value(&self) -> Option<HeaderValue> {
         let (at, len) = self.host?;
-        HeaderValue::from_maybe_shared(self.bytes.slice(at as usize..(at + len) as usize)).ok()
+        HeaderValue::from_maybe_shared(
+            self.bytes
+                .slice(usize::from(at)..usize::from(at) + usize::from(len)),
+        )
+        .ok()
     }
 
     /// The target as a `Uri` (for the access log), shared with the head's bytes.
     pub fn uri(&self) -> Uri {
         let (at, len) = self.target;
-        Uri::from_maybe_shared(self.bytes.slice(at as usize..(at + len) as usize))
-            .unwrap_or_else(|_| Uri::from_static("/"))
+        Uri::from_maybe_shared(
+            self.bytes
+                .slice(usize::from(at)..usize::from(at) + usize::from(len)),
+        )
+        .unwrap_or_else(|_| Uri::from_static("/"))
     }
 
     /// Every field (name, value), in the order received.
