@@ -10,13 +10,11 @@
 # timeout; and non-2xx answers). The figure that matters is the longest request with upgrades
 # against the baseline's: what one upgrade costs the slowest client.
 #
-# The app is a small Python HTTP server that berth starts and supervises; nginx proxies to the
-# same instance (its port from `berth status`), with upstream keep-alive like berth's pool. It
-# answers in one write with Nagle off (Python's default writes head and body apart, and Nagle
-# with delayed ACKs then holds each answer ~40 ms), so the longest request is the proxy's and
-# the upgrade's, not the app's.
+# The app is an nginx answering a fixed body, which berth starts and supervises (a Python app's
+# own pauses, ~40 ms from Nagle and the GIL, used to drown the figure); nginx proxies to the same
+# instance (its port from `berth status`), with upstream keep-alive like berth's pool.
 #
-# Usage: bench/upgrade.sh [SECONDS] [CONNECTIONS]   (defaults 8 32: about 40 seconds)
+# Usage: bench/upgrade.sh [SECONDS] [CONNECTIONS]   (defaults 8 32; ROUNDS=3: about 2 minutes)
 # BERTH=path/to/berth skips the build.
 set -euo pipefail
 D=${1:-8} C=${2:-32}
@@ -48,31 +46,32 @@ cat > "$W/app/berth.toml" <<'TOML'
 [app]
 name = "bench"
 [services.web]
-command = "python3 -u web.py"
+command = "./run.sh"
 health = { path = "/health", interval = "1s", timeout = "1s" }
 [[routes]]
 host = "*"
 path = "/"
 service = "web"
 TOML
-cat > "$W/app/web.py" <<'PY'
-import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-BODY = b"hello from the app\n"
-class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    wbufsize = 1 << 16
-    disable_nagle_algorithm = True
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(BODY)))
-        self.end_headers()
-        self.wfile.write(BODY)
-    def log_message(self, *a):
-        pass
-ThreadingHTTPServer.request_queue_size = 1024
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
-PY
+# The app: nginx as a plain HTTP server on $PORT (a fixed 19-byte answer), so its own latency
+# is flat and the longest request is the proxy's and the upgrade's.
+cat > "$W/app/run.sh" <<'SH'
+#!/bin/sh
+d=$(mktemp -d)
+sed "s/@PORT@/$PORT/; s|@DIR@|$d|g" app.conf > "$d/nginx.conf"
+exec nginx -e stderr -c "$d/nginx.conf" -g 'daemon off;'
+SH
+chmod +x "$W/app/run.sh"
+cat > "$W/app/app.conf" <<'CONF'
+worker_processes 1; pid @DIR@/app.pid; error_log stderr;
+events { worker_connections 4096; }
+http {
+  access_log off; keepalive_requests 10000000;
+  client_body_temp_path @DIR@/body; proxy_temp_path @DIR@/proxy; fastcgi_temp_path @DIR@/fcgi;
+  uwsgi_temp_path @DIR@/uwsgi; scgi_temp_path @DIR@/scgi;
+  server { listen 127.0.0.1:@PORT@; location / { return 200 "hello from the app\n"; } }
+}
+CONF
 
 BERTH_PORT=$(free_port) NGX_PORT=$(free_port)
 "$BERTH" serve --http "127.0.0.1:$BERTH_PORT" >"$W/berth.log" 2>&1 &
@@ -123,13 +122,30 @@ run() { # NAME PORT UPGRADE-COMMAND|-
   wait "$wrk_pid"
   read -r req max p99 fail < <(summarize "$out")
   printf '%-28s %10s %10s %10s %9s\n' "$name" "$req" "$max" "$p99" "$fail"
+  echo "$max" >>"$W/$4.longest"
 }
 
+# One run's longest request is one sample of the machine's worst moment (a 2-core box pauses a
+# client for 10-40 ms now and then, upgrade or not): ROUNDS rounds, and the median per row.
 printf '%-28s %10s %10s %10s %9s\n' "server" "requests" "longest" "p99" "failures"
-run "berth (no upgrade)" "$BERTH_PORT" -
-run "berth, 3x berth upgrade" "$BERTH_PORT" "\"$BERTH\" upgrade"
-run "nginx (no reload)" "$NGX_PORT" -
-run "nginx, 3x nginx -s reload" "$NGX_PORT" "nginx -c $W/nginx.conf -s reload"
+for round in $(seq "${ROUNDS:-3}"); do
+  run "berth (no upgrade)" "$BERTH_PORT" - berth-base
+  run "berth, 3x berth upgrade" "$BERTH_PORT" "\"$BERTH\" upgrade" berth-upgrade
+  run "nginx (no reload)" "$NGX_PORT" - nginx-base
+  run "nginx, 3x nginx -s reload" "$NGX_PORT" "nginx -c $W/nginx.conf -s reload" nginx-reload
+done
+echo
+median() { python3 -c '
+import sys
+def ms(v):
+    for unit, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if v.endswith(unit):
+            return float(v[: -len(unit)]) * f
+vals = sorted(ms(l.strip()) for l in open(sys.argv[1]) if l.strip())
+print("%.2fms" % vals[len(vals) // 2])' "$1"; }
+for row in berth-base berth-upgrade nginx-base nginx-reload; do
+  printf 'median longest, %-14s %s\n' "$row:" "$(median "$W/$row.longest")"
+done
 echo
 echo "app instance pid before the upgrades: $APP_PID, after: $(app_pid)"
 grep -h "took over" "$W/berth, 3x berth upgrade.upgrades" 2>/dev/null | sed 's/^/  /' || true
