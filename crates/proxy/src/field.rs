@@ -19,6 +19,14 @@ pub(crate) fn tokens(value: &[u8]) -> impl DoubleEndedIterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
+/// `name: value\r\n` at the end of a head being written.
+pub(crate) fn write(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,15 +89,8 @@ impl Proxy {
             }
             .boxed_unsync()
         };
-        let idempotent = matches!(
-            parts.method,
-            Method::GET
-                | Method::HEAD
-                | Method::OPTIONS
-                | Method::PUT
-                | Method::DELETE
-                | Method::TRACE
-        );
+        // GET, HEAD, OPTIONS, TRACE, PUT, DELETE (RFC 9110 section 9.2.2).
+        let idempotent = parts.method.is_idempotent();
         let errors = &entry.errors;
         let pool = pool.group(client);
         let first = pool.pick(None).ok_or(ProxyError::NoInstances)?;
@@ -207,25 +200,24 @@ impl Proxy {
         if let Ok(Err((_, true))) = &res
             && idempotent
         {
-            // The pooled connection was closed by the instance while idle: nothing was
-            // answered, so the request goes again on a fresh connection.
-            let conn = up.dial(cfg.connect_timeout).await.map_err(|e| {
-                errors.connect.fetch_add(1, Relaxed);
-                tracing::warn!(upstream = %up.id, error = %e, "upstream reconnect failed");
-                ProxyError::ConnectFailed
-            })?;
-            res = trip(h1::Conn::new(conn)).await;
+            res = trip(self.redial(&up, errors).await?).await;
         }
         match res {
-            Err(_) => {
-                errors.timeout.fetch_add(1, Relaxed);
-                Err(ProxyError::Timeout)
-            }
+            Err(_) => Err(inline_failed(&up, errors, None)),
             Ok(Ok(resp)) => Ok(finish_response(resp, false)),
-            Ok(Err((err, _))) => {
-                errors.protocol.fetch_add(1, Relaxed);
-                tracing::warn!(upstream = %up.id, error = %err, "upstream request failed");
-                Err(ProxyError::BadResponse)
+            Ok(Err((err, _))) => Err(inline_failed(&up, errors, Some(err))),
+        }
+    }
+
+    /// A fresh connection to `up` for a request whose pooled connection the instance had
+    /// closed while idle (nothing was answered, so it may go again).
+    pub(crate) async fn redial(&self, up: &Upstream, errors: &UpstreamErrors) -> Result<h1::Conn> {
+        match up.dial(self.config.connect_timeout).await {
+            Ok(conn) => Ok(h1::Conn::new(conn)),
+            Err(e) => {
+                errors.connect.fetch_add(1, Relaxed);
+                tracing::warn!(upstream = %up.id, error = %e, "upstream reconnect failed");
+                Err(ProxyError::ConnectFailed)
             }
         }
     }
@@ -426,6 +418,26 @@ impl HttpBody for Limited {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// What a failed round trip on the inline client means for the client (`None`: no answer
+/// before the response deadline), counted against the instance.
+pub(crate) fn inline_failed(
+    up: &Upstream,
+    errors: &UpstreamErrors,
+    err: Option<h1::Error>,
+) -> ProxyError {
+    match err {
+        None => {
+            errors.timeout.fetch_add(1, Relaxed);
+            ProxyError::Timeout
+        }
+        Some(err) => {
+            errors.protocol.fetch_add(1, Relaxed);
+            tracing::warn!(upstream = %up.id, error = %err, "upstream request failed");
+            ProxyError::BadResponse
+        }
     }
 }
 

@@ -43,7 +43,7 @@ use crate::metrics::UpstreamErrors;
 use crate::proxy::Proxy;
 use crate::ratelimit::retry_after_secs;
 use crate::record::Record;
-use crate::relay::connect_any;
+use crate::relay::{connect_any, inline_failed};
 use crate::table::Target;
 use crate::upstream::{InflightGuard, Pool};
 
@@ -437,15 +437,8 @@ impl Proxy {
             request,
         } = trip;
         let cfg = &self.config;
-        let idempotent = matches!(
-            head.method,
-            Method::GET
-                | Method::HEAD
-                | Method::OPTIONS
-                | Method::PUT
-                | Method::DELETE
-                | Method::TRACE
-        );
+        // GET, HEAD, OPTIONS, TRACE, PUT, DELETE (RFC 9110 section 9.2.2).
+        let idempotent = head.method.is_idempotent();
         let group = pool.group(client);
         let first = group.pick(None).ok_or(ProxyError::NoInstances)?;
         record.upstream = Some(InflightGuard::new(first));
@@ -465,27 +458,15 @@ impl Proxy {
         if let Some(Err((_, true))) = &res
             && idempotent
         {
-            let conn = up.dial(cfg.connect_timeout).await.map_err(|e| {
-                errors.connect.fetch_add(1, Relaxed);
-                tracing::warn!(upstream = %up.id, error = %e, "upstream reconnect failed");
-                ProxyError::ConnectFailed
-            })?;
-            let conn = h1::Conn::new(conn);
+            let conn = self.redial(&up, errors).await?;
             res = clock
                 .within(deadline, conn.exchange(request, head_request, home()))
                 .await;
         }
         match res {
-            None => {
-                errors.timeout.fetch_add(1, Relaxed);
-                Err(ProxyError::Timeout)
-            }
+            None => Err(inline_failed(&up, errors, None)),
             Some(Ok(got)) => Ok(got),
-            Some(Err((err, _))) => {
-                errors.protocol.fetch_add(1, Relaxed);
-                tracing::warn!(upstream = %up.id, error = %err, "upstream request failed");
-                Err(ProxyError::BadResponse)
-            }
+            Some(Err((err, _))) => Err(inline_failed(&up, errors, Some(err))),
         }
     }
 }

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method, Uri};
 
 use crate::compress;
-use crate::field::{tokens, visible_ascii};
+use crate::field::{self, tokens, visible_ascii};
 use crate::forward::{self, Forwarding};
 use crate::host;
 
@@ -285,10 +285,10 @@ impl Head {
             {
                 continue;
             }
-            field(out, name, value);
+            field::write(out, name, value);
         }
         if let Some(host) = fwd.host {
-            field(out, b"host", host.as_bytes());
+            field::write(out, b"host", host.as_bytes());
         }
         let peer = fwd.peer;
         out.extend_from_slice(b"x-forwarded-for: ");
@@ -298,7 +298,7 @@ impl Head {
         }
         out.extend_from_slice(peer.xff.as_bytes());
         out.extend_from_slice(b"\r\n");
-        field(out, b"x-forwarded-proto", fwd.proto.as_bytes());
+        field::write(out, b"x-forwarded-proto", fwd.proto.as_bytes());
         out.extend_from_slice(b"x-real-ip: ");
         if fwd.client == peer.ip {
             out.extend_from_slice(peer.xff.as_bytes());
@@ -306,7 +306,7 @@ impl Head {
             write_ip(out, fwd.client);
         }
         out.extend_from_slice(b"\r\n");
-        field(out, b"x-request-id", fwd.request_id.as_bytes());
+        field::write(out, b"x-request-id", fwd.request_id.as_bytes());
         out.extend_from_slice(b"forwarded: ");
         if let Some(prev) = forwarded.and_then(visible_ascii) {
             out.extend_from_slice(prev.as_bytes());
@@ -323,7 +323,7 @@ impl Head {
         out.extend_from_slice(fwd.proto.as_bytes());
         out.extend_from_slice(b"\r\n");
         if let Some(host) = fwd.host {
-            field(out, b"x-forwarded-host", host.as_bytes());
+            field::write(out, b"x-forwarded-host", host.as_bytes());
         }
         // Methods that normally carry a body say it is empty (as hyper's client does); a
         // request with a `Content-Length` is not on the fast path.
@@ -332,13 +332,6 @@ impl Head {
         }
         out.extend_from_slice(b"\r\n");
     }
-}
-
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {

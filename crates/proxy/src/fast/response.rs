@@ -14,7 +14,7 @@ use http_body_util::BodyExt as _;
 
 use crate::body::Body;
 use crate::compress::{self, Shape};
-use crate::field::{tokens, visible_ascii};
+use crate::field::{self, tokens, visible_ascii};
 use crate::forward::X_REQUEST_ID;
 use crate::h1::RawHead;
 use crate::headers::HeaderPolicy;
@@ -99,12 +99,12 @@ pub(crate) fn write_upstream_head(
         } else if is("vary") {
             varies |= tokens(value).any(|t| t == "*" || t.eq_ignore_ascii_case("accept-encoding"));
         }
-        field(out, name, value);
+        field::write(out, name, value);
     }
     shape.length = shape.length.or(known_length);
     // The representation could be compressed for a client that asks (on hyper's path).
     if !varies && shape.eligible() {
-        field(out, b"vary", b"accept-encoding");
+        field::write(out, b"vary", b"accept-encoding");
     }
     if let Some(policy) = extra.policy
         && head.status.as_u16() >= 200
@@ -114,7 +114,7 @@ pub(crate) fn write_upstream_head(
             let name = e.name.as_str().as_bytes();
             // A forced entry's name was left out above; the app's own one wins otherwise.
             if e.force || !head.fields().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
-                field(out, name, value.as_bytes());
+                field::write(out, name, value.as_bytes());
             }
         }
     }
@@ -147,7 +147,7 @@ pub(crate) fn write_own(out: &mut Vec<u8>, resp: Response<Body>, extra: &Extra<'
         if name == header::SERVER || *name == X_REQUEST_ID {
             continue;
         }
-        field(out, name.as_str().as_bytes(), value.as_bytes());
+        field::write(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if !h.contains_key(header::DATE) {
         date(out);
@@ -162,7 +162,7 @@ fn finish(out: &mut Vec<u8>, extra: &Extra<'_>, chunked: bool) {
     if extra.close {
         out.extend_from_slice(b"connection: close\r\n");
     }
-    field(out, b"x-request-id", extra.request_id.as_bytes());
+    field::write(out, b"x-request-id", extra.request_id.as_bytes());
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
@@ -174,13 +174,6 @@ fn status_line(out: &mut Vec<u8>, status: StatusCode) {
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
