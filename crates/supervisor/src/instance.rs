@@ -398,7 +398,7 @@ async fn run_once(
             inst.set_state(InstanceState::Stopping);
             Some(proc.terminate(spec.stop_timeout).await)
         }
-        Start::Release => return release(inst, proc, readers, instance_cgroup),
+        Start::Release => return release(inst, proc, readers, instance_cgroup).await,
         Start::Exited(exit) => {
             readers.drain().await;
             inst.set_first(Err(inst.failure(StartFailureKind::Exited(exit))));
@@ -445,7 +445,7 @@ async fn run_once(
                     inst.set_state(InstanceState::Stopping);
                     Some(proc.terminate(spec.stop_timeout).await)
                 }
-                Live::Release => return release(inst, proc, readers, instance_cgroup),
+                Live::Release => return release(inst, proc, readers, instance_cgroup).await,
                 Live::Exited(exit) => {
                     proc.kill();
                     Some(exit)

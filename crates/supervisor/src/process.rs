@@ -139,15 +139,15 @@ pub(crate) async fn spawn_attempt(
     Ok((Proc::Spawned(child), ends, plan.cgroup))
 }
 
-/// Leave the attempt's process to the next daemon: readers stopped, nothing signalled, the
-/// cgroup left in place (the process is in it).
-pub(crate) fn release(
+/// Leave the attempt's process to the next daemon: readers stopped at a line boundary, nothing
+/// signalled, the cgroup left in place (the process is in it).
+pub(crate) async fn release(
     inst: &Instance,
     proc: Proc,
     readers: capture::Readers,
     cgroup: Option<cgroup::Cgroup>,
 ) -> crate::instance::Attempt {
-    readers.abort();
+    readers.stop().await;
     let pid = proc.id();
     proc.detach();
     std::mem::forget(cgroup);
