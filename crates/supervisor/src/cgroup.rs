@@ -239,29 +239,75 @@ pub(crate) fn plan(name: &str, limits: Limits) -> Plan {
             Err(e) => failed = Some(format!("cannot create the instance's cgroup: {e}")),
         }
     }
+    let mut plan = report(limits, |controller, file, value| {
+        match (&cgroup, has(controller)) {
+            (Some(c), true) => {
+                c.set(file, &value)
+                    .map_err(|e| format!("write {file}: {e}"))?;
+                if file == "memory.max" {
+                    // Without this the limit only pushes the app into swap.
+                    let _ = c.set("memory.swap.max", "0");
+                }
+                Ok(())
+            }
+            _ => Err(failed.clone().unwrap_or_else(why)),
+        }
+    });
+    plan.cgroup = cgroup;
+    plan
+}
+
+/// The limits a process a previous daemon started runs under, which `plan` gave it then: the
+/// limits of the instance's cgroup when the process is in it, else the rlimits it was started
+/// with (they stay with the process). The cgroup is kept, and removed once the process is gone.
+pub(crate) fn adopted(name: &str, limits: Limits, pid: u32) -> Plan {
+    let cg = cgroups();
+    let dir = cg.parent.as_ref().map(|p| p.join(dir_name(name)));
+    let inside = dir.as_deref().is_some_and(|d| holds(d, pid));
+    let why = || match &cg.why_not {
+        Some(why) => why.clone(),
+        None => "the adopted process is not in its instance's cgroup".to_owned(),
+    };
+    let mut plan = report(limits, |controller, _, _| {
+        if inside && cg.controllers.contains(&controller) {
+            Ok(())
+        } else {
+            Err(why())
+        }
+    });
+    plan.cgroup = dir.filter(|_| inside).map(|dir| Cgroup { dir });
+    plan
+}
+
+/// Whether process `pid` is in the cgroup at `dir` (from `/proc/PID/cgroup`).
+fn holds(dir: &Path, pid: u32) -> bool {
+    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return false;
+    };
+    let Some(path) = text.lines().find_map(|l| l.strip_prefix("0::")) else {
+        return false;
+    };
+    MOUNTS
+        .iter()
+        .filter_map(|m| dir.strip_prefix(m).ok())
+        .any(|rel| Path::new("/").join(rel) == Path::new(path))
+}
+
+/// The report of `limits`, each held by `enforce(controller, file, value)` when it can, else
+/// by the rlimit or by nothing, with the reason it gave.
+fn report(
+    limits: Limits,
+    mut enforce: impl FnMut(&'static str, &str, String) -> Result<(), String>,
+) -> Plan {
     let mut plan = Plan {
         cgroup: None,
         address_space: None,
         processes: None,
         report: Vec::new(),
     };
-    let in_cgroup = |controller: &str, file: &str, value: String| -> Result<(), String> {
-        match (&cgroup, has(controller)) {
-            (Some(c), true) => c
-                .set(file, &value)
-                .map_err(|e| format!("write {file}: {e}")),
-            _ => Err(failed.clone().unwrap_or_else(why)),
-        }
-    };
     if let Some(max) = limits.memory_max {
-        let enforced_by = match in_cgroup("memory", "memory.max", max.to_string()) {
-            Ok(()) => {
-                // Without this the limit only pushes the app into swap.
-                if let Some(c) = &cgroup {
-                    let _ = c.set("memory.swap.max", "0");
-                }
-                Enforcement::Cgroup
-            }
+        let enforced_by = match enforce("memory", "memory.max", max.to_string()) {
+            Ok(()) => Enforcement::Cgroup,
             Err(why) => {
                 plan.address_space = Some(max);
                 Enforcement::Rlimit("RLIMIT_AS (virtual memory, per process)", why)
@@ -276,7 +322,7 @@ pub(crate) fn plan(name: &str, limits: Limits) -> Plan {
     if let Some(share) = limits.cpu_max {
         const PERIOD: u64 = 100_000;
         let quota = ((share * PERIOD as f64).round() as u64).max(1_000);
-        let enforced_by = match in_cgroup("cpu", "cpu.max", format!("{quota} {PERIOD}")) {
+        let enforced_by = match enforce("cpu", "cpu.max", format!("{quota} {PERIOD}")) {
             Ok(()) => Enforcement::Cgroup,
             Err(why) => Enforcement::NotEnforced(why),
         };
@@ -287,7 +333,7 @@ pub(crate) fn plan(name: &str, limits: Limits) -> Plan {
         });
     }
     if let Some(max) = limits.pids_max {
-        let enforced_by = match in_cgroup("pids", "pids.max", max.to_string()) {
+        let enforced_by = match enforce("pids", "pids.max", max.to_string()) {
             Ok(()) => Enforcement::Cgroup,
             Err(why) => {
                 plan.processes = Some(max);
@@ -300,8 +346,20 @@ pub(crate) fn plan(name: &str, limits: Limits) -> Plan {
             enforced_by,
         });
     }
-    plan.cgroup = cgroup;
     plan
+}
+
+/// The directory name of an instance's cgroup.
+fn dir_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// One instance's cgroup, removed on drop (best effort: it must be empty by then).
@@ -311,17 +369,7 @@ pub(crate) struct Cgroup {
 
 impl Cgroup {
     fn create(parent: &Path, name: &str) -> io::Result<Cgroup> {
-        let name: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "-_.@".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let dir = parent.join(name);
+        let dir = parent.join(dir_name(name));
         match fs::create_dir(&dir) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
             _ => {}

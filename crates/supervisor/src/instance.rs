@@ -347,10 +347,10 @@ async fn run_once(
     adopt: Option<Identity>,
 ) -> Attempt {
     inst.set_state(InstanceState::Starting);
-    let adopted = adopt.and_then(|who| take_over(inst, pipes, who));
+    let adopted = adopt.and_then(|who| take_over(inst, spec, pipes, who));
     let was_adopted = adopted.is_some();
     let (mut proc, ends, instance_cgroup) = match adopted {
-        Some((adopted, ends)) => (Proc::Adopted(adopted), ends, None),
+        Some((adopted, ends, cgroup)) => (Proc::Adopted(adopted), ends, cgroup),
         None => match spawn_attempt(inst, spec, pipes).await {
             Ok(spawned) => spawned,
             Err(msg) => {

@@ -79,9 +79,10 @@ fn exit_of(st: std::io::Result<std::process::ExitStatus>) -> Exit {
 /// read what it prints).
 pub(crate) fn take_over(
     inst: &Instance,
+    spec: &ProcessSpec,
     pipes: &LogPipes,
     who: Identity,
-) -> Option<(Adopted, ReadEnds)> {
+) -> Option<(Adopted, ReadEnds, Option<cgroup::Cgroup>)> {
     let adopted = match Adopted::open(who) {
         Ok(a) => a,
         Err(e) => {
@@ -90,13 +91,30 @@ pub(crate) fn take_over(
         }
     };
     match pipes.open() {
-        Ok(ends) => Some((adopted, ends)),
+        Ok(ends) => {
+            // The limits it was started with, for status; its cgroup goes when it does.
+            let plan = cgroup::adopted(&cgroup_name(spec), spec.limits, who.pid);
+            inst.update(|d| {
+                d.warnings = Vec::new();
+                d.limits = plan.report;
+            });
+            Some((adopted, ends, plan.cgroup))
+        }
         Err(e) => {
             tracing::warn!(instance = %inst.key(), pid = who.pid, error = %e, "the adopted process's log pipes cannot be opened: replacing it");
             adopted.kill();
             None
         }
     }
+}
+
+/// The name of the instance's cgroup (the same for a process this daemon starts and one it
+/// adopts).
+fn cgroup_name(spec: &ProcessSpec) -> String {
+    format!(
+        "{}-{}-{}-{}",
+        spec.app, spec.service, spec.instance, spec.release
+    )
 }
 
 /// Spawn a new process for the attempt, with fresh log pipes and the instance's limits.
@@ -106,11 +124,7 @@ pub(crate) async fn spawn_attempt(
     pipes: &LogPipes,
 ) -> Result<(Proc, ReadEnds, Option<cgroup::Cgroup>), String> {
     // Limits: the instance's cgroup where berth has one, else rlimits (see cgroup.rs).
-    let name = format!(
-        "{}-{}-{}-{}",
-        spec.app, spec.service, spec.instance, spec.release
-    );
-    let plan = cgroup::plan(&name, spec.limits);
+    let plan = cgroup::plan(&cgroup_name(spec), spec.limits);
     let mut confinement = spec.confinement.clone();
     confinement.cgroup = plan.cgroup.as_ref().map(|c| c.dir().to_owned());
     if plan.address_space.is_some() {

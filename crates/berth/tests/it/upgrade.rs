@@ -301,3 +301,27 @@ fn a_warm_standby_is_adopted_across_an_upgrade_and_a_restart() {
     assert_eq!(instances(&d.status(), "warm")[0]["pid"], before);
     assert_serves(&d, "warm", "r1");
 }
+
+/// An adopted instance reports the limits it was started with (not none), and the same
+/// mechanism for each: cgroup, rlimit, or not enforced and why.
+#[test]
+fn an_adopted_instance_reports_the_limits_it_runs_under() {
+    let d = Daemon::start();
+    let dir = app(&[(
+        "berth.toml",
+        "[app]\nname = \"held\"\n\
+         [services.small]\ncommand = \"python3 -c 'import time; time.sleep(3600)'\"\nmemory_max = \"64M\"\ncpu_max = \"50%\"\npids_max = 64\n",
+    )]);
+    assert_eq!(d.berth(&["deploy", dir.path().to_str().unwrap()]).code, 0);
+    let before = &instances(&d.status(), "held")[0];
+    let limits = before["limits"].clone();
+    assert_eq!(limits.as_array().map(Vec::len), Some(3), "{limits:#}");
+    let run = d.berth(&["upgrade"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let after = wait_for("the instance adopted", Duration::from_secs(10), || {
+        let status = d.status();
+        let i = instances(&status, "held").first()?.clone();
+        (i["pid"] == before["pid"] && i["state"] == "ready").then_some(i)
+    });
+    assert_eq!(after["limits"], limits, "{after:#}");
+}
