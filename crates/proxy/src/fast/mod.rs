@@ -7,10 +7,12 @@
 //! comes back as spans too and goes to the client with the route's headers added
 //! ([`response`]), in one write with the first body bytes.
 //!
+//! An answer the client may get compressed (`compress::Shape`) is compressed on the way, by
+//! the same streaming encoders as on hyper's path, and sent in chunks.
+//!
 //! Everything else goes to hyper, for the rest of the connection: a request with a body, an
-//! upgrade (WebSocket), `Expect`, HTTP/1.0, h2c, a client that accepts compression, a static
-//! route, a redirect, maintenance, an ACME challenge, no route, or any head the fast path does
-//! not take as it stands (hyper then answers 400, 431... exactly as before). The hand-over
+//! upgrade (WebSocket), `Expect`, HTTP/1.0, h2c, a static route, a redirect, maintenance, an
+//! ACME challenge, no route, or any head the fast path does not take as it stands (hyper then answers 400, 431... exactly as before). The hand-over
 //! happens before a byte of the answer is written: hyper reads the connection through a
 //! [`Rewind`] that first replays what the fast path had read.
 //!
@@ -31,10 +33,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method};
+use http_body::Body as _;
+use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use crate::body::{Body, BoxError};
 use crate::clientip::client_ip_from;
+use crate::compress;
 use crate::conn::{CLOSING_IDLE, ConnShared};
 use crate::error::ProxyError;
 use crate::forward::Forwarding;
@@ -350,7 +356,7 @@ impl Proxy {
                 clock,
             )
             .await;
-        let (up_head, mut body) = match sent {
+        let (up_head, body) = match sent {
             Ok(got) => got,
             Err(err) => {
                 record.error = Some(err.marker());
@@ -362,59 +368,54 @@ impl Proxy {
         };
         record.status = up_head.status.as_u16();
         let known = body.known_length();
-        let chunked = known.is_none();
-        response::write_upstream_head(w, &up_head, known, chunked, &extra);
+        let out =
+            response::write_upstream_head(w, &up_head, known, head.preferred_encoding(), &extra);
         drop(up_head);
+        let mut source = match out.encoding {
+            None => Source::Plain(body),
+            Some(encoding) => {
+                Source::Encoded(compress::encode_body(encoding, BodyExt::boxed_unsync(body)))
+            }
+        };
         // The body bytes already here go out with the head, in one write.
-        let mut ended = known == Some(0);
+        let mut ended = known == Some(0) && out.encoding.is_none();
         while !ended && w.len() < FIRST_WRITE {
-            match poll_fn(|cx| Poll::Ready(body.poll_next(cx))).await {
+            match poll_fn(|cx| Poll::Ready(source.poll_next(cx))).await {
                 Poll::Ready(Some(Ok(data))) => {
                     record.bytes += data.len() as u64;
-                    if chunked {
-                        response::chunk(w, &data);
-                    } else {
-                        w.extend_from_slice(&data);
-                    }
+                    push(w, &data, out.chunked);
                 }
                 Poll::Ready(None) => ended = true,
                 Poll::Ready(Some(Err(_))) => return cut_short(io, w, record).await,
                 Poll::Pending => break,
             }
         }
-        if ended {
-            if chunked {
-                w.extend_from_slice(response::LAST_CHUNK);
-            }
-            // Accounted before the client has the whole answer (as on hyper's path).
-            record.clean_end = true;
-            return finish(io, w, record, extra.close).await;
-        }
-        if io.write_all(w).await.is_err() {
-            return Answered::Close;
-        }
         loop {
+            if ended {
+                if out.chunked {
+                    w.extend_from_slice(response::LAST_CHUNK);
+                }
+                // Accounted before the client has the whole answer (as on hyper's path).
+                record.clean_end = true;
+                return finish(io, w, record, extra.close).await;
+            }
+            if io.write_all(w).await.is_err() {
+                return Answered::Close;
+            }
             w.clear();
-            match poll_fn(|cx| body.poll_next(cx)).await {
-                Some(Ok(data)) => {
+            match poll_fn(|cx| source.poll_next(cx)).await {
+                Some(Ok(data)) if !out.chunked && w.is_empty() => {
+                    // Large pieces of a body of known length go out as they are.
                     record.bytes += data.len() as u64;
-                    let sent = if chunked {
-                        response::chunk(w, &data);
-                        io.write_all(w).await
-                    } else {
-                        io.write_all(&data).await
-                    };
-                    if sent.is_err() {
+                    if io.write_all(&data).await.is_err() {
                         return Answered::Close;
                     }
                 }
-                None => {
-                    if chunked {
-                        w.extend_from_slice(response::LAST_CHUNK);
-                    }
-                    record.clean_end = true;
-                    return finish(io, w, record, extra.close).await;
+                Some(Ok(data)) => {
+                    record.bytes += data.len() as u64;
+                    push(w, &data, out.chunked);
                 }
+                None => ended = true,
                 Some(Err(_)) => return cut_short(io, w, record).await,
             }
         }
@@ -468,6 +469,41 @@ impl Proxy {
             Some(Ok(got)) => Ok(got),
             Some(Err((err, _))) => Err(inline_failed(&up, errors, Some(err))),
         }
+    }
+}
+
+/// An instance's body as it goes to the client: as read, or compressed on the way.
+enum Source {
+    Plain(h1::ResponseBody),
+    Encoded(Body),
+}
+
+impl Source {
+    /// The next piece (never empty); `None` at the end.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
+        match self {
+            Source::Plain(body) => body.poll_next(cx),
+            Source::Encoded(body) => loop {
+                match std::task::ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                    None => return Poll::Ready(None),
+                    Some(Err(err)) => return Poll::Ready(Some(Err(err))),
+                    // Trailers, and empty pieces (a chunk of size 0 would end the body).
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) if !data.is_empty() => return Poll::Ready(Some(Ok(data))),
+                        _ => {}
+                    },
+                }
+            },
+        }
+    }
+}
+
+/// A piece of a body into the write buffer, in a chunk when `chunked`.
+fn push(w: &mut Vec<u8>, data: &[u8], chunked: bool) {
+    if chunked {
+        response::chunk(w, data);
+    } else {
+        w.extend_from_slice(data);
     }
 }
 

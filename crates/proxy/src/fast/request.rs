@@ -45,6 +45,8 @@ pub(crate) struct Head {
     host: Option<Piece>,
     /// The client said `Connection: close`.
     pub close: bool,
+    /// The (first) `Accept-Encoding` value.
+    accept_encoding: Option<Piece>,
 }
 
 /// What [`parse`] found at the front of the buffer.
@@ -88,6 +90,7 @@ pub(crate) fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     let at = |s: &[u8]| ((s.as_ptr() as usize - base) as u16, s.len() as u16);
     let mut spans = [Span::default(); MAX_FIELDS];
     let (mut host, mut hosts, mut close) = (None, 0, false);
+    let mut accept_encoding = None;
     for (span, field) in spans.iter_mut().zip(req.headers.iter()) {
         let (name, value) = (field.name.as_bytes(), field.value);
         *span = Span {
@@ -110,11 +113,9 @@ pub(crate) fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
             10 if name.eq_ignore_ascii_case(b"connection") => {
                 close |= tokens(value).any(|t| t.eq_ignore_ascii_case("close"));
             }
-            // A client that accepts a compressed answer may get one: hyper's path compresses.
-            15 if name.eq_ignore_ascii_case(b"accept-encoding")
-                && visible_ascii(value).is_none_or(|v| !compress::encodings_in(v).is_empty()) =>
-            {
-                return Parsed::Other;
+            // The first one, as `HeaderMap::get` would give hyper's path.
+            15 if name.eq_ignore_ascii_case(b"accept-encoding") && accept_encoding.is_none() => {
+                accept_encoding = Some(at(value));
             }
             _ => {}
         }
@@ -130,6 +131,7 @@ pub(crate) fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
         spans,
         host,
         close,
+        accept_encoding,
         bytes: Bytes::new(),
     };
     Parsed::Head(Head {
@@ -212,6 +214,13 @@ impl Head {
             .iter()
             .filter(move |s| self.slice(s.name).eq_ignore_ascii_case(name.as_bytes()))
             .map(|s| self.slice(s.value))
+    }
+
+    /// The encoding the client prefers for a compressible answer (as
+    /// `compress::accepted_encodings` reads its `Accept-Encoding`).
+    pub fn preferred_encoding(&self) -> Option<compress::Encoding> {
+        let value = visible_ascii(self.slice(self.accept_encoding?))?;
+        compress::encodings_in(value).first().copied()
     }
 
     /// The client's `X-Request-Id` when berth keeps it.

@@ -13,7 +13,7 @@ use http::{Response, StatusCode};
 use http_body_util::BodyExt as _;
 
 use crate::body::Body;
-use crate::compress::{self, Shape};
+use crate::compress::{self, Encoding, Shape};
 use crate::field::{self, tokens, visible_ascii};
 use crate::forward::X_REQUEST_ID;
 use crate::h1::RawHead;
@@ -30,16 +30,25 @@ pub(crate) struct Extra<'a> {
     pub close: bool,
 }
 
-/// The head of an instance's response into `out`; `chunked`: its body goes to the client in
-/// chunks (its length is not known ahead).
+/// How an instance's body goes to the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BodyOut {
+    /// In chunks (its length is not known ahead, or it is compressed on the way).
+    pub chunked: bool,
+    /// Compressed with this.
+    pub encoding: Option<Encoding>,
+}
+
+/// The head of an instance's response into `out`. `known_length`: of its body, when known
+/// ahead; `accepts`: the encoding the client prefers, used when the response may be
+/// compressed (as `compress::maybe_compress` decides on hyper's path).
 pub(crate) fn write_upstream_head(
     out: &mut Vec<u8>,
     head: &RawHead,
     known_length: Option<u64>,
-    chunked: bool,
+    accepts: Option<Encoding>,
     extra: &Extra<'_>,
-) {
-    status_line(out, head.status);
+) -> BodyOut {
     let named = |name: &[u8]| {
         head.fields()
             .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
@@ -58,6 +67,23 @@ pub(crate) fn write_upstream_head(
                 .any(|e| e.force && e.name.as_str().as_bytes().eq_ignore_ascii_case(name))
         })
     };
+    // The instance's fields that go on: all but the hop-by-hop ones and those berth sets.
+    let kept = || {
+        head.fields().filter(|(name, _)| {
+            let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+            !(is("connection")
+                || is("keep-alive")
+                || is("te")
+                || is("trailer")
+                || is("transfer-encoding")
+                || is("upgrade")
+                || (name.len() >= 6 && name[..6].eq_ignore_ascii_case(b"proxy-"))
+                || is("server")
+                || is("x-request-id")
+                || (has_connection && named(name))
+                || forced(name))
+        })
+    };
     let mut shape = Shape {
         status: head.status,
         content_type: None,
@@ -67,23 +93,8 @@ pub(crate) fn write_upstream_head(
         length: None,
     };
     let (mut has_date, mut varies) = (false, false);
-    for (name, value) in head.fields() {
+    for (name, value) in kept() {
         let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
-        if is("connection")
-            || is("keep-alive")
-            || is("te")
-            || is("trailer")
-            || is("transfer-encoding")
-            || is("upgrade")
-            || (name.len() >= 6 && name[..6].eq_ignore_ascii_case(b"proxy-"))
-            || is("server")
-            || is("x-request-id")
-            || (chunked && is("content-length"))
-            || (has_connection && named(name))
-            || forced(name)
-        {
-            continue;
-        }
         if is("content-type") {
             shape.content_type = shape.content_type.or(visible_ascii(value));
         } else if is("content-encoding") {
@@ -99,21 +110,54 @@ pub(crate) fn write_upstream_head(
         } else if is("vary") {
             varies |= tokens(value).any(|t| t == "*" || t.eq_ignore_ascii_case("accept-encoding"));
         }
-        field::write(out, name, value);
     }
     shape.length = shape.length.or(known_length);
-    // The representation could be compressed for a client that asks (on hyper's path).
-    if !varies && shape.eligible() {
+    let eligible = shape.eligible();
+    let encoding = accepts.filter(|_| eligible);
+    let body = BodyOut {
+        chunked: known_length.is_none() || encoding.is_some(),
+        encoding,
+    };
+
+    status_line(out, head.status);
+    for (name, value) in kept() {
+        let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+        if body.chunked && is("content-length") {
+            continue;
+        }
+        if encoding.is_some() {
+            // Byte ranges of the identity body mean nothing for the encoded one, and a strong
+            // ETag names exact bytes: only a weak one stays true.
+            if is("accept-ranges") {
+                continue;
+            }
+            if is("etag") && value.starts_with(b"\"") {
+                out.extend_from_slice(name);
+                out.extend_from_slice(b": W/");
+                out.extend_from_slice(value);
+                out.extend_from_slice(b"\r\n");
+                continue;
+            }
+        }
+        field::write(out, name, value);
+    }
+    // The representation depends on Accept-Encoding, whether or not this client gets it
+    // compressed, so caches must key on it.
+    if eligible && !varies {
         field::write(out, b"vary", b"accept-encoding");
+    }
+    if let Some(encoding) = encoding {
+        field::write(out, b"content-encoding", encoding.as_str().as_bytes());
     }
     if let Some(policy) = extra.policy
         && head.status.as_u16() >= 200
     {
+        let present = |name: &[u8]| kept().any(|(n, _)| n.eq_ignore_ascii_case(name));
         for e in policy.entries().iter().filter(applies) {
             let Some(value) = &e.value else { continue };
             let name = e.name.as_str().as_bytes();
             // A forced entry's name was left out above; the app's own one wins otherwise.
-            if e.force || !head.fields().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            if e.force || !present(name) {
                 field::write(out, name, value.as_bytes());
             }
         }
@@ -121,7 +165,8 @@ pub(crate) fn write_upstream_head(
     if !has_date {
         date(out);
     }
-    finish(out, extra, chunked);
+    finish(out, extra, body.chunked);
+    body
 }
 
 /// berth's own answer (an error, a rate-limit refusal) as one buffer: head and body.

@@ -86,7 +86,7 @@ const CASES: &[(&str, bool)] = &[
     ),
     (
         "GET / HTTP/1.1\r\nHost: a.test\r\nAccept-Encoding: gzip, br\r\n\r\n",
-        false,
+        true,
     ),
     ("GET / HTTP/1.1\r\n\r\n", false),
     (

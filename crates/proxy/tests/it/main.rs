@@ -6,6 +6,7 @@
 mod support;
 
 mod drain;
+mod fast_path;
 mod files;
 mod forwarding;
 mod head;

@@ -214,15 +214,17 @@ async fn many_clients_keep_the_zone_bounded() {
         !text.contains("berth_proxy_rate_limit_evicted_keys_total{zone=\"app/z\"} 0"),
         "{text}"
     );
-    // the newest clients are remembered
-    for _ in 0..4 {
+    // a new client of the full zone is remembered: its burst runs out (the clients of the
+    // load above came over 8 connections served in parallel, so which of them came last is
+    // not known)
+    for _ in 0..5 {
         assert_eq!(
-            status_from(proxy.addr, "/", "100.64.39.15").await,
+            status_from(proxy.addr, "/", "100.64.200.1").await,
             StatusCode::OK
         );
     }
     assert_eq!(
-        status_from(proxy.addr, "/", "100.64.39.15").await,
+        status_from(proxy.addr, "/", "100.64.200.1").await,
         StatusCode::TOO_MANY_REQUESTS
     );
 }
