@@ -67,22 +67,32 @@ pub(crate) fn write_upstream_head(
                 .any(|e| e.force && e.name.as_str().as_bytes().eq_ignore_ascii_case(name))
         })
     };
-    // The instance's fields that go on: all but the hop-by-hop ones and those berth sets.
+    // The instance's fields that go on: all but the hop-by-hop ones and those berth sets;
+    // decided once per field (bit i: field i).
+    const _: () = assert!(crate::h1::MAX_HEADERS <= 128);
+    let mut kept_mask = 0u128;
+    for (i, (name, _)) in head.fields().enumerate() {
+        let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+        let dropped = is("connection")
+            || is("keep-alive")
+            || is("te")
+            || is("trailer")
+            || is("transfer-encoding")
+            || is("upgrade")
+            || (name.len() >= 6 && name[..6].eq_ignore_ascii_case(b"proxy-"))
+            || is("server")
+            || is("x-request-id")
+            || (has_connection && named(name))
+            || forced(name);
+        if !dropped {
+            kept_mask |= 1 << i;
+        }
+    }
     let kept = || {
-        head.fields().filter(|(name, _)| {
-            let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
-            !(is("connection")
-                || is("keep-alive")
-                || is("te")
-                || is("trailer")
-                || is("transfer-encoding")
-                || is("upgrade")
-                || (name.len() >= 6 && name[..6].eq_ignore_ascii_case(b"proxy-"))
-                || is("server")
-                || is("x-request-id")
-                || (has_connection && named(name))
-                || forced(name))
-        })
+        head.fields()
+            .enumerate()
+            .filter(move |(i, _)| kept_mask & (1 << i) != 0)
+            .map(|(_, field)| field)
     };
     let mut shape = Shape {
         status: head.status,

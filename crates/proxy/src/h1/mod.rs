@@ -36,7 +36,7 @@ use head::{Framing, parse_head};
 /// Largest response head accepted from an instance (offsets into it are `u16`s).
 const MAX_HEAD: usize = u16::MAX as usize;
 /// Most header fields in a response head (hyper's client default).
-const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 /// Free space ensured in the read buffer before each read.
 const READ_SPACE: usize = 8 * 1024;
 /// Longest chunk-size or trailer line.
