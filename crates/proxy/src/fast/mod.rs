@@ -311,11 +311,13 @@ impl Proxy {
             head.values("x-forwarded-for"),
             &route.trusted_proxies,
         );
-        let extra = Extra {
+        // `close` is decided when the answer is written: a shutdown may begin while the
+        // instance answers, and then this answer is the connection's last.
+        let mut extra = Extra {
             policy: Some(&route.headers),
             https: conn.proto == "https",
             request_id: &request_id,
-            close: head.close || conn.closing(),
+            close: head.close,
         };
         let w = &mut bufs.write;
         w.clear();
@@ -330,6 +332,7 @@ impl Proxy {
                 HeaderValue::from(retry_after_secs(wait)),
             );
             record.status = resp.status().as_u16();
+            extra.close |= conn.closing();
             response::write_own(w, resp, &extra);
             return finish(io, w, record, extra.close).await;
         }
@@ -362,10 +365,12 @@ impl Proxy {
                 record.error = Some(err.marker());
                 let resp = err.response();
                 record.status = resp.status().as_u16();
+                extra.close |= conn.closing();
                 response::write_own(w, resp, &extra);
                 return finish(io, w, record, extra.close).await;
             }
         };
+        extra.close |= conn.closing();
         record.status = up_head.status.as_u16();
         let known = body.known_length();
         let out =
