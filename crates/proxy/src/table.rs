@@ -145,10 +145,65 @@ pub(crate) struct Entry {
 #[derive(Default)]
 pub(crate) struct Compiled {
     pub entries: Vec<Entry>,
-    exact: HashMap<String, Vec<usize>>,
+    exact: HashMap<String, Routes>,
     /// (suffix including the leading dot, routes), longest suffix first.
-    wildcard: Vec<(String, Vec<usize>)>,
-    any: Vec<usize>,
+    wildcard: Vec<(String, Routes)>,
+    any: Routes,
+}
+
+/// A host's routes, longest path prefix first, and for a host with many of them an index by
+/// the prefix's first path segment, so a lookup does not walk past every route.
+#[derive(Default)]
+struct Routes {
+    all: Vec<usize>,
+    /// Built when `all` is longer than [`Routes::SCAN`]: the routes by the first segment of
+    /// their prefix (`api` for `/api/v1`), each list longest first.
+    by_segment: HashMap<Box<str>, Vec<usize>>,
+    /// The routes no first segment names (`/`, the empty prefix): after those of the segment,
+    /// being shorter than all of them.
+    rest: Vec<usize>,
+}
+
+impl Routes {
+    /// Up to this many routes a walk is faster than a hash.
+    const SCAN: usize = 16;
+
+    fn index(&mut self, entries: &[Entry]) {
+        if self.all.len() <= Routes::SCAN {
+            return;
+        }
+        for &i in &self.all {
+            match first_segment(&entries[i].route.path) {
+                Some(segment) => self.by_segment.entry(segment.into()).or_default().push(i),
+                None => self.rest.push(i),
+            }
+        }
+    }
+
+    /// The first route whose prefix matches `path`, longest prefix first.
+    fn find<'a>(&self, entries: &'a [Entry], path: &str) -> Option<&'a Entry> {
+        let matching = |&i: &usize| {
+            let e = &entries[i];
+            prefix_matches(&e.route.path, path).then_some(e)
+        };
+        if self.by_segment.is_empty() && self.rest.is_empty() {
+            return self.all.iter().find_map(matching);
+        }
+        let named = first_segment(path).and_then(|s| self.by_segment.get(s));
+        named
+            .into_iter()
+            .flatten()
+            .chain(&self.rest)
+            .find_map(matching)
+    }
+}
+
+/// The first segment of a path prefix or a request path: `api` of `/api/v1`; `None` for `/`,
+/// the empty path, and anything not starting with `/`.
+fn first_segment(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix('/')?;
+    let segment = rest.split('/').next().unwrap_or("");
+    (!segment.is_empty()).then_some(segment)
 }
 
 impl Compiled {
@@ -169,6 +224,7 @@ impl Compiled {
                     .exact
                     .entry(normalize_host(h).into_owned())
                     .or_default()
+                    .all
                     .push(idx),
                 HostPattern::Wildcard(w) => {
                     let suffix = normalize_host(w.trim_start_matches('*')).into_owned();
@@ -178,11 +234,17 @@ impl Compiled {
                         format!(".{suffix}")
                     };
                     match c.wildcard.iter_mut().find(|(s, _)| *s == suffix) {
-                        Some((_, v)) => v.push(idx),
-                        None => c.wildcard.push((suffix, vec![idx])),
+                        Some((_, v)) => v.all.push(idx),
+                        None => c.wildcard.push((
+                            suffix,
+                            Routes {
+                                all: vec![idx],
+                                ..Routes::default()
+                            },
+                        )),
                     }
                 }
-                HostPattern::Any => c.any.push(idx),
+                HostPattern::Any => c.any.all.push(idx),
             }
             let strip_len = if route.strip_prefix {
                 route.path.trim_end_matches('/').len()
@@ -217,9 +279,11 @@ impl Compiled {
             });
         }
         let entries = &c.entries;
-        let by_len = |v: &mut Vec<usize>| {
+        let by_len = |v: &mut Routes| {
             // Longest prefix first; on equal prefixes the earlier route wins (stable sort).
-            v.sort_by_key(|&i| std::cmp::Reverse(entries[i].route.path.len()));
+            v.all
+                .sort_by_key(|&i| std::cmp::Reverse(entries[i].route.path.len()));
+            v.index(entries);
         };
         c.exact.values_mut().for_each(by_len);
         c.wildcard.iter_mut().for_each(|(_, v)| by_len(v));
@@ -239,13 +303,10 @@ impl Compiled {
             Some(h) => self.host_routes(&h),
             None => &self.any,
         };
-        candidates
-            .iter()
-            .map(|&i| &self.entries[i])
-            .find(|e| prefix_matches(&e.route.path, path))
+        candidates.find(&self.entries, path)
     }
 
-    fn host_routes(&self, host: &str) -> &[usize] {
+    fn host_routes(&self, host: &str) -> &Routes {
         if let Some(v) = self.exact.get(host) {
             return v;
         }
@@ -316,6 +377,83 @@ mod tests {
     fn check(table: &Compiled, host: Option<&str>, path: &str, expected: Option<&str>) {
         let got = table.lookup(host, path).map(|e| e.route.id.as_str());
         assert_eq!(got, expected, "host={host:?} path={path}");
+    }
+
+    /// A host with many routes is looked up through its segment index: the answer is the
+    /// one a walk over every route, longest prefix first, gives.
+    #[test]
+    fn the_segment_index_answers_as_a_walk_does() {
+        let prefixes = [
+            "/",
+            "/api",
+            "/api/",
+            "/api/v1",
+            "/api/v1/",
+            "/api/v2",
+            "/apix",
+            "/a",
+            "/b/c",
+            "/b",
+            "/b/",
+            "/static",
+            "/static/img",
+            "//odd",
+            "/x/y/z",
+            "/api/v1/users",
+            "/docs",
+            "/docs/",
+            "/d",
+            "/api2",
+        ];
+        let mut routes: Vec<Route> = prefixes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| route(&format!("r{i}"), HostPattern::Any, p))
+            .collect();
+        // The same prefix twice: the earlier route wins.
+        routes.push(route("dup", HostPattern::Any, "/api"));
+        let t = compile(routes);
+        assert!(!t.any.by_segment.is_empty(), "indexed");
+        let paths = [
+            "",
+            "/",
+            "/api",
+            "/api/",
+            "/api/v1",
+            "/api/v1/users/7",
+            "/api/v2/x",
+            "/api2",
+            "/apix/1",
+            "/apixy",
+            "/a",
+            "/ab",
+            "/b",
+            "/b/c",
+            "/b/cd",
+            "/b/c/d",
+            "/static/img/a.png",
+            "//odd/x",
+            "//",
+            "/x/y",
+            "/x/y/z/w",
+            "/docs",
+            "/docs/a",
+            "/nothing",
+            "/d/e",
+        ];
+        for path in paths {
+            let walk = t
+                .any
+                .all
+                .iter()
+                .map(|&i| &t.entries[i])
+                .find(|e| prefix_matches(&e.route.path, path))
+                .map(|e| e.route.id.as_str());
+            check(&t, None, path, walk);
+        }
+        check(&t, None, "/api", Some("r1"));
+        check(&t, None, "/api/v1/users/7", Some("r15"));
+        check(&t, None, "/apixy", Some("r0"));
     }
 
     #[test]
