@@ -117,7 +117,15 @@ impl Proxy {
             }
         } else {
             // Every serving thread accepts on its own copy of the listener.
-            workers = self.clone().start_threads(listener, tls, ctx.clone())?;
+            workers = match self.clone().start_threads(listener, tls, ctx.clone()) {
+                Ok(workers) => workers,
+                Err(err) => {
+                    // The threads already started stop too: nothing serves half a listener.
+                    ctx.stop();
+                    ctx.tracker.close();
+                    return Err(err);
+                }
+            };
             shutdown.await;
         }
         tracing::info!(%addr, "proxy stopping: draining connections");
