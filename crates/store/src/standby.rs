@@ -69,10 +69,12 @@ mod tests {
     #[test]
     fn the_last_standby_of_each_app_is_kept() {
         let mut s = Store::open_in_memory().unwrap();
+        // One time for every record: the expected one is made after the stored ones.
+        let until = from_millis(to_millis(SystemTime::now()));
         let record = |release: &str| StandbyRecord {
             app: "shop".into(),
             release: release.into(),
-            until: from_millis(to_millis(SystemTime::now())),
+            until,
             deploy: 7,
             grace: Duration::from_secs(30),
             keep_releases: 5,
