@@ -69,6 +69,9 @@ pub(crate) struct Global {
     pub tls_handshake_failures: AtomicU64,
     pub https_redirects: AtomicU64,
     pub connections_over_ip_limit: AtomicU64,
+    /// Connections served by hyper's server: HTTP/2, and HTTP/1.1 ones the fast path
+    /// (`fast`) handed over.
+    pub hyper_connections: AtomicU64,
 }
 
 /// Upstream failures by service and kind.
@@ -218,7 +221,7 @@ impl Collector for Registry {
         }
         let g = &self.global;
         // Counters are named without `_total`: the encoder adds it.
-        let simple: [(&str, MetricType, &str, &AtomicU64); 10] = [
+        let simple: [(&str, MetricType, &str, &AtomicU64); 11] = [
             (
                 "berth_proxy_unrouted_requests",
                 MetricType::Counter,
@@ -260,6 +263,12 @@ impl Collector for Registry {
                 MetricType::Counter,
                 "Route tables published.",
                 &g.table_swaps,
+            ),
+            (
+                "berth_proxy_hyper_connections",
+                MetricType::Counter,
+                "Client connections served by hyper's server: HTTP/2, and HTTP/1.1 ones the fast path handed over (a body, an upgrade, a static route...).",
+                &g.hyper_connections,
             ),
             (
                 "berth_proxy_tls_handshake_failures",

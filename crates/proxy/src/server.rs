@@ -319,6 +319,7 @@ impl Proxy {
         } else {
             BytesMut::new()
         };
+        g.hyper_connections.fetch_add(1, Relaxed);
         let io = Rewind::new(read, io);
         let service = Service {
             proxy: self.clone(),

@@ -180,4 +180,21 @@ async fn the_fast_path_answers_as_hypers_path_does() {
         compressed >= 4,
         "compression was exercised {compressed} times"
     );
+    // The answers compared were the fast path's own: hyper's server served no connection.
+    let text = fast.proxy.metrics_text();
+    assert!(
+        text.contains("berth_proxy_hyper_connections_total 0"),
+        "{text}"
+    );
+    // And a request the fast path leaves to hyper (one with a body) is counted there.
+    let req = Request::post("/page")
+        .header("host", "shop.test")
+        .body(body("a body"))
+        .unwrap();
+    assert_eq!(send(fast.addr, req).await.status, StatusCode::OK);
+    let text = fast.proxy.metrics_text();
+    assert!(
+        text.contains("berth_proxy_hyper_connections_total 1"),
+        "{text}"
+    );
 }
