@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
@@ -32,12 +32,10 @@ impl Proxy {
         conn: Arc<ConnShared>,
     ) -> Response<Tracked> {
         let start = Instant::now();
-        conn.request_started();
         let h1 = req.version() < http::Version::HTTP_2;
         if !h1 {
             conn.saw_h2();
         }
-        self.metrics.global.inflight.fetch_add(1, Relaxed);
         let table = self.table();
         // The host the client asked for (or a 400: none, several, invalid).
         let (host, bad_host) = match host::request_host(&req) {
@@ -49,26 +47,13 @@ impl Proxy {
             Some(v) if forward::acceptable_request_id(v) => v.clone(),
             _ => self.ids.next(),
         };
-        let mut record = Box::new(Record {
-            global: self.metrics.global.clone(),
-            access_log: self.access_log.clone(),
-            conn: conn.clone(),
+        let mut record = Box::new(self.record(
+            &conn,
             start,
-            time: SystemTime::now(),
-            request_id: request_id.clone(),
-            host: None,
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            status: 0,
-            bytes: 0,
-            metrics: None,
-            route: None,
-            upstream: None,
-            error: None,
-            pooled: None,
-            max_idle: self.config.upstream_max_idle,
-            clean_end: false,
-        });
+            request_id.clone(),
+            req.method().clone(),
+            req.uri().clone(),
+        ));
         let path = req.uri().path();
         let entry = match bad_host {
             None => table.lookup(host.as_ref().and_then(|h| h.to_str().ok()), path),

@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{HeaderValue, Method, Uri};
 
 use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -14,10 +16,12 @@ use hyper_util::server::conn::auto;
 
 use crate::accesslog;
 use crate::config::{AccessLog, ProxyConfig};
+use crate::conn::ConnShared;
 use crate::files::Sites;
 use crate::forward::RequestIds;
 use crate::metrics::Registry;
 use crate::ratelimit::{ConnLimit, Zones};
+use crate::record::Record;
 use crate::table::{Compiled, RouteTable};
 use crate::upstream::{self, DrainOutcome, Upstream};
 
@@ -115,6 +119,40 @@ impl Proxy {
         self.zones.retain(compiled.zones());
         self.table.store(Arc::new(compiled));
         self.metrics.global.table_swaps.fetch_add(1, Relaxed);
+    }
+
+    /// The record of a request that starts now on `conn` (in flight until it is dropped);
+    /// the caller fills in what it learns (host, route, status...).
+    pub(crate) fn record(
+        &self,
+        conn: &Arc<ConnShared>,
+        start: Instant,
+        request_id: HeaderValue,
+        method: Method,
+        uri: Uri,
+    ) -> Record {
+        conn.request_started();
+        self.metrics.global.inflight.fetch_add(1, Relaxed);
+        Record {
+            global: self.metrics.global.clone(),
+            access_log: self.access_log.clone(),
+            conn: conn.clone(),
+            start,
+            time: SystemTime::now(),
+            request_id,
+            host: None,
+            method,
+            uri,
+            status: 0,
+            bytes: 0,
+            metrics: None,
+            route: None,
+            upstream: None,
+            error: None,
+            pooled: None,
+            max_idle: self.config.upstream_max_idle,
+            clean_end: false,
+        }
     }
 
     pub(crate) fn table(&self) -> Arc<Compiled> {

@@ -27,9 +27,8 @@ mod rewind;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method};
@@ -283,29 +282,17 @@ impl Proxy {
             return Answered::HandOver(head.into_bytes());
         }
 
-        conn.request_started();
-        self.metrics.global.inflight.fetch_add(1, Relaxed);
         let request_id = head.request_id().unwrap_or_else(|| self.ids.next());
-        let mut record = Record {
-            global: self.metrics.global.clone(),
-            access_log: self.access_log.clone(),
-            conn: conn.clone(),
-            start: Instant::now(),
-            time: SystemTime::now(),
-            request_id: request_id.clone(),
-            host: head.host_value(),
-            method: head.method.clone(),
-            uri: head.uri(),
-            status: 0,
-            bytes: 0,
-            metrics: Some(entry.metrics.clone()),
-            route: Some(entry.label.clone()),
-            upstream: None,
-            error: None,
-            pooled: None,
-            max_idle: self.config.upstream_max_idle,
-            clean_end: false,
-        };
+        let mut record = self.record(
+            conn,
+            Instant::now(),
+            request_id.clone(),
+            head.method.clone(),
+            head.uri(),
+        );
+        record.host = head.host_value();
+        record.metrics = Some(entry.metrics.clone());
+        record.route = Some(entry.label.clone());
         let client = client_ip_from(
             conn.client.ip,
             head.values("x-forwarded-for"),
