@@ -135,21 +135,14 @@ impl Proxy {
         if let Some(secs) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if let Some(entry) = entry
-            && record.status >= 200
-        {
-            entry.route.headers.apply(headers, conn.proto == "https");
-        }
-        // Never the upstream's name and version.
-        headers.insert(header::SERVER, HeaderValue::from_static("berth"));
-        if h1 && record.status >= 200 && conn.closing() {
-            // hyper closes the connection after a response that says so; the client's next
-            // request goes to a new connection (and, on an upgrade, to the next daemon). This
-            // is how a closing HTTP/1 connection ends without a race: it is never closed while
-            // the client may be sending on it.
-            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        headers.insert(X_REQUEST_ID.clone(), request_id);
+        let policy = entry.map(|e| &*e.route.headers);
+        // hyper closes the connection after a response that says so; the client's next
+        // request goes to a new connection (and, on an upgrade, to the next daemon). This is
+        // how a closing HTTP/1 connection ends without a race: it is never closed while the
+        // client may be sending on it.
+        let close = h1 && conn.closing();
+        let https = conn.proto == "https";
+        berths_headers(headers, record.status, policy, https, request_id, close);
         resp.map(|inner| Tracked {
             inner,
             record: Some(record),
@@ -196,6 +189,29 @@ impl Proxy {
             }
         }
     }
+}
+
+/// What berth sets on every answer, after the answer's own headers: the route's security
+/// headers (`policy`; not on 1xx), `Server: berth` (never the upstream's name and version),
+/// `Connection: close` when the connection closes after it, and the request's id.
+pub(crate) fn berths_headers(
+    headers: &mut http::HeaderMap,
+    status: u16,
+    policy: Option<&crate::headers::HeaderPolicy>,
+    https: bool,
+    request_id: HeaderValue,
+    close: bool,
+) {
+    if let Some(policy) = policy
+        && status >= 200
+    {
+        policy.apply(headers, https);
+    }
+    headers.insert(header::SERVER, HeaderValue::from_static("berth"));
+    if close && status >= 200 {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    headers.insert(X_REQUEST_ID.clone(), request_id);
 }
 
 /// `Retry-After` seconds when the route's rate-limit zone has no token for the client.

@@ -15,8 +15,8 @@ use http_body_util::BodyExt as _;
 use crate::body::Body;
 use crate::compress::{self, Encoding, Shape};
 use crate::field::{self, tokens, visible_ascii};
-use crate::forward::X_REQUEST_ID;
 use crate::h1::RawHead;
+use crate::handler::berths_headers;
 use crate::headers::HeaderPolicy;
 
 /// What berth adds to every response it writes on the fast path.
@@ -187,27 +187,19 @@ pub(crate) fn write_own(out: &mut Vec<u8>, resp: Response<Body>, extra: &Extra<'
         .and_then(Result::ok)
         .map_or_else(Bytes::new, |c| c.to_bytes());
     let h = &mut parts.headers;
-    if let Some(policy) = extra.policy
-        && parts.status.as_u16() >= 200
-    {
-        policy.apply(h, extra.https);
-    }
-    h.insert(header::SERVER, HeaderValue::from_static("berth"));
-    h.insert(X_REQUEST_ID.clone(), extra.request_id.clone());
-    h.remove(header::CONNECTION);
+    let status = parts.status.as_u16();
+    let id = extra.request_id.clone();
+    berths_headers(h, status, extra.policy, extra.https, id, extra.close);
     h.entry(header::CONTENT_LENGTH)
         .or_insert_with(|| HeaderValue::from(body.len()));
     status_line(out, parts.status);
     for (name, value) in h.iter() {
-        if name == header::SERVER || *name == X_REQUEST_ID {
-            continue;
-        }
         field::write(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if !h.contains_key(header::DATE) {
         date(out);
     }
-    finish(out, extra, false);
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body);
 }
 
