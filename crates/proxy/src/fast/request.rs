@@ -47,6 +47,8 @@ pub(crate) struct Head {
     pub close: bool,
     /// The (first) `Accept-Encoding` value.
     accept_encoding: Option<Piece>,
+    /// The (first) `X-Request-Id` value.
+    request_id: Option<Piece>,
 }
 
 /// What [`parse`] found at the front of the buffer.
@@ -90,7 +92,7 @@ pub(crate) fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     let at = |s: &[u8]| ((s.as_ptr() as usize - base) as u16, s.len() as u16);
     let mut spans = [Span::default(); MAX_FIELDS];
     let (mut host, mut hosts, mut close) = (None, 0, false);
-    let mut accept_encoding = None;
+    let (mut accept_encoding, mut request_id) = (None, None);
     for (span, field) in spans.iter_mut().zip(req.headers.iter()) {
         let (name, value) = (field.name.as_bytes(), field.value);
         *span = Span {
@@ -117,6 +119,9 @@ pub(crate) fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
             15 if name.eq_ignore_ascii_case(b"accept-encoding") && accept_encoding.is_none() => {
                 accept_encoding = Some(at(value));
             }
+            12 if name.eq_ignore_ascii_case(b"x-request-id") && request_id.is_none() => {
+                request_id = Some(at(value));
+            }
             _ => {}
         }
     }
@@ -132,6 +137,7 @@ pub(crate) fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
         host,
         close,
         accept_encoding,
+        request_id,
         bytes: Bytes::new(),
     };
     Parsed::Head(Head {
@@ -225,8 +231,7 @@ impl Head {
 
     /// The client's `X-Request-Id` when berth keeps it.
     pub fn request_id(&self) -> Option<HeaderValue> {
-        let v = self.values("x-request-id").next()?;
-        let v = HeaderValue::from_bytes(v).ok()?;
+        let v = HeaderValue::from_bytes(self.slice(self.request_id?)).ok()?;
         forward::acceptable_request_id(&v).then_some(v)
     }
 
